@@ -1,0 +1,38 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Tp7.Engine.Kernels;
+
+// Fully connected layer y = x W^T + b (torchvision layout: W is (out, in)).
+// Gradient rule for every backward in this file: gradients of parameters accumulate (+=),
+// gradients of activations overwrite (=); ZeroGrad clears them.
+
+// ===== Host twin =====
+public static partial class Linear
+{
+    /// <summary>y (N, Out) = x (N, In) W^T (W: (Out, In)) + b (Out), then ReLU if asked.</summary>
+    public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b,
+        int n, int inFeatures, int outFeatures, bool relu)
+    {
+        var shape = (n, inFeatures, outFeatures);
+        Check.Length("y", y.Length, (long)n * outFeatures, shape);
+        Check.Length("x", x.Length, (long)n * inFeatures, shape);
+        Check.Length("w", w.Length, (long)outFeatures * inFeatures, shape);
+        Check.Length("b", b.Length, outFeatures, shape);
+        Gemm.Host(y, x, w, new GemmShape(n, outFeatures, inFeatures, TransB: true));
+        for (int i = 0; i < n; i++)
+        {
+            var row = y.Slice(i * outFeatures, outFeatures);
+            for (int o = 0; o < outFeatures; o++)
+            {
+                float v = row[o] + b[o];
+                row[o] = relu && v < 0f ? 0f : v;
+            }
+        }
+    }
+}
+
+
+
+
+// ===== ILGPU kernels =====
