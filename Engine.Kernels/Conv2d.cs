@@ -10,6 +10,11 @@ namespace Tp7.Engine.Kernels;
 // ===== Host twin: the CPU backend and the specification the ILGPU kernels are tested against =====
 public static partial class Conv2d
 {
+    /// <summary>y = conv(x, w) + b (then ReLU): the host backend's entry point, dispatching to the fastest version.</summary>
+    public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
+        ReadOnlySpan<float> b, ConvShape s, bool relu)
+        => ForwardHost_V1Naive(y, x, w, b, s, relu);
+
     /// <summary>
     /// y (N, K, OH, OW) = x (N, C, H, W) * w (K, C, R, S) + b (K), then ReLU if <paramref name="relu"/>.
     /// Version 1: direct loops, one (n, k) plane per task. Readable; the specification.
