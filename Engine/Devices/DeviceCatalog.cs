@@ -1,0 +1,129 @@
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+
+namespace Tp7.Engine.Devices;
+
+/// <summary>One device found on this machine, usable or refused (with the reason).</summary>
+public sealed record DeviceEntry(string Backend, int Index, string Name, long MemoryBytes, string Capability, string? RefusedBecause);
+
+/// <summary>
+/// Finds devices and opens the one a verb asked for. `auto` takes CUDA, then an OpenCL GPU, then the host backend.
+/// </summary>
+public static class DeviceCatalog
+{
+    public static readonly string[] Choices = ["auto", "cuda", "opencl", "cpu", "ilgpu-cpu"];
+
+    /// <summary>Every device: the host backend, each CUDA and OpenCL device (refused ones with the reason).</summary>
+    public static IReadOnlyList<DeviceEntry> List()
+    {
+        var list = new List<DeviceEntry>();
+        using (var host = new HostDevice())
+            list.Add(new("cpu", 0, host.Name, host.MemoryBytes, $"{Environment.ProcessorCount} cores, {HostInfo.SimdDescription()}", null));
+        using var ctx = Context.Create(b => b.Cuda().OpenCL(_ => true));
+        int ci = 0, oi = 0;
+        foreach (var d in ctx.Devices)
+        {
+            switch (d)
+            {
+                case CudaDevice cuda:
+                    list.Add(new("cuda", ci++, cuda.Name, cuda.MemorySize, CudaCapability(cuda), null));
+                    break;
+                case CLDevice cl:
+                    list.Add(new("opencl", oi++, cl.Name, cl.MemorySize,
+                        $"{cl.DeviceType}, {cl.VendorName}, OpenCL C {cl.CVersion}", OpenClRefusal(cl)));
+                    break;
+            }
+        }
+        list.Add(new("ilgpu-cpu", 0, "ILGPU CPU accelerator (kernel debugger, ~0.1 GFLOP/s)", 0, "simulated GPU", null));
+        return list;
+    }
+
+    static string CudaCapability(CudaDevice d)
+        => d.Architecture is { } a ? $"compute capability {a.Major}.{a.Minor}, {d.NumMultiprocessors} SMs" : $"{d.NumMultiprocessors} SMs";
+
+    /// <summary>Why ILGPU will not run on this OpenCL device, or null when it will.</summary>
+    static string? OpenClRefusal(CLDevice d)
+    {
+        if (d.CLStdVersion < ILGPU.Backends.OpenCL.CLBackend.MinimumVersion)
+            return $"OpenCL C {d.CLStdVersion} is older than the {ILGPU.Backends.OpenCL.CLBackend.MinimumVersion} ILGPU needs";
+        if (!d.Capabilities.GenericAddressSpace)
+            return "no generic address space support, which ILGPU requires";
+        return null;
+    }
+
+    public static string Describe(Device d) => d switch
+    {
+        CudaDevice c => $"CUDA: {c.Name}, {c.MemorySize >> 20} MiB, {CudaCapability(c)}",
+        CLDevice cl => $"OpenCL: {cl.Name} ({cl.VendorName}), {cl.MemorySize >> 20} MiB",
+        CPUDevice cpu => $"ILGPU CPU accelerator: {cpu.NumMultiprocessors} simulated SM, {cpu.MaxNumThreadsPerGroup} threads per group",
+        _ => d.Name,
+    };
+
+    /// <summary>
+    /// Opens the device a verb asked for and says on <paramref name="log"/> which one and why.
+    /// </summary>
+    public static ComputeDevice Open(string choice, int index, Action<string> log)
+    {
+        switch (choice.ToLowerInvariant())
+        {
+            case "cpu":
+            {
+                var host = new HostDevice();
+                log($"device: {host.Describe()}");
+                return host;
+            }
+            case "ilgpu-cpu":
+            {
+                var dev = IlgpuDevice.OpenCpuAccelerator();
+                log($"device: {dev.Describe()} (debugging only: far slower than --device cpu)");
+                return dev;
+            }
+            case "cuda":
+                return OpenIlgpu(b => b.Cuda(), "CUDA", index, log)
+                       ?? throw new InvalidOperationException($"no CUDA device with index {index} (see 'tp7 devices')");
+            case "opencl":
+                return OpenIlgpu(b => b.OpenCL(), "OpenCL", index, log)
+                       ?? throw new InvalidOperationException($"no usable OpenCL device with index {index} (see 'tp7 devices')");
+            case "auto":
+            {
+                var reasons = new List<string>();
+                if (TryOpen(b => b.Cuda(), "CUDA", index, log, reasons) is { } cuda) return cuda;
+                if (TryOpen(b => b.OpenCL(d => d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU && OpenClRefusal(d) == null),
+                        "OpenCL GPU", index, log, reasons) is { } cl) return cl;
+                var host = new HostDevice();
+                log($"device: {host.Describe()} (auto: {string.Join("; ", reasons)})");
+                return host;
+            }
+            default:
+                throw new ArgumentException($"unknown device '{choice}'; choose one of {string.Join(", ", Choices)}");
+        }
+    }
+
+    static ComputeDevice? TryOpen(Action<Context.Builder> configure, string what, int index, Action<string> log, List<string> reasons)
+    {
+        try
+        {
+            var dev = OpenIlgpu(configure, what, index, log);
+            if (dev == null) reasons.Add($"no {what} device");
+            return dev;
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            reasons.Add($"{what} failed: {e.Message}");
+            return null;
+        }
+    }
+
+    static IlgpuDevice? OpenIlgpu(Action<Context.Builder> configure, string what, int index, Action<string> log)
+    {
+        var ctx = Context.Create(b => { configure(b); b.EnableAlgorithms(); });
+        var devices = ctx.Devices.Where(d => d.AcceleratorType != AcceleratorType.CPU).ToList();
+        if (index < 0 || index >= devices.Count) { ctx.Dispose(); return null; }
+        var dev = new IlgpuDevice(ctx, devices[index], ownsContext: true);
+        log($"device: {dev.Describe()}");
+        return dev;
+    }
+}

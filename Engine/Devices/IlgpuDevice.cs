@@ -1,0 +1,125 @@
+using System.Runtime.InteropServices;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+using ILGPU.Runtime.OpenCL;
+using Tp7.Engine.Kernels;
+
+namespace Tp7.Engine.Devices;
+
+/// <summary>
+/// Our ILGPU kernels on one accelerator: CUDA, OpenCL, or ILGPU's CPU accelerator (a debugger for the kernels,
+/// far too slow to serve users). Kernels are compiled once per op family, on first use.
+/// </summary>
+public sealed class IlgpuDevice : ComputeDevice
+{
+    readonly Context context;
+    readonly bool ownsContext;
+    readonly Lazy<Conv2dGpu> conv;
+    readonly Lazy<PoolingGpu> pooling;
+    readonly Lazy<LinearGpu> linear;
+    readonly Lazy<ActivationsGpu> activations;
+
+    public Accelerator Accelerator { get; }
+    public override string Name => Accelerator.Name;
+    public override DeviceKind Kind { get; }
+    public override long MemoryBytes => Accelerator.MemorySize;
+
+    public IlgpuDevice(Context context, Device device, bool ownsContext = false)
+    {
+        this.context = context;
+        this.ownsContext = ownsContext;
+        Accelerator = device.CreateAccelerator(context);
+        Kind = device.AcceleratorType switch
+        {
+            AcceleratorType.Cuda => DeviceKind.Cuda,
+            AcceleratorType.OpenCL => DeviceKind.OpenCL,
+            _ => DeviceKind.IlgpuCpu,
+        };
+        conv = new(() => new Conv2dGpu(Accelerator));
+        pooling = new(() => new PoolingGpu(Accelerator));
+        linear = new(() => new LinearGpu(Accelerator));
+        activations = new(() => new ActivationsGpu(Accelerator));
+    }
+
+    /// <summary>ILGPU's CPU accelerator simulating a GPU of the given kind (for tests and kernel debugging).</summary>
+    public static IlgpuDevice OpenCpuAccelerator(CPUDeviceKind kind = CPUDeviceKind.Default)
+    {
+        var ctx = Context.Create(b => b.CPU(kind).EnableAlgorithms());
+        return new IlgpuDevice(ctx, ctx.GetCPUDevice(0), ownsContext: true);
+    }
+
+    public override string Describe() => DeviceCatalog.Describe(Accelerator.Device);
+
+    public override DeviceTensor Allocate(long length)
+    {
+        try
+        {
+            return new GpuTensor(Accelerator.Allocate1D<float>(Math.Max(1, length)), length);
+        }
+        catch (Exception e) when (e is AcceleratorException or OutOfMemoryException or InvalidOperationException)
+        {
+            throw new InsufficientMemoryException(
+                $"{Name}: cannot allocate {4 * length >> 20} MiB ({e.Message}); use a smaller --batch", e);
+        }
+    }
+
+    public override void Upload(DeviceTensor destination, ReadOnlySpan<float> source)
+    {
+        Check.Length("upload", source.Length, destination.Length, Name);
+        if (source.Length == 0) return;
+        View(destination).CopyFromCPU(Accelerator.DefaultStream, ref MemoryMarshal.GetReference(source), source.Length);
+    }
+
+    public override void Download(DeviceTensor source, Span<float> destination)
+    {
+        Check.Length("download", destination.Length, source.Length, Name);
+        if (destination.Length == 0) return;
+        View(source).CopyToCPU(Accelerator.DefaultStream, ref MemoryMarshal.GetReference(destination), destination.Length);
+        Accelerator.Synchronize();
+    }
+
+    public override void Synchronize() => Accelerator.Synchronize();
+
+    public override void Conv2d(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, ConvShape s, bool relu)
+        => conv.Value.Forward(View(y), View(x), View(w), View(b), s, relu);
+
+    public override void MaxPool(DeviceTensor y, DeviceTensor x, PoolShape s)
+        => pooling.Value.MaxForward(View(y), View(x), s);
+
+    public override void AdaptiveAvgPool(DeviceTensor y, DeviceTensor x, int n, int c, int h, int w, int oh, int ow)
+        => pooling.Value.AdaptiveAvgForward(View(y), View(x), n, c, h, w, oh, ow);
+
+    public override void Linear(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, int n, int inFeatures, int outFeatures, bool relu)
+        => linear.Value.Forward(View(y), View(x), View(w), View(b), n, inFeatures, outFeatures, relu);
+
+    public override void Relu(DeviceTensor y, DeviceTensor x) => activations.Value.Relu(View(y), View(x));
+
+    public override void Softmax(DeviceTensor y, DeviceTensor x, int rows, int cols)
+        => activations.Value.Softmax(View(y), View(x), rows, cols);
+
+    static ArrayView<float> View(DeviceTensor t) => t is GpuTensor g
+        ? g.Buffer.View.SubView(0, g.Length)
+        : throw new ArgumentException("tensor belongs to another device than this ILGPU accelerator");
+
+    public override void Dispose()
+    {
+        Accelerator.Dispose();
+        if (ownsContext) context.Dispose();
+        base.Dispose();
+    }
+
+    sealed class GpuTensor : DeviceTensor
+    {
+        readonly bool owner;
+        public MemoryBuffer1D<float, Stride1D.Dense> Buffer { get; }
+        public GpuTensor(MemoryBuffer1D<float, Stride1D.Dense> buffer, long length, bool owner = true) : base(length)
+        {
+            Buffer = buffer;
+            this.owner = owner;
+        }
+        public override DeviceTensor Prefix(long length) { CheckPrefix(length); return new GpuTensor(Buffer, length, owner: false); }
+        public override void Dispose() { if (owner) Buffer.Dispose(); }
+    }
+}

@@ -1,0 +1,59 @@
+using Tp7.Engine.IO;
+
+namespace Tp7.Engine.Model;
+
+/// <summary>Finds and loads VGG16 weights: an explicit file, else the pretrained file, else the random-init one.</summary>
+public static class WeightsLocator
+{
+    public const string Pretrained = "vgg16.safetensors";
+    public const string RandomInit = "vgg16-random-seed0.safetensors";
+
+    public const string HowToGet =
+        "get ImageNet weights with 'python3 tools/convert_weights.py --download vgg16' (needs internet), " +
+        "or make random-init ones with '/usr/bin/python3 tools/convert_weights.py --random-init --seed 0'";
+
+    /// <summary>The weights folders searched: ./weights, then weights/ beside the repository root above the program.</summary>
+    public static IEnumerable<string> SearchFolders()
+    {
+        yield return Path.Combine(Directory.GetCurrentDirectory(), "weights");
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
+            if (File.Exists(Path.Combine(dir.FullName, "Tp7.Native.sln")))
+            {
+                yield return Path.Combine(dir.FullName, "weights");
+                yield break;
+            }
+    }
+
+    /// <summary>The default weights file, or null when none exists.</summary>
+    public static string? FindDefault()
+    {
+        foreach (var name in new[] { Pretrained, RandomInit })
+            foreach (var folder in SearchFolders())
+            {
+                var path = Path.Combine(folder, name);
+                if (File.Exists(path)) return path;
+            }
+        return null;
+    }
+
+    public static string Resolve(string? path)
+        => path ?? FindDefault() ?? throw new FileNotFoundException($"no VGG16 weights found in weights/: {HowToGet}");
+
+    /// <summary>True when the file holds torchvision's random initialisation rather than trained weights.</summary>
+    public static bool IsRandomInit(string path)
+    {
+        using var file = SafeTensorsFile.Open(path);
+        return file.Metadata.TryGetValue("source", out var s) && s.Contains("random", StringComparison.OrdinalIgnoreCase)
+               || Path.GetFileName(path).Contains("random", StringComparison.OrdinalIgnoreCase);
+    }
+
+    /// <summary>Loads and verifies all 32 tensors against the architecture (every mismatch named at once).</summary>
+    public static Vgg16Weights Load(string path)
+    {
+        if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such weights file; {HowToGet}");
+        using var file = SafeTensorsFile.Open(path);
+        TensorSpecCheck.Verify(file, Vgg16Architecture.ParameterSpecs);
+        var tensors = Vgg16Architecture.ParameterSpecs.ToDictionary(p => p.Key, p => file.ReadFloat32(p.Key));
+        return new Vgg16Weights(tensors, path);
+    }
+}

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command (README's second command; .ci/run calls it too).
+# Installs Debian's reference stack when it is missing (PyTorch, torchvision, scikit-learn, PIL, liblinear),
+# runs every test, and ends with one line: "tests: N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+need_install=0
+/usr/bin/python3 -c "import torch, torchvision, sklearn, PIL, numpy" 2>/dev/null || need_install=1
+command -v liblinear-train >/dev/null 2>&1 || need_install=1
+if [ "$need_install" = 1 ]; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing the reference stack (python3-torch python3-torchvision python3-sklearn python3-pil liblinear-tools)..."
+  $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+    python3-torch python3-torchvision python3-sklearn python3-pil python3-numpy liblinear-tools >/dev/null \
+    || { echo "could not install the reference stack; tests that compare with PyTorch/scikit-learn will fail"; }
+fi
+
+log=$(mktemp)
+dotnet test Tp7.Native.sln -c Release --logger "console;verbosity=normal" 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+# dotnet test prints one summary per test assembly: "Failed!  - Failed: 1, Passed: 56, Skipped: 0, Total: 57, ..."
+read -r passed failed skipped < <(grep -E '(Passed|Failed)! +- Failed: ' "$log" | sed -E 's/.*Failed: +([0-9]+), Passed: +([0-9]+), Skipped: +([0-9]+).*/\2 \1 \3/' \
+  | awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
+if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "dotnet test exited with $status (build failure or crashed test host)"; fi
+rm -f "$log"
+echo "tests: $passed passed, $failed failed, $skipped skipped"
+[ "$status" = 0 ] && [ "$failed" = 0 ]
