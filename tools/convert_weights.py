@@ -513,21 +513,25 @@ def convert_pth(src, out, any_arch=False, extra_metadata=None):
     report(out, [(k, s) for k, _, s, _ in tensors], size, sha, time.time() - t0)
 
 
-def convert_random_init(seed, out):
-    t0 = time.time()
+def random_init_model(seed):
+    """torchvision's randomly initialised vgg16 after torch.manual_seed(seed)."""
     try:
         import torch
         import torchvision
     except ImportError as e:
         raise ConvertError(f"--random-init needs torch and torchvision ({e})") from None
     torch.manual_seed(seed)
-    model = torchvision.models.vgg16()  # weights=None: torchvision's own random initialisation
+    return torchvision.models.vgg16()  # weights=None: torchvision's own random initialisation
+
+
+def random_init_contents(model, seed):
+    """(tensors, metadata) exactly as --random-init writes them; make_reference.py hashes the same
+    list to record which weights file its reference matches."""
+    import torch
+    import torchvision
     sd = model.state_dict()
     check_vgg16({k: tuple(v.shape) for k, v in sd.items()}, "torchvision.models.vgg16()")
-    tensors = []
-    for key, v in sd.items():
-        dtype, shape, data = st.from_torch(v.float())
-        tensors.append((key, dtype, shape, data))
+    tensors = [(key, "F32", tuple(v.shape), lambda v=v: st.from_torch(v.float())[2]) for key, v in sd.items()]
     metadata = {
         "format": "pt",
         "source": f"torchvision.models.vgg16() random init, torch.manual_seed({seed})",
@@ -537,6 +541,12 @@ def convert_random_init(seed, out):
         "converter": "tools/convert_weights.py --random-init",
         "arch": "vgg16",
     }
+    return tensors, metadata
+
+
+def convert_random_init(seed, out):
+    t0 = time.time()
+    tensors, metadata = random_init_contents(random_init_model(seed), seed)
     size, sha = st.write(out, tensors, metadata)
     report(out, [(k, s) for k, _, s, _ in tensors], size, sha, time.time() - t0)
 

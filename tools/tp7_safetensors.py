@@ -275,6 +275,15 @@ def _TORCH_DTYPES(torch):
             "BOOL": torch.bool}
 
 
+def torch_dtype_name(torch_dtype):
+    """safetensors dtype name of a torch dtype (torch.float32 -> "F32")."""
+    import torch
+    for name, t in _TORCH_DTYPES(torch).items():
+        if t == torch_dtype:
+            return name
+    raise SafetensorsError(f"unsupported torch dtype {torch_dtype}")
+
+
 def from_torch(tensor):
     """(dtype name, shape, little-endian bytes) of a torch tensor, copied to contiguous CPU memory."""
     import torch
@@ -287,3 +296,19 @@ def from_torch(tensor):
     # bytes via a uint8 view keeps bfloat16 (which numpy lacks) working.
     data = t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b""
     return names[tensor.dtype], tuple(t.shape), data
+
+
+def sha256_of(tensors, metadata=None):
+    """(size, sha256) that `write` would produce for the same arguments, without writing."""
+    tensors = list(tensors)
+    header = build_header([(n, d, s) for n, d, s, _ in tensors], metadata)
+    digest = hashlib.sha256(header)
+    size = len(header)
+    for name, dtype, shape, data in tensors:
+        view = memoryview(data() if callable(data) else data).cast("B")
+        if view.nbytes != nbytes_of(dtype, shape):
+            raise SafetensorsError(f"tensor '{name}' {dtype}{list(shape)} needs {nbytes_of(dtype, shape)} bytes, "
+                                   f"got {view.nbytes}")
+        digest.update(view)
+        size += view.nbytes
+    return size, digest.hexdigest()
