@@ -11,7 +11,8 @@ namespace Tp7.Engine.Kernels;
 public static partial class Linear
 {
     /// <summary>y (N, Out) = x (N, In) W^T (W: (Out, In)) + b (Out), then ReLU if asked.</summary>
-    public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b,
+    /// <remarks>One blocked GEMM with TransB; bias and ReLU are applied in its epilogue, so y is written once.</remarks>
+    public static unsafe void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b,
         int n, int inFeatures, int outFeatures, bool relu)
     {
         var shape = (n, inFeatures, outFeatures);
@@ -19,16 +20,9 @@ public static partial class Linear
         Check.Length("x", x.Length, (long)n * inFeatures, shape);
         Check.Length("w", w.Length, (long)outFeatures * inFeatures, shape);
         Check.Length("b", b.Length, outFeatures, shape);
-        Gemm.Host(y, x, w, new GemmShape(n, outFeatures, inFeatures, TransB: true));
-        for (int i = 0; i < n; i++)
-        {
-            var row = y.Slice(i * outFeatures, outFeatures);
-            for (int o = 0; o < outFeatures; o++)
-            {
-                float v = row[o] + b[o];
-                row[o] = relu && v < 0f ? 0f : v;
-            }
-        }
+        fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
+            HostGemmKernels.Gemm(py, px, pw, new GemmShape(n, outFeatures, inFeatures, TransB: true),
+                new GemmEpilogue(ColBias: (nint)pb, Relu: relu));
     }
 }
 

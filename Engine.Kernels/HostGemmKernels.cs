@@ -1,0 +1,432 @@
+using System.Buffers;
+using System.Numerics;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+
+namespace Tp7.Engine.Kernels;
+
+/// <summary>What the GEMM does to a finished C tile: add a per-row bias (conv channels), a per-column bias
+/// (linear outputs), then ReLU. Pointers travel as <see cref="nint"/> so the struct can enter lambdas.</summary>
+internal readonly record struct GemmEpilogue(nint RowBias = 0, nint ColBias = 0, bool Relu = false)
+{
+    public bool IsEmpty => RowBias == 0 && ColBias == 0 && !Relu;
+}
+
+/// <summary>Packs op(B)[pc:pc+kc, jc:jc+nc] into ceil(nc/NR) micro-panels of kc x NR floats (element (p, t) at
+/// p*NR + t), zero padded past nc. Implemented by structs so the JIT specialises the GEMM loop per source.</summary>
+internal unsafe interface IPackB
+{
+    void Pack(float* dst, int pc, int kc, int jc, int nc);
+}
+
+/// <summary>op(B)(p, j) = b[p*RowStride + j*ColStride]: a plain row-major matrix, transposed or not.</summary>
+internal readonly unsafe struct StridedB(nint b, long rowStride, long colStride) : IPackB
+{
+    public void Pack(float* dst, int pc, int kc, int jc, int nc)
+    {
+        const int NR = HostGemmKernels.NR;
+        float* b0 = (float*)b;
+        for (int jp = 0; jp < nc; jp += NR, dst += (long)kc * NR)
+        {
+            int w = Math.Min(NR, nc - jp);
+            if (colStride == 1)
+            {
+                // Rows of op(B) are contiguous: copy NR floats per k.
+                float* src = b0 + (long)pc * rowStride + jc + jp;
+                if (w == NR)
+                    for (int p = 0; p < kc; p++, src += rowStride)
+                    {
+                        Vector256.Store(Vector256.Load(src), dst + p * NR);
+                        Vector256.Store(Vector256.Load(src + 8), dst + p * NR + 8);
+                    }
+                else
+                    for (int p = 0; p < kc; p++, src += rowStride)
+                    {
+                        float* d = dst + p * NR;
+                        int t = 0;
+                        for (; t < w; t++) d[t] = src[t];
+                        for (; t < NR; t++) d[t] = 0f;
+                    }
+            }
+            else
+            {
+                // Columns of op(B) are contiguous along k (TransB): read each column once, write with stride NR.
+                for (int t = 0; t < NR; t++)
+                {
+                    float* d = dst + t;
+                    if (t < w)
+                    {
+                        float* src = b0 + (long)(jc + jp + t) * colStride + (long)pc * rowStride;
+                        for (int p = 0; p < kc; p++) d[p * NR] = src[p * rowStride];
+                    }
+                    else
+                        for (int p = 0; p < kc; p++) d[p * NR] = 0f;
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
+/// The im2col matrix of one image, never materialised: op(B) is (C*R*S, OH*OW) with
+/// B(p = (c*R + r)*S + q, j = oy*OW + ox) = x[c, oy*strideH - padH + r, ox*strideW - padW + q] (0 outside).
+/// Packing reads it straight from the image (C, H, W), so the conv needs no col buffer at all.
+/// </summary>
+internal readonly unsafe struct Im2colB(nint image, ConvShape s) : IPackB
+{
+    public void Pack(float* dst, int pc, int kc, int jc, int nc)
+    {
+        const int NR = HostGemmKernels.NR;
+        int ow = s.OutW, h = s.H, w = s.W, rs = s.R * s.S, sw = s.StrideW;
+        long hw = (long)h * w;
+        float* x = (float*)image;
+        // A micro-panel's NR output pixels split into runs that share an output row ("segments");
+        // within a segment the input columns advance by strideW, so stride-1 runs are plain copies.
+        int* segT = stackalloc int[NR], segLen = stackalloc int[NR], segIy = stackalloc int[NR], segIx = stackalloc int[NR];
+        for (int jp = 0; jp < nc; jp += NR, dst += (long)kc * NR)
+        {
+            int width = Math.Min(NR, nc - jp), nseg = 0;
+            for (int t = 0; t < width;)
+            {
+                int j = jc + jp + t, oy = j / ow, ox = j - oy * ow, len = Math.Min(width - t, ow - ox);
+                segT[nseg] = t; segLen[nseg] = len;
+                segIy[nseg] = oy * s.StrideH - s.PadH; segIx[nseg] = ox * sw - s.PadW;
+                nseg++; t += len;
+            }
+            int c = pc / rs, rem = pc - c * rs, r = rem / s.S, q = rem - r * s.S;
+            for (int p = 0; p < kc; p++)
+            {
+                float* d = dst + p * NR;
+                float* plane = x + c * hw;
+                for (int g = 0; g < nseg; g++)
+                {
+                    float* dg = d + segT[g];
+                    int len = segLen[g], iy = segIy[g] + r, ix = segIx[g] + q;
+                    if ((uint)iy >= (uint)h) { new Span<float>(dg, len).Clear(); continue; }
+                    float* row = plane + (long)iy * w;
+                    if (sw == 1)
+                    {
+                        if (len == NR && ix >= 0 && ix + NR <= w)
+                        {
+                            Vector256.Store(Vector256.Load(row + ix), dg);
+                            Vector256.Store(Vector256.Load(row + ix + 8), dg + 8);
+                            continue;
+                        }
+                        int lo = Math.Clamp(-ix, 0, len), hi = Math.Clamp(w - ix, lo, len);
+                        int u = 0;
+                        for (; u < lo; u++) dg[u] = 0f;
+                        for (; u < hi; u++) dg[u] = row[ix + u];
+                        for (; u < len; u++) dg[u] = 0f;
+                    }
+                    else
+                        for (int u = 0; u < len; u++)
+                        {
+                            int xx = ix + u * sw;
+                            dg[u] = (uint)xx < (uint)w ? row[xx] : 0f;
+                        }
+                }
+                for (int t = width; t < NR; t++) d[t] = 0f;
+                if (++q == s.S) { q = 0; if (++r == s.R) { r = 0; c++; } }
+            }
+        }
+    }
+}
+
+/// <summary>
+/// Host SGEMM in the Goto/BLIS structure (Goto and van de Geijn, "Anatomy of high-performance matrix
+/// multiplication", ACM TOMS 34(3), 2008; Van Zee and van de Geijn, "BLIS", ACM TOMS 41(3), 2015):
+/// alpha·op(A) is packed once into MR-row panels; for each (NC columns, KC depth) block op(B) is packed into
+/// NR-column panels in a per-thread buffer; an MR x NR register-blocked micro-kernel walks the MC x KC block
+/// of A (kept in L2) against one KC x NR panel of B (kept in L1). Work is split across cores by columns
+/// (or rows when C is tall and thin), so tasks never share a C element and need no synchronisation.
+/// </summary>
+internal static unsafe class HostGemmKernels
+{
+    // 6x16 keeps 12 ymm accumulators + 2 B vectors + 1 A broadcast in AVX2's 16 registers.
+    internal const int MR = 6, NR = 16;
+    // KC x NR panel of B = 16 KiB (L1 is 32 KiB); MC x KC block of A = 240 KiB (L2 is 512 KiB per core).
+    internal const int KC = 256, MC = 240, NC = 3072;
+
+    /// <summary>Below this many FLOPs a GEMM runs on the calling thread: task start-up would cost more.</summary>
+    const double ParallelFlops = 4e6;
+
+    internal static int PaddedRows(int m) => (m + MR - 1) / MR * MR;
+
+    [ThreadStatic] static float[]? t_bBuffer;
+
+    /// <summary>This thread's KC x NC packing buffer for B, pinned and 64-byte aligned; allocated once per thread.</summary>
+    static float* ThreadBBuffer()
+    {
+        t_bBuffer ??= GC.AllocateUninitializedArray<float>(KC * NC + 16, pinned: true);
+        nint p = (nint)Unsafe.AsPointer(ref t_bBuffer[0]);
+        return (float*)((p + 63) & ~(nint)63);
+    }
+
+    /// <summary>
+    /// Packs alpha·op(A) (M x K, op(A)(i, p) = a[i*rowStride + p*colStride]) into the micro-kernel's layout:
+    /// k-block pc (width kc) occupies PaddedRows(M) x kc floats at offset pc*PaddedRows(M); inside it row
+    /// panel i/MR starts at i*kc, element (p, r) at p*MR + r. Rows past M are zero.
+    /// </summary>
+    internal static void PackA(float* dst, float* a, long rowStride, long colStride, int m, int k, float alpha)
+    {
+        int mPad = PaddedRows(m), panels = mPad / MR, kBlocks = (k + KC - 1) / KC;
+        nint dp = (nint)dst, ap = (nint)a;
+        void PackOne(int task)
+        {
+            int kb = task / panels, i = task % panels * MR, pc = kb * KC, kc = Math.Min(KC, k - pc);
+            float* d = (float*)dp + (long)pc * mPad + (long)i * kc;
+            float* src = (float*)ap + (long)i * rowStride + (long)pc * colStride;
+            int rows = Math.Min(MR, m - i);
+            for (int r = 0; r < MR; r++)
+            {
+                float* sr = src + r * rowStride;
+                if (r >= rows) { for (int p = 0; p < kc; p++) d[p * MR + r] = 0f; continue; }
+                for (int p = 0; p < kc; p++) d[p * MR + r] = alpha * sr[p * colStride];
+            }
+        }
+        int tasks = kBlocks * panels;
+        if ((long)m * k < 1 << 18) for (int t = 0; t < tasks; t++) PackOne(t);
+        else Parallel.For(0, tasks, PackOne);
+    }
+
+    /// <summary>
+    /// C[i0:i1, j0:j1] (C has leading dimension ldc) = (pre-packed A) · op(B) + beta·C, then the epilogue.
+    /// With beta == 0, C is never read (it may hold garbage or NaN).
+    /// </summary>
+    internal static void Run<TB>(float* aPacked, int m, int k, TB b, int i0, int i1, int j0, int j1,
+        float* c, long ldc, float beta, GemmEpilogue e, bool portable) where TB : struct, IPackB
+    {
+        int mPad = PaddedRows(m);
+        float* bBuf = ThreadBBuffer();
+        for (int jc = j0; jc < j1; jc += NC)
+        {
+            int nc = Math.Min(NC, j1 - jc);
+            for (int pc = 0; pc < k; pc += KC)
+            {
+                int kc = Math.Min(KC, k - pc);
+                b.Pack(bBuf, pc, kc, jc, nc);
+                bool first = pc == 0, last = pc + kc == k, loadC = !first || beta != 0f;
+                float scale = first ? beta : 1f;
+                float* aBlock = aPacked + (long)pc * mPad;
+                for (int ic = i0; ic < i1; ic += MC)
+                {
+                    int mc = Math.Min(MC, i1 - ic);
+                    for (int jr = 0; jr < nc; jr += NR)
+                    {
+                        float* bp = bBuf + (long)jr * kc;
+                        int nv = Math.Min(NR, nc - jr), col = jc + jr;
+                        for (int ir = 0; ir < mc; ir += MR)
+                        {
+                            int row = ic + ir, mv = Math.Min(MR, Math.Min(m, i1) - row);
+                            float* ct = c + row * ldc + col;
+                            if (portable || !Vector256.IsHardwareAccelerated)
+                                KernelPortable(kc, aBlock + (long)row * kc, bp, ct, ldc, mv, nv, loadC, scale, last, e, row, col);
+                            else
+                                Kernel6x16(kc, aBlock + (long)row * kc, bp, ct, ldc, mv, nv, loadC, scale, last, e, row, col);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// <summary>C = alpha·op(A)·op(B) + beta·C then the epilogue, for raw row-major pointers; parallel over cores.</summary>
+    internal static void Gemm(float* c, float* a, float* b, GemmShape s, GemmEpilogue e, bool portable = false)
+    {
+        int m = s.M, n = s.N, k = s.K;
+        if (m <= 0 || n <= 0) return;
+        long lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        if (k <= 0) { ScaleAndEpilogue(c, m, n, ldc, s.Beta, e); return; }
+        int mPad = PaddedRows(m);
+        float[] aBuf = ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * k + 16)));
+        try
+        {
+            fixed (float* aRaw = aBuf)
+            {
+                float* ap = (float*)(((nint)aRaw + 63) & ~(nint)63);
+                PackA(ap, a, s.TransA ? 1 : lda, s.TransA ? lda : 1, m, k, s.Alpha);
+                var bSrc = new StridedB((nint)b, s.TransB ? 1 : ldb, s.TransB ? ldb : 1);
+                Split(m, n, s.Flops, out int rowTasks, out int colTasks);
+                if (rowTasks * colTasks == 1)
+                {
+                    Run(ap, m, k, bSrc, 0, m, 0, n, c, ldc, s.Beta, e, portable);
+                    return;
+                }
+                nint app = (nint)ap, cp = (nint)c;
+                float beta = s.Beta;
+                Parallel.For(0, rowTasks * colTasks, t =>
+                {
+                    Range(m, MR, rowTasks, t / colTasks, out int i0, out int i1);
+                    Range(n, NR, colTasks, t % colTasks, out int j0, out int j1);
+                    if (i0 < i1 && j0 < j1)
+                        Run((float*)app, m, k, bSrc, i0, i1, j0, j1, (float*)cp, ldc, beta, e, portable);
+                });
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(aBuf); }
+    }
+
+    /// <summary>
+    /// Chooses how many row and column slices of C become parallel tasks. Columns are preferred (A is packed
+    /// once and shared, so column tasks do no redundant work); rows only when C is too narrow to feed the cores.
+    /// A few tasks per core let the scheduler balance when other processes steal a core.
+    /// </summary>
+    internal static void Split(int m, int n, double flops, out int rowTasks, out int colTasks)
+    {
+        int threads = Environment.ProcessorCount;
+        rowTasks = colTasks = 1;
+        if (flops < ParallelFlops || threads == 1) return;
+        int colPanels = (n + NR - 1) / NR, rowPanels = (m + MR - 1) / MR, want = 2 * threads;
+        if (colPanels >= want) colTasks = Math.Min(colPanels, want);
+        else if (rowPanels >= want) rowTasks = Math.Min(rowPanels, want);
+        else { colTasks = Math.Max(1, colPanels); rowTasks = Math.Max(1, Math.Min(rowPanels, want / colTasks)); }
+    }
+
+    /// <summary>Slice <paramref name="index"/> of <paramref name="count"/> over [0, total), boundaries on multiples of <paramref name="unit"/>.</summary>
+    internal static void Range(int total, int unit, int count, int index, out int start, out int end)
+    {
+        int units = (total + unit - 1) / unit;
+        start = Math.Min(total, (int)((long)units * index / count) * unit);
+        end = Math.Min(total, (int)((long)units * (index + 1) / count) * unit);
+    }
+
+    static void ScaleAndEpilogue(float* c, int m, int n, long ldc, float beta, GemmEpilogue e)
+    {
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                float* ce = c + i * ldc + j;
+                float v = beta == 0f ? 0f : beta * *ce;
+                *ce = Finish(v, e, i, j);
+            }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Finish(float v, in GemmEpilogue e, int row, int col)
+    {
+        if (e.RowBias != 0) v += ((float*)e.RowBias)[row];
+        if (e.ColBias != 0) v += ((float*)e.ColBias)[col];
+        return e.Relu && v < 0f ? 0f : v;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Vector256<float> MulAdd(Vector256<float> a, Vector256<float> b, Vector256<float> acc)
+        => Fma.IsSupported ? Fma.MultiplyAdd(a, b, acc) : a * b + acc;
+
+    /// <summary>
+    /// The 6 x 16 micro-kernel: acc (6 x 16, in 12 registers) = sum over kc of a panel column (6 broadcasts)
+    /// times a B panel row (2 vectors), then the tile of C gets (beta·C or C) + acc, bias and ReLU.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Kernel6x16(int kc, float* a, float* b, float* c, long ldc, int mv, int nv,
+        bool loadC, float scale, bool last, in GemmEpilogue e, int row, int col)
+    {
+        Vector256<float> c00 = default, c01 = default, c10 = default, c11 = default, c20 = default, c21 = default,
+            c30 = default, c31 = default, c40 = default, c41 = default, c50 = default, c51 = default;
+        for (int p = 0; p < kc; p++)
+        {
+            var b0 = Vector256.Load(b);
+            var b1 = Vector256.Load(b + 8);
+            var a0 = Vector256.Create(a[0]); c00 = MulAdd(a0, b0, c00); c01 = MulAdd(a0, b1, c01);
+            var a1 = Vector256.Create(a[1]); c10 = MulAdd(a1, b0, c10); c11 = MulAdd(a1, b1, c11);
+            var a2 = Vector256.Create(a[2]); c20 = MulAdd(a2, b0, c20); c21 = MulAdd(a2, b1, c21);
+            var a3 = Vector256.Create(a[3]); c30 = MulAdd(a3, b0, c30); c31 = MulAdd(a3, b1, c31);
+            var a4 = Vector256.Create(a[4]); c40 = MulAdd(a4, b0, c40); c41 = MulAdd(a4, b1, c41);
+            var a5 = Vector256.Create(a[5]); c50 = MulAdd(a5, b0, c50); c51 = MulAdd(a5, b1, c51);
+            a += MR; b += NR;
+        }
+        if (mv == MR && nv == NR)
+        {
+            var colBias0 = Vector256<float>.Zero;
+            var colBias1 = Vector256<float>.Zero;
+            if (last && e.ColBias != 0)
+            {
+                colBias0 = Vector256.Load((float*)e.ColBias + col);
+                colBias1 = Vector256.Load((float*)e.ColBias + col + 8);
+            }
+            StoreRow(c, c00, c01, loadC, scale, last, e, row, colBias0, colBias1);
+            StoreRow(c + ldc, c10, c11, loadC, scale, last, e, row + 1, colBias0, colBias1);
+            StoreRow(c + 2 * ldc, c20, c21, loadC, scale, last, e, row + 2, colBias0, colBias1);
+            StoreRow(c + 3 * ldc, c30, c31, loadC, scale, last, e, row + 3, colBias0, colBias1);
+            StoreRow(c + 4 * ldc, c40, c41, loadC, scale, last, e, row + 4, colBias0, colBias1);
+            StoreRow(c + 5 * ldc, c50, c51, loadC, scale, last, e, row + 5, colBias0, colBias1);
+            return;
+        }
+        float* t = stackalloc float[MR * NR];
+        Vector256.Store(c00, t); Vector256.Store(c01, t + 8);
+        Vector256.Store(c10, t + 16); Vector256.Store(c11, t + 24);
+        Vector256.Store(c20, t + 32); Vector256.Store(c21, t + 40);
+        Vector256.Store(c30, t + 48); Vector256.Store(c31, t + 56);
+        Vector256.Store(c40, t + 64); Vector256.Store(c41, t + 72);
+        Vector256.Store(c50, t + 80); Vector256.Store(c51, t + 88);
+        StoreEdge(t, c, ldc, mv, nv, loadC, scale, last, e, row, col);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StoreRow(float* cr, Vector256<float> x0, Vector256<float> x1, bool loadC, float scale, bool last,
+        in GemmEpilogue e, int row, Vector256<float> colBias0, Vector256<float> colBias1)
+    {
+        if (loadC)
+        {
+            var o0 = Vector256.Load(cr);
+            var o1 = Vector256.Load(cr + 8);
+            if (scale != 1f) { var sv = Vector256.Create(scale); o0 *= sv; o1 *= sv; }
+            x0 += o0; x1 += o1;
+        }
+        if (last)
+        {
+            if (e.RowBias != 0) { var rb = Vector256.Create(((float*)e.RowBias)[row]); x0 += rb; x1 += rb; }
+            x0 += colBias0; x1 += colBias1;
+            if (e.Relu)
+            {
+                // Same rule as the scalar specification (v < 0 ? 0 : v), so NaN passes through.
+                var z = Vector256<float>.Zero;
+                x0 = Vector256.ConditionalSelect(Vector256.LessThan(x0, z), z, x0);
+                x1 = Vector256.ConditionalSelect(Vector256.LessThan(x1, z), z, x1);
+            }
+        }
+        Vector256.Store(x0, cr);
+        Vector256.Store(x1, cr + 8);
+    }
+
+    /// <summary>Writes the valid mv x nv part of an accumulator tile t (MR x NR) at the matrix edge.</summary>
+    static void StoreEdge(float* t, float* c, long ldc, int mv, int nv, bool loadC, float scale, bool last,
+        in GemmEpilogue e, int row, int col)
+    {
+        for (int r = 0; r < mv; r++)
+            for (int j = 0; j < nv; j++)
+            {
+                float* ce = c + r * ldc + j;
+                float v = t[r * NR + j];
+                if (loadC) v += scale == 1f ? *ce : scale * *ce;
+                *ce = last ? Finish(v, e, row + r, col + j) : v;
+            }
+    }
+
+    /// <summary>
+    /// The same tile with <see cref="Vector{T}"/> of any width (4, 8 or 16 lanes divide NR): the fallback for
+    /// CPUs without 256-bit SIMD (e.g. NEON), and a second implementation the tests compare against.
+    /// </summary>
+    static void KernelPortable(int kc, float* a, float* b, float* c, long ldc, int mv, int nv,
+        bool loadC, float scale, bool last, in GemmEpilogue e, int row, int col)
+    {
+        int lanes = Vector<float>.Count;
+        float* t = stackalloc float[MR * NR];
+        for (int j = 0; j < NR; j += lanes)
+        {
+            Vector<float> r0 = default, r1 = default, r2 = default, r3 = default, r4 = default, r5 = default;
+            float* ap = a, bp = b + j;
+            for (int p = 0; p < kc; p++, ap += MR, bp += NR)
+            {
+                var bv = Vector.Load(bp);
+                r0 += new Vector<float>(ap[0]) * bv; r1 += new Vector<float>(ap[1]) * bv;
+                r2 += new Vector<float>(ap[2]) * bv; r3 += new Vector<float>(ap[3]) * bv;
+                r4 += new Vector<float>(ap[4]) * bv; r5 += new Vector<float>(ap[5]) * bv;
+            }
+            Vector.Store(r0, t + j); Vector.Store(r1, t + NR + j); Vector.Store(r2, t + 2 * NR + j);
+            Vector.Store(r3, t + 3 * NR + j); Vector.Store(r4, t + 4 * NR + j); Vector.Store(r5, t + 5 * NR + j);
+        }
+        StoreEdge(t, c, ldc, mv, nv, loadC, scale, last, e, row, col);
+    }
+}

@@ -1,0 +1,196 @@
+using FsCheck;
+using FsCheck.Xunit;
+using Tp7.Engine.Kernels;
+
+namespace Tp7.Tests;
+
+/// <summary>
+/// Fast host ops against their readable V1 specification. Inputs are uniform in [-1, 1]; tolerances are
+/// |Δ| ≤ atol + rtol·|ref| per element (stated per test). The fast versions sum in a different order (FMA,
+/// K-blocks of 256), so they agree with V1 to rounding, not to the bit.
+/// </summary>
+public class HostOpsTests
+{
+    // GEMM and conv: K (or C·R·S) ≤ ~700 terms of products ≤ 1 in magnitude; float rounding of both sides stays
+    // well below 1e-4 absolute. A wrong index, transpose or missing term moves results by ~0.1 or more.
+    const float GemmAtol = 1e-4f, GemmRtol = 1e-4f;
+
+    static float[] Random(int seed, long n, float scale = 1f)
+    {
+        var rng = new Random(seed);
+        var v = new float[n];
+        for (long i = 0; i < n; i++) v[i] = scale * (2f * rng.NextSingle() - 1f);
+        return v;
+    }
+
+    /// <summary>Fails with the worst element (by how far it exceeds its tolerance), both values and the shape.</summary>
+    internal static void AssertClose(ReadOnlySpan<float> expected, ReadOnlySpan<float> actual, float atol, float rtol, object shape)
+    {
+        Assert.Equal(expected.Length, actual.Length);
+        int worst = -1;
+        double worstExcess = 0;
+        for (int i = 0; i < expected.Length; i++)
+        {
+            float e = expected[i], a = actual[i];
+            if (float.IsNaN(e) && float.IsNaN(a)) continue;
+            double excess = Math.Abs((double)e - a) - (atol + rtol * Math.Abs((double)e));
+            if (double.IsNaN(excess) || excess > worstExcess || (excess > 0 && worst < 0))
+            {
+                worst = i; worstExcess = double.IsNaN(excess) ? double.PositiveInfinity : excess;
+            }
+        }
+        if (worst >= 0)
+            Assert.Fail($"{shape}: worst element [{worst}] expected {expected[worst]:R}, got {actual[worst]:R} " +
+                        $"(|Δ| = {Math.Abs(expected[worst] - actual[worst]):G3}, tolerance {atol:G3} + {rtol:G3}·|ref|)");
+    }
+
+    static void CheckGemm(GemmShape s, int seed, bool portable)
+    {
+        int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        var a = Random(seed, s.TransA ? (long)s.K * lda : (long)s.M * lda);
+        var b = Random(seed + 1, s.TransB ? (long)s.N * ldb : (long)s.K * ldb);
+        // With beta = 0, C must not be read: start it at NaN so a read shows up in every element.
+        var c0 = s.Beta == 0f ? Enumerable.Repeat(float.NaN, s.M * ldc).ToArray() : Random(seed + 2, (long)s.M * ldc);
+        var expected = (float[])c0.Clone();
+        var actual = (float[])c0.Clone();
+        Gemm.Host_V1Naive(expected, a, b, s);
+        if (portable) Gemm.Host_V2BlockedPortable(actual, a, b, s); else Gemm.Host_V2Blocked(actual, a, b, s);
+        // Padding columns between N and ldc must be untouched.
+        for (int i = 0; i < s.M; i++)
+            for (int j = s.N; j < ldc; j++)
+                Assert.True(float.IsNaN(c0[i * ldc + j]) ? float.IsNaN(actual[i * ldc + j]) : c0[i * ldc + j] == actual[i * ldc + j],
+                    $"{s}: padding C[{i},{j}] was written");
+        for (int i = 0; i < s.M; i++)
+            AssertClose(expected.AsSpan(i * ldc, s.N), actual.AsSpan(i * ldc, s.N), GemmAtol, GemmRtol, $"{s} row {i}");
+    }
+
+    static readonly float[] Alphas = [1f, -0.75f, 2f];
+    static readonly float[] Betas = [0f, 1f, -0.5f];
+
+    static GemmShape RandomGemm(PositiveInt m, PositiveInt n, PositiveInt k, bool ta, bool tb, NonNegativeInt pad, NonNegativeInt ab)
+    {
+        int M = 1 + m.Get % 40, N = 1 + n.Get % 50, K = 1 + k.Get % 60, p = pad.Get % 3;
+        return new GemmShape(M, N, K, ta, tb,
+            Lda: p == 0 ? 0 : (ta ? M : K) + p, Ldb: p == 0 ? 0 : (tb ? K : N) + p, Ldc: p == 0 ? 0 : N + p,
+            Alpha: Alphas[ab.Get % 3], Beta: Betas[ab.Get / 3 % 3]);
+    }
+
+    [Property(MaxTest = 60)]
+    public void GemmV2BlockedMatchesNaiveOnOddShapes(PositiveInt m, PositiveInt n, PositiveInt k, bool ta, bool tb,
+        NonNegativeInt pad, NonNegativeInt ab, int seed)
+        => CheckGemm(RandomGemm(m, n, k, ta, tb, pad, ab), seed, portable: false);
+
+    [Property(MaxTest = 30)]
+    public void GemmV2PortableKernelMatchesNaive(PositiveInt m, PositiveInt n, PositiveInt k, bool ta, bool tb,
+        NonNegativeInt pad, NonNegativeInt ab, int seed)
+        => CheckGemm(RandomGemm(m, n, k, ta, tb, pad, ab), seed, portable: true);
+
+    /// <summary>Big enough for several K-blocks (K > 256), several MC blocks (M > 240), NC edges and the parallel path.</summary>
+    [Theory]
+    [InlineData(false, false, 1f, 0f)]
+    [InlineData(true, false, 1f, 0.5f)]
+    [InlineData(false, true, -1.5f, 0f)]
+    [InlineData(true, true, 0.5f, 1f)]
+    public void GemmV2BlockedMatchesNaiveAcrossBlocks(bool ta, bool tb, float alpha, float beta)
+    {
+        CheckGemm(new GemmShape(253, 71, 530, ta, tb, Alpha: alpha, Beta: beta), 7, portable: false);
+        CheckGemm(new GemmShape(7, 3100, 300, ta, tb, Alpha: alpha, Beta: beta), 8, portable: false); // N > NC, thin M
+        CheckGemm(new GemmShape(500, 5, 290, ta, tb, Alpha: alpha, Beta: beta), 9, portable: false);   // row-split path
+    }
+
+    [Fact]
+    public void GemmWithZeroDepthScalesC()
+    {
+        var c = new float[] { 1, 2, 3, 4 };
+        Gemm.Host_V2Blocked(c, [], [], new GemmShape(2, 2, 0, Beta: 0.5f));
+        Assert.Equal(new float[] { 0.5f, 1, 1.5f, 2 }, c);
+    }
+
+    static void CheckConv(ConvShape s, bool relu, int seed)
+    {
+        var x = Random(seed, s.InputLength);
+        var w = Random(seed + 1, s.WeightLength);
+        var b = Random(seed + 2, s.K);
+        var expected = new float[s.OutputLength];
+        var actual = Enumerable.Repeat(float.NaN, (int)s.OutputLength).ToArray();
+        Conv2d.ForwardHost_V1Naive(expected, x, w, b, s, relu);
+        Conv2d.ForwardHost_V2Im2colGemm(actual, x, w, b, s, relu);
+        AssertClose(expected, actual, GemmAtol, GemmRtol, s + (relu ? " +relu" : ""));
+    }
+
+    static readonly int[] Kernels = [1, 3, 7, 2];
+
+    [Property(MaxTest = 60)]
+    public void ConvV2MatchesNaiveOnOddShapes(PositiveInt n, PositiveInt c, PositiveInt h, PositiveInt w, PositiveInt k,
+        NonNegativeInt kernel, bool stride2, NonNegativeInt pad, bool relu, int seed)
+    {
+        int kr = Kernels[kernel.Get % Kernels.Length], stride = stride2 ? 2 : 1, p = pad.Get % 4;
+        int H = 1 + h.Get % 13, W = 1 + w.Get % 19;
+        var s = ConvShape.Square(1 + n.Get % 2, 1 + c.Get % 5, H, W, 1 + k.Get % 9, kr, stride, p);
+        if (s.OutH <= 0 || s.OutW <= 0) return;
+        CheckConv(s, relu, seed);
+    }
+
+    [Theory]
+    [InlineData(2, 40, 30, 19, 13, 3, 1, 1)]  // C·R·S = 360 > one K-block, H ≠ W, rows cross panels
+    [InlineData(1, 3, 64, 48, 70, 3, 1, 1)]   // conv1_1-like: batch 1, K > MR blocks, panels inside rows
+    [InlineData(3, 24, 17, 23, 10, 1, 1, 0)]  // 1x1 stride 1: the direct (no im2col) path
+    [InlineData(1, 5, 37, 41, 8, 7, 2, 3)]    // ResNet stem-like 7x7 stride 2
+    [InlineData(2, 9, 15, 16, 6, 1, 2, 0)]    // 1x1 stride 2 goes through im2col
+    public void ConvV2MatchesNaiveOnLayerLikeShapes(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
+    {
+        CheckConv(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: true, 11);
+        CheckConv(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: false, 12);
+    }
+
+    [Property(MaxTest = 40)]
+    public void MaxPoolFastMatchesNaive(PositiveInt n, PositiveInt c, PositiveInt h, PositiveInt w, NonNegativeInt kind, int seed)
+    {
+        // The hot 2x2/2 case plus general windows with padding and overlap.
+        (int k, int st, int p) = (kind.Get % 4) switch { 0 => (2, 2, 0), 1 => (3, 2, 1), 2 => (3, 1, 0), _ => (2, 2, 1) };
+        var s = new PoolShape(1 + n.Get % 2, 1 + c.Get % 4, k + h.Get % 15, k + w.Get % 12, k, k, st, st, p, p);
+        var x = Random(seed, s.InputLength);
+        if (x.Length > 3) x[seed & 3] = float.NaN; // NaN must win exactly as in the specification
+        var expected = new float[s.OutputLength];
+        var actual = new float[s.OutputLength];
+        Pooling.MaxForwardHost_V1Naive(expected, x, s);
+        Pooling.MaxForwardHost(actual, x, s);
+        AssertClose(expected, actual, 0f, 0f, s);
+    }
+
+    [Property(MaxTest = 30)]
+    public void ReluFastMatchesNaive(PositiveInt len, int seed)
+    {
+        var x = Random(seed, 1 + len.Get % 100);
+        x[0] = float.NaN;
+        var expected = new float[x.Length];
+        var actual = new float[x.Length];
+        Activations.ReluHost_V1Naive(expected, x);
+        Activations.ReluHost(actual, x);
+        AssertClose(expected, actual, 0f, 0f, $"relu length {x.Length}");
+        Activations.ReluHost(x, x); // in place
+        AssertClose(expected, x, 0f, 0f, $"relu in place length {x.Length}");
+    }
+
+    [Theory]
+    [InlineData(1, 50, 20, true)]
+    [InlineData(3, 300, 37, false)]
+    [InlineData(8, 513, 70, true)]
+    public void LinearMatchesGemmPlusBias(int n, int inFeatures, int outFeatures, bool relu)
+    {
+        var x = Random(1, (long)n * inFeatures);
+        var w = Random(2, (long)outFeatures * inFeatures);
+        var b = Random(3, outFeatures);
+        var expected = new float[n * outFeatures];
+        Gemm.Host_V1Naive(expected, x, w, new GemmShape(n, outFeatures, inFeatures, TransB: true));
+        for (int i = 0; i < n; i++)
+            for (int o = 0; o < outFeatures; o++)
+            {
+                float v = expected[i * outFeatures + o] + b[o];
+                expected[i * outFeatures + o] = relu && v < 0f ? 0f : v;
+            }
+        var actual = new float[n * outFeatures];
+        Linear.ForwardHost(actual, x, w, b, n, inFeatures, outFeatures, relu);
+        AssertClose(expected, actual, GemmAtol, GemmRtol, (n, inFeatures, outFeatures, relu));
+    }
+}
