@@ -321,6 +321,81 @@ class MaliciousPickleTests(unittest.TestCase):
         self.assertIn(f"{path}: not a PyTorch checkpoint", r.stderr)
 
 
+class DownloadTests(unittest.TestCase):
+    """--download against a local HTTP server (with Range support) standing in for download.pytorch.org."""
+
+    PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+    @classmethod
+    def setUpClass(cls):
+        import hashlib
+        import http.server
+        import threading
+        cls.good = f"weights-{hashlib.sha256(cls.PAYLOAD).hexdigest()[:8]}.pth"
+        payload = cls.PAYLOAD
+        cls.ranges = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                start = 0
+                rng = self.headers.get("Range")
+                cls.ranges.append(rng)
+                if rng:
+                    start = int(rng.split("=")[1].rstrip("-"))
+                    self.send_response(206)
+                else:
+                    self.send_response(200)
+                self.send_header("Content-Length", str(len(payload) - start))
+                self.end_headers()
+                self.wfile.write(payload[start:])
+
+            def log_message(self, *args):
+                pass
+
+        cls.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        cls.thread = threading.Thread(target=cls.server.serve_forever, daemon=True)
+        cls.thread.start()
+        cls.base = f"http://127.0.0.1:{cls.server.server_address[1]}/"
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.shutdown()
+        cls.server.server_close()
+
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.ranges.clear()
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_download_checks_hash_prefix_and_renames(self):
+        import contextlib
+        with contextlib.redirect_stderr(io.StringIO()):
+            path = cw.download(self.base + self.good, self.tmp.name)
+        self.assertEqual(os.listdir(self.tmp.name), [self.good])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), self.PAYLOAD)
+
+    def test_download_resumes_a_partial_file(self):
+        import contextlib
+        with open(os.path.join(self.tmp.name, self.good + ".part"), "wb") as f:
+            f.write(self.PAYLOAD[:1000])
+        with contextlib.redirect_stderr(io.StringIO()):
+            path = cw.download(self.base + self.good, self.tmp.name)
+        self.assertEqual(self.ranges, ["bytes=1000-"])
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), self.PAYLOAD)
+
+    def test_wrong_hash_is_rejected_and_partial_removed(self):
+        import contextlib
+        with contextlib.redirect_stderr(io.StringIO()):
+            with self.assertRaisesRegex(cw.ConvertError, r"weights-0badc0de.pth: SHA-256 [0-9a-f]{64} does not "
+                                                         r"start with 0badc0de"):
+                cw.download(self.base + "weights-0badc0de.pth", self.tmp.name)
+        self.assertEqual(os.listdir(self.tmp.name), [])
+
+
 @needs_torch
 class MakeReferenceTests(unittest.TestCase):
     @classmethod
