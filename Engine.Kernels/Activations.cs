@@ -68,3 +68,93 @@ public static partial class Activations
 
 
 // ===== ILGPU kernels =====
+
+/// <summary>
+/// ReLU and row-wise softmax on an ILGPU accelerator. Kernels are compiled once in the constructor; launches
+/// go to the default stream and are not synchronised.
+/// </summary>
+public sealed class ActivationsGpu
+{
+    // Shared-memory size of the softmax reduction: the largest group size it launches.
+    private const int MaxSoftmaxGroup = 256;
+
+    private readonly Accelerator _acc;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>> _relu;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
+
+    public ActivationsGpu(Accelerator accelerator)
+    {
+        _acc = accelerator;
+        _relu = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>>(ReluKernel);
+        _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
+    }
+
+    /// <summary>y = max(x, 0); y and x may be the same view. NaN stays NaN, as on the host.</summary>
+    public void Relu(ArrayView<float> y, ArrayView<float> x)
+    {
+        Check.Length("y", y.Length, x.Length, "relu");
+        if (x.Length == 0) return;
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _relu(Accelerators.GridStride(_acc, x.Length, gs), y, x);
+    }
+
+    /// <summary>Row-wise softmax of x (rows, cols), max-subtracted; one group per row; y and x may be the same view.</summary>
+    public void Softmax(ArrayView<float> y, ArrayView<float> x, int rows, int cols)
+    {
+        if (rows <= 0 || cols <= 0) throw new ArgumentException($"softmax: rows and cols must be positive, got {(rows, cols)}");
+        Check.Length("y", y.Length, (long)rows * cols, (rows, cols));
+        Check.Length("x", x.Length, (long)rows * cols, (rows, cols));
+        int gs = Accelerators.GroupSize(_acc, MaxSoftmaxGroup);
+        _softmax(new KernelConfig(rows, gs), y, x, rows, cols);
+    }
+
+    private static void ReluKernel(ArrayView<float> y, ArrayView<float> x)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < x.Length; i += stride)
+        {
+            float v = x[i];
+            y[i] = v < 0f ? 0f : v;
+        }
+    }
+
+    /// <summary>
+    /// Group r handles row r: strided max, tree reduction in shared memory (group size a power of two), then
+    /// exp(x - max) written to y with a strided sum, second reduction, and a scale by 1/sum.
+    /// </summary>
+    private static void SoftmaxKernel(ArrayView<float> y, ArrayView<float> x, int rows, int cols)
+    {
+        var red = SharedMemory.Allocate<float>(MaxSoftmaxGroup);
+        int t = Group.IdxX, gs = Group.DimX;
+        long row = (long)Grid.IdxX * cols;
+
+        float m = float.NegativeInfinity;
+        for (int j = t; j < cols; j += gs) m = MathF.Max(m, x[row + j]);
+        red[t] = m;
+        Group.Barrier();
+        for (int half = gs / 2; half > 0; half /= 2)
+        {
+            if (t < half) red[t] = MathF.Max(red[t], red[t + half]);
+            Group.Barrier();
+        }
+        m = red[0];
+        Group.Barrier();
+
+        float sum = 0f;
+        for (int j = t; j < cols; j += gs)
+        {
+            float e = MathF.Exp(x[row + j] - m);
+            y[row + j] = e;
+            sum += e;
+        }
+        red[t] = sum;
+        Group.Barrier();
+        for (int half = gs / 2; half > 0; half /= 2)
+        {
+            if (t < half) red[t] += red[t + half];
+            Group.Barrier();
+        }
+        float inv = 1f / red[0];
+        for (int j = t; j < cols; j += gs) y[row + j] *= inv;
+    }
+}

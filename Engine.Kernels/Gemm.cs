@@ -74,3 +74,227 @@ public static partial class Gemm
 
 
 // ===== ILGPU kernels =====
+
+/// <summary>GEMM kernel versions, selectable by name (bench verb, self-test).</summary>
+public enum GemmVersion
+{
+    /// <summary>One thread per element of C, reading A and B from global memory. The reference kernel.</summary>
+    V1Naive,
+    /// <summary>64 x 64 tiles of C per 256-thread group, 16-deep slices of A and B in shared memory, 4 x 4 register block per thread.</summary>
+    V2Tiled,
+}
+
+/// <summary>
+/// Kernel arguments of a GEMM with an optional epilogue: C = alpha op(A) op(B) + beta C (+ bias[j]) (then ReLU).
+/// Ints instead of bools: flags in kernel parameter structs must be blittable on every backend.
+/// </summary>
+internal readonly struct GemmArgs
+{
+    public readonly int M, N, K, Lda, Ldb, Ldc, TransA, TransB, HasBias, Relu;
+    public readonly float Alpha, Beta;
+
+    public GemmArgs(GemmShape s, bool hasBias, bool relu)
+    {
+        M = s.M; N = s.N; K = s.K;
+        Lda = s.LdaOrDefault; Ldb = s.LdbOrDefault; Ldc = s.LdcOrDefault;
+        TransA = s.TransA ? 1 : 0; TransB = s.TransB ? 1 : 0;
+        HasBias = hasBias ? 1 : 0; Relu = relu ? 1 : 0;
+        Alpha = s.Alpha; Beta = s.Beta;
+    }
+}
+
+/// <summary>
+/// Single-precision GEMM on an ILGPU accelerator, row-major with BLAS conventions (see <see cref="GemmShape"/>).
+/// Kernels are compiled once in the constructor; launches go to the default stream and are not synchronised.
+/// </summary>
+public sealed class GemmGpu : IDisposable
+{
+    private const int Tile = 64, TileK = 16, Threads = Accelerators.TiledGroupSize;
+
+    private readonly Accelerator _acc;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs> _naive;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _tiled;
+    // Stands in for "no bias": some backends reject empty views as kernel arguments.
+    private readonly MemoryBuffer1D<float, Stride1D.Dense> _noBias;
+
+    public GemmGpu(Accelerator accelerator)
+    {
+        _acc = accelerator;
+        _naive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(NaiveKernel);
+        if (accelerator.MaxNumThreadsPerGroup >= Threads)
+            _tiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(TiledKernel);
+        _noBias = accelerator.Allocate1D<float>(1);
+    }
+
+    /// <summary>The fastest version this accelerator can run.</summary>
+    public GemmVersion DefaultVersion => _tiled != null ? GemmVersion.V2Tiled : GemmVersion.V1Naive;
+
+    /// <summary>C = alpha op(A) op(B) + beta C with the default version.</summary>
+    public void Run(ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, GemmShape s)
+        => Launch(DefaultVersion, c, a, b, _noBias.View, hasBias: false, relu: false, s);
+
+    /// <summary>C = alpha op(A) op(B) + beta C with the named version.</summary>
+    public void Run(GemmVersion version, ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, GemmShape s)
+        => Launch(version, c, a, b, _noBias.View, hasBias: false, relu: false, s);
+
+    /// <summary>C = alpha op(A) op(B) + beta C + bias[j] (bias: (N)), then ReLU if asked: the fused linear-layer epilogue.</summary>
+    public void RunWithBias(GemmVersion version, ArrayView<float> c, ArrayView<float> a, ArrayView<float> b,
+        ArrayView<float> bias, GemmShape s, bool relu)
+    {
+        Check.Length("bias", bias.Length, s.N, s);
+        Launch(version, c, a, b, bias, hasBias: true, relu, s);
+    }
+
+    private void Launch(GemmVersion version, ArrayView<float> c, ArrayView<float> a, ArrayView<float> b,
+        ArrayView<float> bias, bool hasBias, bool relu, GemmShape s)
+    {
+        if (s.M <= 0 || s.N <= 0 || s.K <= 0)
+            throw new ArgumentException($"gemm: M, N, K must be positive, got {s}");
+        int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        if (lda < (s.TransA ? s.M : s.K) || ldb < (s.TransB ? s.K : s.N) || ldc < s.N)
+            throw new ArgumentException($"gemm: leading dimension too small for {s}");
+        Check.AtLeast("A", a.Length, s.TransA ? (long)(s.K - 1) * lda + s.M : (long)(s.M - 1) * lda + s.K, s);
+        Check.AtLeast("B", b.Length, s.TransB ? (long)(s.N - 1) * ldb + s.K : (long)(s.K - 1) * ldb + s.N, s);
+        Check.AtLeast("C", c.Length, (long)(s.M - 1) * ldc + s.N, s);
+        var args = new GemmArgs(s, hasBias, relu);
+        switch (version)
+        {
+            case GemmVersion.V1Naive:
+            {
+                var gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+                _naive(Accelerators.GridStride(_acc, (long)s.M * s.N, gs), c, a, b, bias, args);
+                break;
+            }
+            case GemmVersion.V2Tiled:
+                if (_tiled == null) Accelerators.RequireTiledGroup(_acc, "gemm V2Tiled");
+                // Columns of C on X (up to 2^31-1 groups), rows on Y (65535 on CUDA: M up to 4.1M).
+                var grid = new Index2D((s.N + Tile - 1) / Tile, (s.M + Tile - 1) / Tile);
+                _tiled!(new KernelConfig(grid, new Index2D(Threads, 1)), c, a, b, bias, args);
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(version), version, "gemm: unknown version");
+        }
+    }
+
+    public void Dispose() => _noBias.Dispose();
+
+    /// <summary>Reference kernel: grid-stride over C's elements, same summation order as <see cref="Gemm.Host_V1Naive"/>.</summary>
+    private static void NaiveKernel(ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, ArrayView<float> bias, GemmArgs g)
+    {
+        long total = (long)g.M * g.N;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int i = (int)(e / g.N), j = (int)(e - (long)i * g.N);
+            float acc = 0f;
+            for (int p = 0; p < g.K; p++)
+            {
+                float av = g.TransA != 0 ? a[(long)p * g.Lda + i] : a[(long)i * g.Lda + p];
+                float bv = g.TransB != 0 ? b[(long)j * g.Ldb + p] : b[(long)p * g.Ldb + j];
+                acc += av * bv;
+            }
+            Store(c, bias, g, i, j, acc);
+        }
+    }
+
+    /// <summary>Epilogue shared by both versions: alpha, beta (C not read when beta is 0, as in BLAS), bias, ReLU.</summary>
+    private static void Store(ArrayView<float> c, ArrayView<float> bias, GemmArgs g, int i, int j, float acc)
+    {
+        long ci = (long)i * g.Ldc + j;
+        float v = g.Alpha * acc + (g.Beta == 0f ? 0f : g.Beta * c[ci]);
+        if (g.HasBias != 0) v += bias[j];
+        if (g.Relu != 0 && v < 0f) v = 0f;
+        c[ci] = v;
+    }
+
+    /// <summary>
+    /// Tiled kernel. Group (bx, by) owns C[by*64 .. +64, bx*64 .. +64]; thread t = (tx = t % 16, ty = t / 16)
+    /// owns rows ty + 16 ii and columns tx + 16 jj (ii, jj in 0..3): strided so that a warp's shared-memory
+    /// reads are broadcasts (A) or 16 consecutive words (B), and its stores to C are contiguous runs.
+    /// Each 16-deep slice: As (16, 64) = op(A) slice transposed, Bs (16, 64) = op(B) slice; loads are
+    /// coalesced along whichever dimension is contiguous in memory (uniform branch on the transpose flags)
+    /// and zero-filled past the edges, so no size needs to be a multiple of the tile.
+    /// </summary>
+    private static void TiledKernel(ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, ArrayView<float> bias, GemmArgs g)
+    {
+        var As = SharedMemory.Allocate<float>(TileK * Tile);
+        var Bs = SharedMemory.Allocate<float>(TileK * Tile);
+        int t = Group.IdxX, tx = t % 16, ty = t / 16;
+        int row0 = Grid.IdxY * Tile, col0 = Grid.IdxX * Tile;
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+        for (int k0 = 0; k0 < g.K; k0 += TileK)
+        {
+            if (g.TransA == 0)
+            {
+                // A (M, K): k contiguous, so consecutive threads take consecutive k.
+                int p = t % TileK, gk = k0 + p;
+                for (int r = 0; r < 4; r++)
+                {
+                    int i = t / TileK + 16 * r, gi = row0 + i;
+                    As[p * Tile + i] = gi < g.M && gk < g.K ? a[(long)gi * g.Lda + gk] : 0f;
+                }
+            }
+            else
+            {
+                // A stored (K, M): m contiguous.
+                int i = t % Tile, gi = row0 + i;
+                for (int r = 0; r < 4; r++)
+                {
+                    int p = t / Tile + 4 * r, gk = k0 + p;
+                    As[p * Tile + i] = gi < g.M && gk < g.K ? a[(long)gk * g.Lda + gi] : 0f;
+                }
+            }
+            if (g.TransB == 0)
+            {
+                // B (K, N): n contiguous.
+                int j = t % Tile, gj = col0 + j;
+                for (int r = 0; r < 4; r++)
+                {
+                    int p = t / Tile + 4 * r, gk = k0 + p;
+                    Bs[p * Tile + j] = gj < g.N && gk < g.K ? b[(long)gk * g.Ldb + gj] : 0f;
+                }
+            }
+            else
+            {
+                // B stored (N, K): k contiguous.
+                int p = t % TileK, gk = k0 + p;
+                for (int r = 0; r < 4; r++)
+                {
+                    int j = t / TileK + 16 * r, gj = col0 + j;
+                    Bs[p * Tile + j] = gj < g.N && gk < g.K ? b[(long)gj * g.Ldb + gk] : 0f;
+                }
+            }
+            Group.Barrier();
+
+            for (int p = 0; p < TileK; p++)
+            {
+                int ao = p * Tile + ty, bo = p * Tile + tx;
+                float a0 = As[ao], a1 = As[ao + 16], a2 = As[ao + 32], a3 = As[ao + 48];
+                float b0 = Bs[bo], b1 = Bs[bo + 16], b2 = Bs[bo + 32], b3 = Bs[bo + 48];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+
+        StoreRow(c, bias, g, row0 + ty, col0 + tx, c00, c01, c02, c03);
+        StoreRow(c, bias, g, row0 + ty + 16, col0 + tx, c10, c11, c12, c13);
+        StoreRow(c, bias, g, row0 + ty + 32, col0 + tx, c20, c21, c22, c23);
+        StoreRow(c, bias, g, row0 + ty + 48, col0 + tx, c30, c31, c32, c33);
+    }
+
+    private static void StoreRow(ArrayView<float> c, ArrayView<float> bias, GemmArgs g, int i, int j,
+        float v0, float v1, float v2, float v3)
+    {
+        if (i >= g.M) return;
+        if (j < g.N) Store(c, bias, g, i, j, v0);
+        if (j + 16 < g.N) Store(c, bias, g, i, j + 16, v1);
+        if (j + 32 < g.N) Store(c, bias, g, i, j + 32, v2);
+        if (j + 48 < g.N) Store(c, bias, g, i, j + 48, v3);
+    }
+}

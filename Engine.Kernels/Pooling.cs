@@ -141,3 +141,103 @@ public static partial class Pooling
 
 
 // ===== ILGPU kernels =====
+
+/// <summary>Kernel arguments of adaptive average pooling: (N*C) planes of (H, W) to (OH, OW).</summary>
+internal readonly struct AdaptiveAvgArgs
+{
+    public readonly long Planes;
+    public readonly int H, W, OutH, OutW;
+    public AdaptiveAvgArgs(long planes, int h, int w, int oh, int ow) { Planes = planes; H = h; W = w; OutH = oh; OutW = ow; }
+}
+
+/// <summary>
+/// Max pooling and adaptive average pooling on an ILGPU accelerator, one thread per output element (memory-bound:
+/// consecutive threads write consecutive outputs and read overlapping, mostly contiguous windows).
+/// Kernels are compiled once in the constructor; launches go to the default stream and are not synchronised.
+/// </summary>
+public sealed class PoolingGpu
+{
+    private readonly Accelerator _acc;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> _max;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvg;
+
+    public PoolingGpu(Accelerator accelerator)
+    {
+        _acc = accelerator;
+        _max = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolShape>(MaxKernel);
+        _adaptiveAvg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs>(AdaptiveAvgKernel);
+    }
+
+    /// <summary>y (N, C, OH, OW) = max over each window of x (N, C, H, W); padding never wins, NaN propagates.</summary>
+    public void MaxForward(ArrayView<float> y, ArrayView<float> x, PoolShape s)
+    {
+        if (s.N <= 0 || s.C <= 0 || s.KernelH <= 0 || s.KernelW <= 0 || s.StrideH <= 0 || s.StrideW <= 0
+            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
+            throw new ArgumentException($"maxpool: invalid shape {s}");
+        Check.Length("y", y.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, s);
+    }
+
+    /// <summary>torchvision's AdaptiveAvgPool2d: y (N, C, OH, OW) from x (N, C, H, W), bins as in <see cref="Pooling.AdaptiveAvgForwardHost"/>.</summary>
+    public void AdaptiveAvgForward(ArrayView<float> y, ArrayView<float> x, int n, int c, int h, int w, int oh, int ow)
+    {
+        if (n <= 0 || c <= 0 || h <= 0 || w <= 0 || oh <= 0 || ow <= 0)
+            throw new ArgumentException($"adaptive avgpool: sizes must be positive, got {(n, c, h, w)} -> {(oh, ow)}");
+        Check.Length("y", y.Length, (long)n * c * oh * ow, (n, c, oh, ow));
+        Check.Length("x", x.Length, (long)n * c * h * w, (n, c, h, w));
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _adaptiveAvg(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
+            new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
+    }
+
+    private static void MaxKernel(ArrayView<float> y, ArrayView<float> x, PoolShape s)
+    {
+        int oh = s.OutH, ow = s.OutW;
+        long total = s.OutputLength;
+        long outPlane = (long)oh * ow, inPlane = (long)s.H * s.W;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            long plane = e / outPlane;
+            int pix = (int)(e - plane * outPlane);
+            int oy = pix / ow, ox = pix - oy * ow;
+            long xi = plane * inPlane;
+            float m = float.NegativeInfinity;
+            for (int r = 0; r < s.KernelH; r++)
+            {
+                int iy = oy * s.StrideH - s.PadH + r;
+                if (iy < 0 || iy >= s.H) continue;
+                for (int q = 0; q < s.KernelW; q++)
+                {
+                    int ix = ox * s.StrideW - s.PadW + q;
+                    if (ix < 0 || ix >= s.W) continue;
+                    float v = x[xi + (long)iy * s.W + ix];
+                    if (v > m || float.IsNaN(v)) m = v;
+                }
+            }
+            y[e] = m;
+        }
+    }
+
+    private static void AdaptiveAvgKernel(ArrayView<float> y, ArrayView<float> x, AdaptiveAvgArgs a)
+    {
+        long outPlane = (long)a.OutH * a.OutW, inPlane = (long)a.H * a.W;
+        long total = a.Planes * outPlane;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            long plane = e / outPlane;
+            int pix = (int)(e - plane * outPlane);
+            int i = pix / a.OutW, j = pix - i * a.OutW;
+            int y0 = i * a.H / a.OutH, y1 = ((i + 1) * a.H + a.OutH - 1) / a.OutH;
+            int x0 = j * a.W / a.OutW, x1 = ((j + 1) * a.W + a.OutW - 1) / a.OutW;
+            long xi = plane * inPlane;
+            float sum = 0f;
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++) sum += x[xi + (long)iy * a.W + ix];
+            y[e] = sum / ((y1 - y0) * (x1 - x0));
+        }
+    }
+}

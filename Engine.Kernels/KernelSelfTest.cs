@@ -1,0 +1,317 @@
+using System.Diagnostics;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace Tp7.Engine.Kernels;
+
+/// <summary>Per-op tolerance: an element passes when |gpu - ref| ≤ Atol + Rtol·|ref|.</summary>
+public readonly record struct Tolerance(double Atol, double Rtol)
+{
+    /// <summary>
+    /// Dot products of length <paramref name="reduction"/> in fp32 with a different summation order (and FMA
+    /// contraction) than the host: rounding grows like sqrt(length); terms are O(1) in our tests.
+    /// </summary>
+    public static Tolerance Dot(long reduction) => new(1e-5 * (1 + Math.Sqrt(reduction)), 1e-5);
+
+    /// <summary>Same operations in the same order (max, relu): bit-exact.</summary>
+    public static readonly Tolerance Exact = new(0, 0);
+
+    /// <summary>Same sums in the same order, possibly a different division or contraction.</summary>
+    public static readonly Tolerance Average = new(1e-6, 1e-6);
+
+    /// <summary>exp on GPUs is a few ulp off the host's, and the row sum is a tree instead of a double loop.</summary>
+    public static readonly Tolerance Softmax = new(1e-6, 1e-5);
+
+    public override string ToString() => $"atol {Atol:g3} + rtol {Rtol:g3}·|ref|";
+}
+
+/// <summary>How a kernel's output compares to the host twin's.</summary>
+public readonly record struct Comparison(
+    double MaxAbsError, double MaxRelError, bool Passed, long WorstIndex, float WorstGpu, float WorstRef, long Length)
+{
+    /// <summary>
+    /// Max abs error, max abs error relative to max |ref|, and the element that most exceeds (or comes closest to)
+    /// its tolerance. NaN matches only NaN.
+    /// </summary>
+    public static Comparison Of(ReadOnlySpan<float> gpu, ReadOnlySpan<float> reference, Tolerance tol)
+    {
+        if (gpu.Length != reference.Length)
+            throw new ArgumentException($"compare: gpu has {gpu.Length} elements, reference {reference.Length}");
+        double maxAbs = 0, maxRef = 0, worstExcess = double.NegativeInfinity;
+        long worst = -1;
+        bool passed = true;
+        for (int i = 0; i < gpu.Length; i++)
+        {
+            float g = gpu[i], r = reference[i];
+            double excess;
+            if (float.IsNaN(r) || float.IsNaN(g))
+                excess = float.IsNaN(r) && float.IsNaN(g) ? double.NegativeInfinity : double.PositiveInfinity;
+            else if (float.IsInfinity(r) || float.IsInfinity(g))
+                excess = g == r ? double.NegativeInfinity : double.PositiveInfinity;
+            else
+            {
+                double d = Math.Abs((double)g - r);
+                maxAbs = Math.Max(maxAbs, d);
+                maxRef = Math.Max(maxRef, Math.Abs((double)r));
+                excess = d - (tol.Atol + tol.Rtol * Math.Abs((double)r));
+            }
+            if (double.IsPositiveInfinity(excess)) maxAbs = double.PositiveInfinity;
+            if (excess > 0) passed = false;
+            if (excess > worstExcess || worst < 0) { worstExcess = excess; worst = i; }
+        }
+        double rel = maxRef > 0 ? maxAbs / maxRef : maxAbs;
+        return new Comparison(maxAbs, rel, passed, worst,
+            worst >= 0 ? gpu[(int)worst] : 0f, worst >= 0 ? reference[(int)worst] : 0f, gpu.Length);
+    }
+
+    public override string ToString()
+        => $"max |Δ| {MaxAbsError:g3}, rel {MaxRelError:g3}; worst index {WorstIndex} of {Length}: gpu {WorstGpu:R} vs ref {WorstRef:R}";
+}
+
+/// <summary>One kernel version on one shape against its host twin.</summary>
+public sealed record SelfTestResult(
+    string Op, string Version, string Shape, Comparison Comparison, Tolerance Tolerance, double GpuMilliseconds,
+    string? Error = null)
+{
+    public bool Passed => Error == null && Comparison.Passed;
+    public double MaxAbsError => Comparison.MaxAbsError;
+    public double MaxRelError => Comparison.MaxRelError;
+
+    public override string ToString()
+        => $"{(Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
+           (Error ?? $"{Comparison} (tol {Tolerance}), {GpuMilliseconds:F3} ms");
+}
+
+/// <summary>
+/// Runs every ILGPU kernel version on a set of shapes against its host twin, with random inputs from a fixed seed.
+/// Quick: small odd shapes (sizes not multiples of the tile, batch 1, H ≠ W, K > M, every transpose). Full: also
+/// VGG16's layer shapes at batch 1 (convolutions, pools) and 2 (classifier). Used by the tests and by `tp7 selftest`
+/// on GPU machines, so it depends on nothing but the kernels.
+/// </summary>
+public static class KernelSelfTest
+{
+    public static IReadOnlyList<SelfTestResult> Run(Accelerator acc, bool quick)
+    {
+        var results = new List<SelfTestResult>();
+        using var gemm = new GemmGpu(acc);
+        using var linear = new LinearGpu(acc);
+        var conv = new Conv2dGpu(acc);
+        var pool = new PoolingGpu(acc);
+        var act = new ActivationsGpu(acc);
+        int seed = 1234;
+
+        var gemmVersions = acc.MaxNumThreadsPerGroup >= Accelerators.TiledGroupSize
+            ? new[] { GemmVersion.V1Naive, GemmVersion.V2Tiled } : new[] { GemmVersion.V1Naive };
+        var convVersions = acc.MaxNumThreadsPerGroup >= Accelerators.TiledGroupSize
+            ? new[] { Conv2dVersion.V1Naive, Conv2dVersion.V2ImplicitGemm } : new[] { Conv2dVersion.V1Naive };
+
+        // GEMM: every transpose on odd sizes, plus alpha/beta with padded leading dimensions.
+        var gemmShapes = new List<GemmShape>();
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (3, 5, 7), (65, 33, 17), (17, 70, 129) })
+            foreach (bool ta in new[] { false, true })
+                foreach (bool tb in new[] { false, true })
+                    gemmShapes.Add(new GemmShape(m, n, k, ta, tb));
+        gemmShapes.Add(new GemmShape(33, 66, 19, false, true, Lda: 21, Ldb: 23, Ldc: 70, Alpha: 0.5f, Beta: -1.5f));
+        gemmShapes.Add(new GemmShape(20, 9, 70, true, false, Lda: 25, Ldb: 11, Ldc: 9, Alpha: -2f, Beta: 1f));
+        if (!quick)
+        {
+            gemmShapes.Add(new GemmShape(512, 196, 4608));                       // conv5 as a GEMM at batch 1
+            foreach (bool ta in new[] { false, true })
+                foreach (bool tb in new[] { false, true })
+                    gemmShapes.Add(new GemmShape(257, 511, 1023, ta, tb));
+        }
+        foreach (var s in gemmShapes)
+            foreach (var v in gemmVersions)
+                results.Add(GemmCase(acc, gemm, v, s, seed++));
+
+        var convShapes = new List<(string Name, ConvShape S, bool Relu)>
+        {
+            ("odd 3x3 pad 1", ConvShape.Square(1, 3, 7, 9, 5, 3, 1, 1), true),
+            ("K>64 stride 2", ConvShape.Square(2, 4, 11, 8, 70, 3, 2, 1), false),
+            ("1x1", ConvShape.Square(1, 5, 6, 5, 3, 1), true),
+            ("2x3 stride 2x1 pad 0x2", new ConvShape(1, 2, 9, 10, 4, 2, 3, 2, 1, 0, 2), false),
+            ("C*R*S>16, 69 pixels", new ConvShape(1, 17, 3, 23, 65, 3, 3, 1, 1, 1, 1), true),
+        };
+        if (!quick)
+        {
+            // VGG16's distinct convolution shapes at batch 1 (conv1_1 .. conv5_3), 3x3 stride 1 pad 1.
+            foreach (var (name, c, k, hw) in new[] {
+                         ("conv1_1", 3, 64, 224), ("conv1_2", 64, 64, 224), ("conv2_1", 64, 128, 112), ("conv2_2", 128, 128, 112),
+                         ("conv3_1", 128, 256, 56), ("conv3_2", 256, 256, 56), ("conv4_1", 256, 512, 28), ("conv4_2", 512, 512, 28),
+                         ("conv5_1", 512, 512, 14) })
+                convShapes.Add((name, ConvShape.Square(1, c, hw, hw, k, 3, 1, 1), true));
+        }
+        foreach (var (name, s, relu) in convShapes)
+            foreach (var v in convVersions)
+                results.Add(ConvCase(acc, conv, v, name, s, relu, seed++));
+
+        var poolShapes = new List<PoolShape>
+        {
+            new(1, 3, 7, 9, 2, 2, 2, 2),
+            new(2, 2, 8, 5, 3, 3, 2, 2, 1, 1),
+            new(1, 1, 5, 6, 3, 2, 1, 2, 1, 1),
+        };
+        if (!quick)
+            foreach (var (c, hw) in new[] { (64, 224), (128, 112), (256, 56), (512, 28), (512, 14) })
+                poolShapes.Add(new PoolShape(1, c, hw, hw, 2, 2, 2, 2));
+        foreach (var s in poolShapes) results.Add(MaxPoolCase(acc, pool, s, seed++));
+
+        var avgShapes = new List<(int N, int C, int H, int W, int OH, int OW)>
+            { (1, 3, 7, 7, 7, 7), (2, 2, 13, 10, 7, 7), (1, 2, 5, 3, 7, 7), (1, 4, 14, 15, 7, 7), (1, 1, 9, 4, 2, 3) };
+        if (!quick) { avgShapes.Add((1, 512, 7, 7, 7, 7)); avgShapes.Add((2, 512, 14, 14, 7, 7)); }
+        foreach (var s in avgShapes) results.Add(AdaptiveAvgCase(acc, pool, s, seed++));
+
+        var linearShapes = new List<(int N, int In, int Out, bool Relu)> { (1, 37, 70, true), (2, 100, 9, false), (3, 25, 130, true) };
+        if (!quick) { linearShapes.Add((2, 25088, 4096, true)); linearShapes.Add((2, 4096, 4096, true)); linearShapes.Add((2, 4096, 1000, false)); }
+        foreach (var s in linearShapes)
+            foreach (var v in gemmVersions)
+                results.Add(LinearCase(acc, linear, v, s, seed++));
+
+        foreach (long len in quick ? new long[] { 1, 1000 } : new long[] { 1, 1000, 1L << 22 })
+            results.Add(ReluCase(acc, act, len, seed++));
+        var softmaxShapes = new List<(int Rows, int Cols)> { (1, 1), (3, 1000), (2, 37) };
+        if (!quick) softmaxShapes.Add((64, 1000));
+        foreach (var (rows, cols) in softmaxShapes) results.Add(SoftmaxCase(acc, act, rows, cols, seed++));
+        return results;
+    }
+
+    /// <summary>Uniform in [-scale, scale) from <paramref name="rng"/>.</summary>
+    public static float[] RandomArray(Random rng, long length, float scale = 1f)
+    {
+        var a = new float[length];
+        for (long i = 0; i < length; i++) a[i] = (rng.NextSingle() * 2f - 1f) * scale;
+        return a;
+    }
+
+    public static SelfTestResult GemmCase(Accelerator acc, GemmGpu gemm, GemmVersion v, GemmShape s, int seed)
+    {
+        var rng = new Random(seed);
+        int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        var a = RandomArray(rng, s.TransA ? (long)(s.K - 1) * lda + s.M : (long)(s.M - 1) * lda + s.K);
+        var b = RandomArray(rng, s.TransB ? (long)(s.N - 1) * ldb + s.K : (long)(s.K - 1) * ldb + s.N);
+        // beta = 0 must not read C: start from NaN to prove it (and to catch unwritten elements).
+        var c0 = s.Beta == 0f ? Filled((long)(s.M - 1) * ldc + s.N, float.NaN) : RandomArray(rng, (long)(s.M - 1) * ldc + s.N);
+        var expected = (float[])c0.Clone();
+        Gemm.Host(expected, a, b, s);
+        using var da = acc.Allocate1D(a);
+        using var db = acc.Allocate1D(b);
+        using var dc = acc.Allocate1D<float>(c0.Length);
+        string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}";
+        return Measure(acc, "gemm", v.ToString(), shape, dc, c0, expected, Tolerance.Dot(s.K),
+            () => gemm.Run(v, dc.View, da.View, db.View, s));
+    }
+
+    public static SelfTestResult ConvCase(Accelerator acc, Conv2dGpu conv, Conv2dVersion v, string name, ConvShape s, bool relu, int seed)
+    {
+        var rng = new Random(seed);
+        int fanIn = s.C * s.R * s.S;
+        var x = RandomArray(rng, s.InputLength);
+        var w = RandomArray(rng, s.WeightLength, 1f / MathF.Sqrt(fanIn));
+        var b = RandomArray(rng, s.K, 0.5f);
+        var expected = new float[s.OutputLength];
+        Conv2d.ForwardHost(expected, x, w, b, s, relu);
+        using var dx = acc.Allocate1D(x);
+        using var dw = acc.Allocate1D(w);
+        using var db = acc.Allocate1D(b);
+        using var dy = acc.Allocate1D<float>(s.OutputLength);
+        return Measure(acc, "conv2d", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}", dy, Filled(s.OutputLength, float.NaN),
+            expected, Tolerance.Dot(fanIn), () => conv.Forward(v, dy.View, dx.View, dw.View, db.View, s, relu));
+    }
+
+    public static SelfTestResult MaxPoolCase(Accelerator acc, PoolingGpu pool, PoolShape s, int seed)
+    {
+        var x = RandomArray(new Random(seed), s.InputLength);
+        var expected = new float[s.OutputLength];
+        Pooling.MaxForwardHost(expected, x, s);
+        using var dx = acc.Allocate1D(x);
+        using var dy = acc.Allocate1D<float>(s.OutputLength);
+        return Measure(acc, "maxpool", "V1", s.ToString(), dy, Filled(s.OutputLength, float.NaN), expected, Tolerance.Exact,
+            () => pool.MaxForward(dy.View, dx.View, s));
+    }
+
+    public static SelfTestResult AdaptiveAvgCase(Accelerator acc, PoolingGpu pool, (int N, int C, int H, int W, int OH, int OW) s, int seed)
+    {
+        var x = RandomArray(new Random(seed), (long)s.N * s.C * s.H * s.W);
+        long outLen = (long)s.N * s.C * s.OH * s.OW;
+        var expected = new float[outLen];
+        Pooling.AdaptiveAvgForwardHost(expected, x, s.N, s.C, s.H, s.W, s.OH, s.OW);
+        using var dx = acc.Allocate1D(x);
+        using var dy = acc.Allocate1D<float>(outLen);
+        return Measure(acc, "adaptive_avgpool", "V1", $"N={s.N} C={s.C} {s.H}x{s.W} -> {s.OH}x{s.OW}", dy, Filled(outLen, float.NaN),
+            expected, Tolerance.Average, () => pool.AdaptiveAvgForward(dy.View, dx.View, s.N, s.C, s.H, s.W, s.OH, s.OW));
+    }
+
+    public static SelfTestResult LinearCase(Accelerator acc, LinearGpu linear, GemmVersion v, (int N, int In, int Out, bool Relu) s, int seed)
+    {
+        var rng = new Random(seed);
+        var x = RandomArray(rng, (long)s.N * s.In);
+        var w = RandomArray(rng, (long)s.Out * s.In, 1f / MathF.Sqrt(s.In));
+        var b = RandomArray(rng, s.Out, 0.5f);
+        var expected = new float[(long)s.N * s.Out];
+        Linear.ForwardHost(expected, x, w, b, s.N, s.In, s.Out, s.Relu);
+        using var dx = acc.Allocate1D(x);
+        using var dw = acc.Allocate1D(w);
+        using var db = acc.Allocate1D(b);
+        using var dy = acc.Allocate1D<float>(expected.Length);
+        return Measure(acc, "linear", v.ToString(), $"N={s.N} in={s.In} out={s.Out}{(s.Relu ? " +relu" : "")}", dy,
+            Filled(expected.Length, float.NaN), expected, Tolerance.Dot(s.In),
+            () => linear.Forward(v, dy.View, dx.View, dw.View, db.View, s.N, s.In, s.Out, s.Relu));
+    }
+
+    public static SelfTestResult ReluCase(Accelerator acc, ActivationsGpu act, long length, int seed)
+    {
+        var x = RandomArray(new Random(seed), length);
+        var expected = new float[length];
+        Activations.ReluHost(expected, x);
+        using var dx = acc.Allocate1D(x);
+        using var dy = acc.Allocate1D<float>(length);
+        return Measure(acc, "relu", "V1", $"length {length}", dy, Filled(length, float.NaN), expected, Tolerance.Exact,
+            () => act.Relu(dy.View, dx.View));
+    }
+
+    public static SelfTestResult SoftmaxCase(Accelerator acc, ActivationsGpu act, int rows, int cols, int seed)
+    {
+        // Logits of a few units, as a classifier produces.
+        var x = RandomArray(new Random(seed), (long)rows * cols, 8f);
+        var expected = new float[x.Length];
+        Activations.SoftmaxHost(expected, x, rows, cols);
+        using var dx = acc.Allocate1D(x);
+        using var dy = acc.Allocate1D<float>(x.Length);
+        return Measure(acc, "softmax", "V1", $"rows={rows} cols={cols}", dy, Filled(x.Length, float.NaN), expected, Tolerance.Softmax,
+            () => act.Softmax(dy.View, dx.View, rows, cols));
+    }
+
+    private static float[] Filled(long length, float value)
+    {
+        var a = new float[length];
+        Array.Fill(a, value);
+        return a;
+    }
+
+    /// <summary>
+    /// Checks the first launch (output pre-filled with <paramref name="outputInit"/>) against the host twin, then
+    /// times a second launch from the same initial output, synchronised, so compile and first-launch costs stay out.
+    /// </summary>
+    private static SelfTestResult Measure(Accelerator acc, string op, string version, string shape,
+        MemoryBuffer1D<float, Stride1D.Dense> output, float[] outputInit, float[] expected, Tolerance tol, Action launch)
+    {
+        try
+        {
+            output.CopyFromCPU(outputInit);
+            launch();
+            acc.Synchronize();
+            var got = output.GetAsArray1D();
+            var cmp = Comparison.Of(got, expected, tol);
+            output.CopyFromCPU(outputInit);
+            acc.Synchronize();
+            var sw = Stopwatch.StartNew();
+            launch();
+            acc.Synchronize();
+            return new SelfTestResult(op, version, shape, cmp, tol, sw.Elapsed.TotalMilliseconds);
+        }
+        catch (Exception e) when (e is not OutOfMemoryException)
+        {
+            return new SelfTestResult(op, version, shape, default, tol, double.NaN, $"{e.GetType().Name}: {e.Message}");
+        }
+    }
+}

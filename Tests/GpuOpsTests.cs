@@ -1,0 +1,230 @@
+using FsCheck;
+using FsCheck.Fluent;
+using FsCheck.Xunit;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using Tp7.Engine.Kernels;
+
+namespace Tp7.Tests;
+
+/// <summary>
+/// One ILGPU CPU accelerator for the whole class (a simulated GPU with 256 threads per group, see
+/// <see cref="Accelerators.CpuSimulatorDevice"/>) and the op objects, whose kernels compile once.
+/// </summary>
+public sealed class CpuSimulatorFixture : IDisposable
+{
+    public Context Context { get; } = Accelerators.CreateCpuSimulatorContext();
+    public Accelerator Accelerator { get; }
+    public GemmGpu Gemm { get; }
+    public LinearGpu Linear { get; }
+    public Conv2dGpu Conv { get; }
+    public PoolingGpu Pool { get; }
+    public ActivationsGpu Act { get; }
+
+    public CpuSimulatorFixture()
+    {
+        Accelerator = Context.GetPreferredDevice(preferCPU: true).CreateAccelerator(Context);
+        Gemm = new GemmGpu(Accelerator);
+        Linear = new LinearGpu(Accelerator);
+        Conv = new Conv2dGpu(Accelerator);
+        Pool = new PoolingGpu(Accelerator);
+        Act = new ActivationsGpu(Accelerator);
+    }
+
+    public void Dispose()
+    {
+        Gemm.Dispose();
+        Linear.Dispose();
+        Accelerator.Dispose();
+        Context.Dispose();
+    }
+}
+
+/// <summary>
+/// Every ILGPU kernel version against its host twin on FsCheck-generated odd shapes: batch 1, sizes that are not
+/// multiples of the 64 x 64 x 16 tile, H ≠ W, K > M, every transpose. Tolerances (|Δ| ≤ atol + rtol·|ref|):
+/// GEMM, linear and convolution <see cref="Tolerance.Dot"/> (atol 1e-5·(1+sqrt(reduction length)), rtol 1e-5);
+/// max pool and ReLU exact; adaptive average 1e-6 + 1e-6·|ref|; softmax 1e-6 + 1e-5·|ref|.
+/// A failure prints the worst index, both values and the shape.
+/// </summary>
+public sealed class GpuOpsTests(CpuSimulatorFixture fx) : IClassFixture<CpuSimulatorFixture>
+{
+    private const int Cases = 20;
+    private static int _seed = 100;
+
+    private static void AssertPassed(SelfTestResult r) => Assert.True(r.Passed, r.ToString());
+
+    private static Gen<bool> Bool => Gen.Elements(false, true);
+
+    private static Gen<GemmShape> GemmShapes =>
+        from m in Gen.Choose(1, 80)
+        from n in Gen.Choose(1, 80)
+        from k in Gen.Choose(1, 150)
+        from ta in Bool
+        from tb in Bool
+        from pad in Gen.Elements(0, 0, 3)
+        from beta in Gen.Elements(0f, 0f, 1f, -0.5f)
+        from alpha in Gen.Elements(1f, 1f, 0.25f)
+        select new GemmShape(m, n, k, ta, tb,
+            Lda: pad == 0 ? 0 : (ta ? m : k) + pad, Ldb: pad == 0 ? 0 : (tb ? k : n) + pad, Ldc: pad == 0 ? 0 : n + pad,
+            Alpha: alpha, Beta: beta);
+
+    [Property(MaxTest = Cases)]
+    public Property GemmNaiveMatchesHost()
+        => Prop.ForAll(GemmShapes.ToArbitrary(), s => AssertPassed(
+            KernelSelfTest.GemmCase(fx.Accelerator, fx.Gemm, GemmVersion.V1Naive, s, Interlocked.Increment(ref _seed))));
+
+    [Property(MaxTest = Cases)]
+    public Property GemmTiledMatchesHost()
+        => Prop.ForAll(GemmShapes.ToArbitrary(), s => AssertPassed(
+            KernelSelfTest.GemmCase(fx.Accelerator, fx.Gemm, GemmVersion.V2Tiled, s, Interlocked.Increment(ref _seed))));
+
+    private static Gen<ConvShape> ConvShapes =>
+        from n in Gen.Elements(1, 1, 2)
+        from c in Gen.Choose(1, 9)
+        from h in Gen.Choose(1, 13)
+        from w in Gen.Choose(1, 13)
+        from k in Gen.Choose(1, 70)
+        from r in Gen.Choose(1, 4)
+        from q in Gen.Choose(1, 4)
+        from sh in Gen.Choose(1, 3)
+        from sw in Gen.Choose(1, 3)
+        from ph in Gen.Choose(0, 2)
+        from pw in Gen.Choose(0, 2)
+        let s = new ConvShape(n, c, h, w, k, r, q, sh, sw, ph, pw)
+        where s.OutH > 0 && s.OutW > 0
+        select s;
+
+    [Property(MaxTest = Cases)]
+    public Property ConvNaiveMatchesHost()
+        => Prop.ForAll(ConvShapes.ToArbitrary(), Bool.ToArbitrary(), (s, relu) => AssertPassed(
+            KernelSelfTest.ConvCase(fx.Accelerator, fx.Conv, Conv2dVersion.V1Naive, "generated", s, relu, Interlocked.Increment(ref _seed))));
+
+    [Property(MaxTest = Cases)]
+    public Property ConvImplicitGemmMatchesHost()
+        => Prop.ForAll(ConvShapes.ToArbitrary(), Bool.ToArbitrary(), (s, relu) => AssertPassed(
+            KernelSelfTest.ConvCase(fx.Accelerator, fx.Conv, Conv2dVersion.V2ImplicitGemm, "generated", s, relu, Interlocked.Increment(ref _seed))));
+
+    private static Gen<PoolShape> PoolShapes =>
+        from n in Gen.Elements(1, 2)
+        from c in Gen.Choose(1, 5)
+        from h in Gen.Choose(1, 17)
+        from w in Gen.Choose(1, 17)
+        from kh in Gen.Choose(1, 4)
+        from kw in Gen.Choose(1, 4)
+        from sh in Gen.Choose(1, 3)
+        from sw in Gen.Choose(1, 3)
+        from ph in Gen.Choose(0, 2)
+        from pw in Gen.Choose(0, 2)
+        let s = new PoolShape(n, c, h, w, kh, kw, sh, sw, Math.Min(ph, kh / 2), Math.Min(pw, kw / 2))
+        where s.OutH > 0 && s.OutW > 0
+        select s;
+
+    [Property(MaxTest = Cases)]
+    public Property MaxPoolMatchesHost()
+        => Prop.ForAll(PoolShapes.ToArbitrary(), s => AssertPassed(
+            KernelSelfTest.MaxPoolCase(fx.Accelerator, fx.Pool, s, Interlocked.Increment(ref _seed))));
+
+    private static Gen<(int, int, int, int, int, int)> AvgShapes =>
+        from n in Gen.Elements(1, 2)
+        from c in Gen.Choose(1, 5)
+        from h in Gen.Choose(1, 20)
+        from w in Gen.Choose(1, 20)
+        from oh in Gen.Choose(1, 8)
+        from ow in Gen.Choose(1, 8)
+        select (n, c, h, w, oh, ow);
+
+    [Property(MaxTest = Cases)]
+    public Property AdaptiveAvgPoolMatchesHost()
+        => Prop.ForAll(AvgShapes.ToArbitrary(), s => AssertPassed(
+            KernelSelfTest.AdaptiveAvgCase(fx.Accelerator, fx.Pool, s, Interlocked.Increment(ref _seed))));
+
+    private static Gen<(int, int, int, bool)> LinearShapes =>
+        from n in Gen.Elements(1, 1, 2, 3, 5)
+        from i in Gen.Choose(1, 150)
+        from o in Gen.Choose(1, 140)
+        from relu in Bool
+        select (n, i, o, relu);
+
+    [Property(MaxTest = Cases)]
+    public Property LinearMatchesHost()
+        => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled).ToArbitrary(), (s, v) => AssertPassed(
+            KernelSelfTest.LinearCase(fx.Accelerator, fx.Linear, v, s, Interlocked.Increment(ref _seed))));
+
+    [Property(MaxTest = Cases)]
+    public Property ReluMatchesHost()
+        => Prop.ForAll(Gen.Choose(1, 5000).ToArbitrary(), len => AssertPassed(
+            KernelSelfTest.ReluCase(fx.Accelerator, fx.Act, len, Interlocked.Increment(ref _seed))));
+
+    [Property(MaxTest = Cases)]
+    public Property SoftmaxMatchesHost()
+        => Prop.ForAll(Gen.Choose(1, 4).ToArbitrary(), Gen.Choose(1, 1100).ToArbitrary(), (rows, cols) => AssertPassed(
+            KernelSelfTest.SoftmaxCase(fx.Accelerator, fx.Act, rows, cols, Interlocked.Increment(ref _seed))));
+
+    [Fact]
+    public void QuickSelfTestPassesEveryCase()
+    {
+        var results = KernelSelfTest.Run(fx.Accelerator, quick: true);
+        var failed = results.Where(r => !r.Passed).Select(r => r.ToString()).ToList();
+        Assert.True(failed.Count == 0, string.Join(Environment.NewLine, failed));
+        // Every op family and every version is covered.
+        var covered = results.Select(r => $"{r.Op}/{r.Version}").ToHashSet();
+        foreach (var expected in new[] { "gemm/V1Naive", "gemm/V2Tiled", "conv2d/V1Naive", "conv2d/V2ImplicitGemm",
+                     "linear/V1Naive", "linear/V2Tiled", "maxpool/V1", "adaptive_avgpool/V1", "relu/V1", "softmax/V1" })
+            Assert.Contains(expected, covered);
+    }
+
+    [Fact]
+    public void ReluInPlaceAndNaNPropagate()
+    {
+        var x = new[] { -1f, 0f, 2.5f, float.NaN, float.NegativeInfinity, -0f };
+        using var buf = fx.Accelerator.Allocate1D(x);
+        fx.Act.Relu(buf.View, buf.View);
+        fx.Accelerator.Synchronize();
+        var got = buf.GetAsArray1D();
+        var expected = new float[x.Length];
+        Activations.ReluHost(expected, x);
+        Assert.Equal(expected, got);
+    }
+
+    [Fact]
+    public void LaunchersRejectWrongLengthsNamingTheTensor()
+    {
+        var s = ConvShape.Square(1, 3, 8, 8, 4, 3, 1, 1);
+        using var y = fx.Accelerator.Allocate1D<float>(s.OutputLength);
+        using var x = fx.Accelerator.Allocate1D<float>(s.InputLength - 1);
+        using var w = fx.Accelerator.Allocate1D<float>(s.WeightLength);
+        using var b = fx.Accelerator.Allocate1D<float>(s.K);
+        var e = Assert.Throws<ArgumentException>(() => fx.Conv.Forward(y.View, x.View, w.View, b.View, s, relu: false));
+        Assert.StartsWith($"x: buffer has {s.InputLength - 1} elements, expected {s.InputLength}", e.Message);
+
+        var g = new GemmShape(5, 6, 7);
+        using var c = fx.Accelerator.Allocate1D<float>(30);
+        using var a = fx.Accelerator.Allocate1D<float>(35);
+        using var bb = fx.Accelerator.Allocate1D<float>(41);
+        var e2 = Assert.Throws<ArgumentException>(() => fx.Gemm.Run(c.View, a.View, bb.View, g));
+        Assert.StartsWith("B: buffer has 41 elements, needs at least 42", e2.Message);
+    }
+}
+
+/// <summary>On ILGPU's default CPU device (16 threads per group) tiled kernels are refused with a clear reason, naive ones run.</summary>
+public sealed class GpuOpsSmallGroupTests
+{
+    [Fact]
+    public void TiledVersionsNeed256ThreadsNaiveOnesRun()
+    {
+        using var context = Context.Create(b => b.CPU(CPUDeviceKind.Default));
+        using var acc = context.GetPreferredDevice(preferCPU: true).CreateAccelerator(context);
+        using var gemm = new GemmGpu(acc);
+        Assert.Equal(GemmVersion.V1Naive, gemm.DefaultVersion);
+        var s = new GemmShape(3, 4, 5);
+        using var c = acc.Allocate1D<float>(12);
+        using var a = acc.Allocate1D<float>(15);
+        using var b = acc.Allocate1D<float>(20);
+        var e = Assert.Throws<NotSupportedException>(() => gemm.Run(GemmVersion.V2Tiled, c.View, a.View, b.View, s));
+        Assert.Contains("256 threads per group", e.Message);
+        var r = KernelSelfTest.GemmCase(acc, gemm, GemmVersion.V1Naive, new GemmShape(7, 3, 9, TransA: true), 7);
+        Assert.True(r.Passed, r.ToString());
+    }
+}
