@@ -578,9 +578,14 @@ class VggReferenceTests(unittest.TestCase):
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
                 rc = rp.main(["--random-init", "--data", str(data), "--train-per-class", "2", "--seed", "0",
                               "--layer", "fc7", "--out", str(out), "--batch-size", "3"])
+                # Handing the written split back must reproduce the run exactly.
+                rc_again = rp.main(["--random-init", "--data", str(data), "--split-file", str(out / "split.json"),
+                                    "--layer", "fc7", "--out", str(self.dir / "again"), "--batch-size", "3"])
         finally:
             rp.build_model = original
-        self.assertEqual(rc, 0)
+        self.assertEqual((rc, rc_again), (0, 0))
+        self.assertEqual((out / "predictions.csv").read_text(), (self.dir / "again" / "predictions.csv").read_text())
+        np.testing.assert_array_equal(np.load(out / "test.npy"), np.load(self.dir / "again" / "test.npy"))
         report = json.loads((out / "report.json").read_text())
         split = json.loads((out / "split.json").read_text())
         n_test_listed = len(split["test"])
