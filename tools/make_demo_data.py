@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import gzip
-import os
 import shutil
 import struct
 import sys

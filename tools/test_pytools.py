@@ -246,3 +246,384 @@ class FetchDownloadTests(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+# ============================================================================= make_demo_data
+
+import make_demo_data as md  # noqa: E402
+
+
+def _write_idx(folder: Path, stem: str, images: "np.ndarray", labels: "np.ndarray") -> None:
+    n, r, c = images.shape
+    with gzip.open(folder / f"{stem.split('|')[0]}.gz", "wb") as f:
+        f.write(struct.pack(">IIII", 2051, n, r, c) + images.tobytes())
+    with gzip.open(folder / f"{stem.split('|')[1]}.gz", "wb") as f:
+        f.write(struct.pack(">II", 2049, n) + labels.tobytes())
+
+
+def _quiet_md(argv):
+    with contextlib.redirect_stdout(io.StringIO()):
+        return md.main(argv)
+
+
+class MakeDemoDataTests(unittest.TestCase):
+    def setUp(self):
+        import numpy as np
+        self.np = np
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+        src = self.dir / "src"
+        src.mkdir()
+        rng = np.random.RandomState(1)
+        # 6 images per class; each image's pixels encode its index so the test can trace it.
+        for split, n in (("train-images-idx3-ubyte|train-labels-idx1-ubyte", 60),
+                         ("t10k-images-idx3-ubyte|t10k-labels-idx1-ubyte", 40)):
+            labels = np.repeat(np.arange(10, dtype=np.uint8), n // 10)
+            rng.shuffle(labels)
+            images = (np.arange(n, dtype=np.uint8)[:, None, None] * np.ones((1, 28, 28), np.uint8))
+            _write_idx(src, split, images, labels)
+        self.src = src
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_writes_balanced_traceable_pngs_and_readme(self):
+        from PIL import Image
+        out = self.dir / "demo"
+        rc = _quiet_md(["--source", str(self.src), "--out", str(out), "--train-per-class", "3", "--test-per-class", "2"])
+        self.assertEqual(rc, 0)
+        labels = md.read_idx_labels(self.src / "train-labels-idx1-ubyte.gz")
+        for name in md.CLASS_NAMES:
+            train = sorted((out / "train" / name).iterdir())
+            self.assertEqual(len(train), 3)
+            self.assertEqual(len(list((out / "test" / name).iterdir())), 2)
+            for png in train:
+                index = int(png.stem.split("-")[-1])
+                im = Image.open(png)
+                self.assertEqual((im.mode, im.size), ("L", (28, 28)))
+                self.assertEqual(im.getpixel((5, 5)), index)           # pixels are that IDX image
+                self.assertEqual(md.CLASS_NAMES[labels[index]], name)  # and it has this label
+        readme = (out / "README.md").read_text()
+        self.assertIn("--train-per-class 3 --test-per-class 2 --seed 0", readme)
+        self.assertIn("MIT License", readme)
+
+    def test_same_seed_same_bytes_other_seed_other_images(self):
+        def run(seed, name):
+            out = self.dir / name
+            _quiet_md(["--source", str(self.src), "--out", str(out), "--train-per-class", "2",
+                     "--test-per-class", "1", "--seed", str(seed)])
+            return {p.relative_to(out).as_posix(): p.read_bytes() for p in out.rglob("*.png")}
+        a, b, c = run(0, "a"), run(0, "b"), run(5, "c")
+        self.assertEqual(a, b)
+        self.assertNotEqual(sorted(a), sorted(c))
+
+    def test_refuses_to_overwrite_without_force(self):
+        out = self.dir / "demo"
+        args = ["--source", str(self.src), "--out", str(out), "--train-per-class", "1", "--test-per-class", "1"]
+        self.assertEqual(_quiet_md(args), 0)
+        with contextlib.redirect_stderr(io.StringIO()):
+            self.assertEqual(_quiet_md(args), 2)
+        self.assertEqual(_quiet_md(args + ["--force"]), 0)
+
+    def test_too_few_images_names_the_class(self):
+        with self.assertRaises(ValueError) as cm:
+            _quiet_md(["--source", str(self.src), "--out", str(self.dir / "d"), "--train-per-class", "7"])
+        self.assertIn("has 6 images, 7 requested", str(cm.exception))
+
+    def test_bad_idx_magic_names_the_file(self):
+        bad = self.dir / "bad-idx3-ubyte"
+        bad.write_bytes(struct.pack(">IIII", 1234, 0, 28, 28))
+        with self.assertRaises(ValueError) as cm:
+            md.read_idx_images(bad)
+        self.assertIn("bad-idx3-ubyte: IDX magic 1234", str(cm.exception))
+
+
+# ============================================================================= reference_pipeline
+
+import numpy as np  # noqa: E402
+import reference_pipeline as rp  # noqa: E402
+
+
+class _MT19937:
+    """Executable spec of the split's random numbers, for porting to C#:
+    MT19937 with init_genrand(seed), and numpy's legacy permutation (masked rejection)."""
+
+    def __init__(self, seed: int):
+        self.mt = [0] * 624
+        self.mt[0] = seed & 0xFFFFFFFF
+        for i in range(1, 624):
+            self.mt[i] = (1812433253 * (self.mt[i - 1] ^ (self.mt[i - 1] >> 30)) + i) & 0xFFFFFFFF
+        self.index = 624
+
+    def next_u32(self) -> int:
+        if self.index >= 624:
+            for i in range(624):
+                y = (self.mt[i] & 0x80000000) | (self.mt[(i + 1) % 624] & 0x7FFFFFFF)
+                self.mt[i] = self.mt[(i + 397) % 624] ^ (y >> 1) ^ (0x9908B0DF if y & 1 else 0)
+            self.index = 0
+        y = self.mt[self.index]
+        self.index += 1
+        y ^= y >> 11
+        y ^= (y << 7) & 0x9D2C5680
+        y ^= (y << 15) & 0xEFC60000
+        return y ^ (y >> 18)
+
+    def permutation(self, n: int) -> list[int]:
+        a = list(range(n))
+        for i in range(n - 1, 0, -1):
+            mask = i
+            for s in (1, 2, 4, 8, 16):
+                mask |= mask >> s
+            while True:
+                j = self.next_u32() & mask
+                if j <= i:
+                    break
+            a[i], a[j] = a[j], a[i]
+        return a
+
+
+def _write_safetensors(path: Path, tensors: dict, dtype: str = "F32", corrupt_key: str | None = None) -> None:
+    header, blobs, offset = {"__metadata__": {"format": "pt"}}, [], 0
+    for k, a in tensors.items():
+        raw = np.ascontiguousarray(a, dtype="<f4" if dtype == "F32" else "<f2").tobytes()
+        end = offset + len(raw) + (4 if k == corrupt_key else 0)
+        header[k] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, end]}
+        blobs.append(raw)
+        offset += len(raw)
+    h = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+
+
+def _image(path: Path, value: int, size=(40, 30), mode="L") -> None:
+    from PIL import Image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.RandomState(value)
+    arr = (rng.rand(size[1], size[0]) * 255).astype(np.uint8)
+    Image.fromarray(arr, "L").convert(mode).save(path)
+
+
+class SplitRuleTests(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_numpy_permutation_matches_the_written_rule(self):
+        for seed in (0, 1, 42, 2**32 - 1):
+            ours, theirs = _MT19937(seed), np.random.RandomState(seed)
+            for n in (1, 2, 7, 100, 410, 1000):  # one generator across calls, as in the split
+                self.assertEqual(ours.permutation(n), theirs.permutation(n).tolist(), f"seed {seed}, n {n}")
+
+    def test_one_folder_split_follows_the_rule_with_ordinal_order(self):
+        names = {"Zeta": ["b.jpg", "B.jpg", "a.jpg", "_1.jpg", "10.jpg", "9.jpg"], "alpha": ["x1", "x2", "x3", ".hidden"]}
+        for c, files in names.items():
+            for f in files:
+                (self.dir / c).mkdir(exist_ok=True)
+                (self.dir / c / f).write_bytes(b"")
+        split = rp.make_split(self.dir, 2, seed=3)
+        self.assertEqual(split["classes"], ["Zeta", "alpha"])  # 'Z' (0x5A) < 'a' (0x61)
+        rng = _MT19937(3)
+        expected_train, expected_test = [], []
+        for c, files in (("Zeta", ["10.jpg", "9.jpg", "B.jpg", "_1.jpg", "a.jpg", "b.jpg"]), ("alpha", ["x1", "x2", "x3"])):
+            perm = rng.permutation(len(files))
+            expected_train += [f"{c}/{files[i]}" for i in sorted(perm[:2])]
+            expected_test += [f"{c}/{files[i]}" for i in sorted(perm[2:])]
+        self.assertEqual([e["path"] for e in split["train"]], expected_train)
+        self.assertEqual([e["path"] for e in split["test"]], expected_test)
+        self.assertTrue(all(e["label"] == e["path"].split("/")[0] for e in split["train"] + split["test"]))
+
+    def test_too_few_files_names_the_class_folder(self):
+        for i in range(3):
+            (self.dir / "a").mkdir(exist_ok=True)
+            (self.dir / "a" / f"{i}.jpg").write_bytes(b"")
+            (self.dir / "b").mkdir(exist_ok=True)
+            (self.dir / "b" / f"{i}.jpg").write_bytes(b"")
+        with self.assertRaises(rp.PipelineError) as cm:
+            rp.make_split(self.dir, 4, 0)
+        self.assertIn(f"{self.dir / 'a'}: 3 files, fewer than --train-per-class 4", str(cm.exception))
+
+    def test_train_test_layout_and_unknown_test_class(self):
+        for p in ("train/cat/1.png", "train/dog/2.png", "test/dog/3.png"):
+            (self.dir / p).parent.mkdir(parents=True, exist_ok=True)
+            (self.dir / p).write_bytes(b"")
+        split = rp.make_split(self.dir, None, 0)
+        self.assertEqual(split["classes"], ["cat", "dog"])
+        self.assertEqual(split["test"], [{"path": "test/dog/3.png", "label": "dog"}])
+        (self.dir / "test/cow").mkdir()
+        with self.assertRaises(rp.PipelineError) as cm:
+            rp.make_split(self.dir, None, 0)
+        self.assertIn("['cow']", str(cm.exception))
+
+    def test_split_file_is_validated(self):
+        (self.dir / "a").mkdir()
+        (self.dir / "a/1.jpg").write_bytes(b"")
+        good = {"format": "tp7-split", "version": 1, "classes": ["a", "b"],
+                "train": [{"path": "a/1.jpg", "label": "a"}], "test": [{"path": "a/1.jpg", "label": "a"}]}
+        f = self.dir / "split.json"
+        f.write_text(json.dumps(good))
+        self.assertEqual(rp.read_split(f, self.dir), good)
+        for broken, fragment in [({**good, "version": 2}, "version 2"),
+                                 ({**good, "test": [{"path": "a/missing.jpg", "label": "a"}]}, "does not exist"),
+                                 ({**good, "train": [{"path": "a/1.jpg", "label": "zebra"}]}, "train[0]")]:
+            f.write_text(json.dumps(broken))
+            with self.assertRaises(rp.PipelineError) as cm:
+                rp.read_split(f, self.dir)
+            self.assertIn(fragment, str(cm.exception))
+
+
+class SafetensorsReaderTests(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory()
+        self.dir = Path(self.tmp.name)
+
+    def tearDown(self):
+        self.tmp.cleanup()
+
+    def test_round_trip_f32_and_f16(self):
+        t = {"a.weight": np.arange(12, dtype=np.float32).reshape(3, 4) - 5.5, "b": np.array([1e-3], np.float32)}
+        _write_safetensors(self.dir / "x.safetensors", t)
+        got = rp.read_safetensors(self.dir / "x.safetensors")
+        self.assertEqual(sorted(got), ["a.weight", "b"])
+        np.testing.assert_array_equal(got["a.weight"], t["a.weight"])
+        _write_safetensors(self.dir / "h.safetensors", t, dtype="F16")
+        np.testing.assert_array_equal(rp.read_safetensors(self.dir / "h.safetensors")["a.weight"], t["a.weight"])
+
+    def test_offsets_not_matching_shape_name_the_tensor(self):
+        _write_safetensors(self.dir / "x.safetensors", {"k1": np.zeros(3, np.float32), "k2": np.zeros(2, np.float32)}, corrupt_key="k2")
+        with self.assertRaises(rp.PipelineError) as cm:
+            rp.read_safetensors(self.dir / "x.safetensors")
+        self.assertIn("tensor 'k2'", str(cm.exception))
+
+    def test_truncated_header(self):
+        (self.dir / "t.safetensors").write_bytes(struct.pack("<Q", 1000) + b"{}")
+        with self.assertRaises(rp.PipelineError) as cm:
+            rp.read_safetensors(self.dir / "t.safetensors")
+        self.assertIn("header length 1000", str(cm.exception))
+
+    def test_wrong_vgg_keys_and_shapes_are_named(self):
+        _write_safetensors(self.dir / "w.safetensors", {"fc.weight": np.zeros((2, 2), np.float32)})
+        with self.assertRaises(rp.PipelineError) as cm:
+            rp.build_model(self.dir / "w.safetensors", 0)
+        self.assertIn("missing ['features.0.weight'", str(cm.exception))
+        self.assertIn("unexpected ['fc.weight']", str(cm.exception))
+        _write_safetensors(self.dir / "s.safetensors", {k: np.zeros(1, np.float32) for k in _VGG_KEYS})
+        with self.assertRaises(rp.PipelineError) as cm:
+            rp.build_model(self.dir / "s.safetensors", 0)
+        self.assertIn("tensor 'features.0.weight' has shape [1], expected [64, 3, 3, 3]", str(cm.exception))
+
+
+_VGG_KEYS = list(rp.vgg16_shapes())
+
+
+class VggReferenceTests(unittest.TestCase):
+    """One random-init VGG16 shared by the tests: building it takes seconds on a shared CPU."""
+
+    @classmethod
+    def setUpClass(cls):
+        import torch
+        cls.torch = torch
+        cls.model = rp.build_model(None, 0)
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.dir = Path(cls.tmp.name)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def test_shape_table_matches_torchvision_state_dict(self):
+        self.assertEqual({k: tuple(v.shape) for k, v in self.model.state_dict().items()}, rp.vgg16_shapes())
+        self.assertEqual(list(self.model.state_dict()), _VGG_KEYS)
+
+    def test_layer_taps_agree_with_torchvision_forward_and_are_pre_relu(self):
+        torch = self.torch
+        _image(self.dir / "g.png", 1)
+        _image(self.dir / "c.jpg", 2, size=(300, 200), mode="RGB")
+        x = torch.stack([rp.preprocess(self.dir / "g.png"), rp.preprocess(self.dir / "c.jpg")])
+        self.assertEqual(tuple(x.shape), (2, 3, 224, 224))
+        with torch.no_grad():
+            taps = {name: rp.layer_output(self.model, x, name) for name in rp.LAYERS}
+            logits = self.model(x)
+        self.assertEqual({k: tuple(v.shape) for k, v in taps.items()},
+                         {"pool5": (2, 25088), "fc6": (2, 4096), "relu6": (2, 4096), "fc7": (2, 4096), "relu7": (2, 4096), "fc8": (2, 1000)})
+        torch.testing.assert_close(taps["fc8"], logits, rtol=1e-5, atol=1e-6)
+        self.assertTrue((taps["fc6"] < 0).any() and (taps["fc7"] < 0).any(), "fc6/fc7 must be taken before ReLU")
+        torch.testing.assert_close(taps["relu6"], torch.relu(taps["fc6"]))
+        torch.testing.assert_close(taps["relu7"], torch.relu(taps["fc7"]))
+
+    def test_preprocess_matches_torchvision_transforms(self):
+        from PIL import Image
+        from torchvision import transforms
+        _image(self.dir / "p.png", 3, size=(97, 61))
+        lab = transforms.Compose([transforms.Resize((224, 224), interpolation=transforms.InterpolationMode.BILINEAR),
+                                  transforms.ToTensor(), transforms.Normalize(rp.IMAGENET_MEAN, rp.IMAGENET_STD)])
+        want = lab(Image.open(self.dir / "p.png").convert("RGB"))
+        self.torch.testing.assert_close(rp.preprocess(self.dir / "p.png"), want, rtol=0, atol=1e-6)
+
+    def test_end_to_end_writes_report_predictions_and_features(self):
+        data = self.dir / "data"
+        for c, v in (("dark", 0), ("light", 1)):
+            for i in range(3):
+                _image(data / c / f"{i}.png", 10 * v + i)
+        # Make the classes separable: overwrite 'light' with bright images.
+        from PIL import Image
+        for i in range(3):
+            Image.new("L", (32, 32), 200 + 10 * i).save(data / "light" / f"{i}.png")
+        (data / "dark" / "broken.png").write_bytes(b"not a png")
+        out = self.dir / "out"
+        original = rp.build_model
+        rp.build_model = lambda weights, seed: self.model
+        try:
+            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+                rc = rp.main(["--random-init", "--data", str(data), "--train-per-class", "2", "--seed", "0",
+                              "--layer", "fc7", "--out", str(out), "--batch-size", "3"])
+                # Handing the written split back must reproduce the run exactly.
+                rc_again = rp.main(["--random-init", "--data", str(data), "--split-file", str(out / "split.json"),
+                                    "--layer", "fc7", "--out", str(self.dir / "again"), "--batch-size", "3"])
+        finally:
+            rp.build_model = original
+        self.assertEqual((rc, rc_again), (0, 0))
+        self.assertEqual((out / "predictions.csv").read_text(), (self.dir / "again" / "predictions.csv").read_text())
+        np.testing.assert_array_equal(np.load(out / "test.npy"), np.load(self.dir / "again" / "test.npy"))
+        report = json.loads((out / "report.json").read_text())
+        split = json.loads((out / "split.json").read_text())
+        n_test_listed = len(split["test"])
+        self.assertEqual(report["class_names"], ["dark", "light"])
+        skipped = [s["path"] for s in report["skipped"]]
+        self.assertEqual(skipped, ["dark/broken.png"])
+        self.assertIn("skipping", err.getvalue())
+        self.assertEqual(report["n_train"] + report["n_test"], 6)
+        rows = (out / "predictions.csv").read_text().strip().splitlines()
+        self.assertEqual(rows[0], "path,true,predicted")
+        self.assertEqual(len(rows) - 1, report["n_test"])
+        self.assertLessEqual(report["n_test"], n_test_listed)
+        train, test = np.load(out / "train.npy"), np.load(out / "test.npy")
+        self.assertEqual((train.dtype, train.shape[1], test.shape[0]), (np.float32, 4096, report["n_test"]))
+        np.testing.assert_allclose(np.linalg.norm(train, axis=1), 1.0, rtol=1e-5)
+        confusion = np.array(report["confusion"])
+        self.assertEqual(confusion.sum(), report["n_test"])
+        self.assertAlmostEqual(report["accuracy"], np.trace(confusion) / confusion.sum())
+        self.assertEqual(report["settings"]["layer"], "fc7")
+
+
+# ============================================================================= export_onnx
+
+class OnnxInspectTests(unittest.TestCase):
+    def test_parser_reads_names_opset_and_initializer_bytes_of_a_real_export(self):
+        import torch
+        import export_onnx as eo
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "tiny.onnx"
+            model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 5)).eval()
+            torch.onnx.export(model, torch.zeros(1, 3, 6, 6), str(path), opset_version=13, input_names=["input"],
+                              output_names=["logits"], dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+            info = eo.inspect_onnx(path)
+            self.assertEqual(info["inputs"][:1], ["input"])
+            self.assertEqual(info["outputs"], ["logits"])
+            self.assertEqual(info["opsets"]["ai.onnx"], 13)
+            self.assertEqual(info["initializer_bytes"], 4 * sum(p.numel() for p in model.parameters()))
+            truncated = Path(d) / "cut.onnx"
+            truncated.write_bytes(path.read_bytes()[:-100])
+            with self.assertRaises(ValueError):
+                eo.inspect_onnx(truncated)

@@ -1,0 +1,480 @@
+#!/usr/bin/env python3
+"""The PyTorch + scikit-learn lab that tp7 replaces, kept as the reference for parity checks.
+
+    image folder -> VGG16 (torchvision, eval) -> one layer's activations -> L2 rows -> LinearSVC
+
+Usage (use /usr/bin/python3: torch 1.13, torchvision 0.14, scikit-learn 1.2.1, PIL 9.4):
+    /usr/bin/python3 tools/reference_pipeline.py --random-init --seed 0 --data data/demo --out out/ref-demo
+    /usr/bin/python3 tools/reference_pipeline.py --weights weights/vgg16.safetensors \\
+        --data data/15scene --train-per-class 100 --seed 0 --layer relu7 --C 1 --out out/ref-15scene
+    ... --split-file split.json        # use the split tp7 wrote instead of making one
+
+Weights: --weights FILE.safetensors holds float32 tensors under torchvision's VGG16 state_dict keys
+(read here by a small numpy reader, no safetensors package). --random-init builds torchvision's own
+random initialisation after torch.manual_seed(--init-seed, default --seed).
+
+Dataset rules (tp7 follows the same ones, so both sides see the same images):
+  * Layout A: DATA/train/<class>/* and DATA/test/<class>/*. Layout B: DATA/<class>/* plus
+    --train-per-class N. Class names are the folder names of DATA/train (A) or DATA (B); every
+    test class must also be a train class. Folders and files whose names start with '.' are ignored.
+  * Ordering is ordinal: names compare by UTF-16 code units (C#'s string.CompareOrdinal); here
+    sorted(key=name.encode('utf-16-be')). Class index = position in that order.
+  * Files are every regular file directly inside a class folder; no extension filter. A file PIL
+    cannot decode is skipped with a message when its features are extracted, after the split.
+  * Split (layout B): rng = numpy.random.RandomState(seed) (MT19937, init_genrand(seed)), created
+    once. For each class in class order, with its n files in ordinal order:
+        perm = rng.permutation(n)                  # numpy's legacy shuffle, see below
+        train = files[sorted(perm[:N])], test = files[sorted(perm[N:])]
+    rng.permutation(n) starts from [0..n-1] and for i = n-1 down to 1 swaps a[i] with a[j],
+    j uniform in [0, i]: mask = the smallest 2^k - 1 >= i, draw 32-bit MT19937 outputs u until
+    (u & mask) <= i, j = u & mask. tools/test_pytools.py pins this against numpy.
+    A class with fewer than N files is an error; exactly N leaves it with no test images.
+  * The split actually used is written to OUT/split.json and can be given back with --split-file:
+      {"format": "tp7-split", "version": 1, "classes": [...],
+       "train": [{"path": "bedroom/image_0001.jpg", "label": "bedroom"}, ...], "test": [...]}
+    Paths are relative to --data with '/' separators.
+
+Preprocessing (the lab's torchvision pipeline): PIL open, convert("RGB") (grayscale is copied to
+three channels), resize((224, 224), BILINEAR) (PIL's filter, which widens its support when
+shrinking, i.e. antialiases), ToTensor (/255), Normalize(mean=[0.485, 0.456, 0.406],
+std=[0.229, 0.224, 0.225]).
+
+Layers: pool5 = features + avgpool (identity at 224x224) flattened, 25088; fc6 / fc7 = the Linear
+outputs before ReLU, 4096; relu6 / relu7 after it; fc8 = logits, 1000. They are computed with the
+model's own Linear modules and a non-inplace ReLU, because torchvision's ReLU(inplace=True) would
+overwrite a hooked fc6/fc7 output.
+
+SVM: sklearn.svm.LinearSVC(C=C) with its defaults (squared hinge, L2 penalty, dual, tol 1e-4,
+intercept_scaling 1, one-vs-rest, max_iter 1000) and random_state=0 so liblinear's coordinate
+order, and hence the result, is reproducible.
+
+OUT/ gets: report.json (accuracy, per-class accuracy, confusion matrix [true][predicted], class
+names, settings, timings), predictions.csv (path,true,predicted), split.json, train.npy and
+test.npy (float32 rows fed to the SVM, i.e. after L2 unless --no-l2), train_labels.npy and
+test_labels.npy (int32 class indices), test_scores.npy (float64 decision_function, N x classes).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import struct
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+LAYERS = ("pool5", "fc6", "relu6", "fc7", "relu7", "fc8")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SPLIT_FORMAT, SPLIT_VERSION = "tp7-split", 1
+
+
+class PipelineError(Exception):
+    """Bad input; main() prints it as one line."""
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": None}
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """safetensors file -> {key: float32 array}. Format: u64 LE header length, JSON header
+    {key: {dtype, shape, data_offsets: [begin, end]}} (offsets relative to the byte after the
+    header), then the raw little-endian tensor bytes."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) != 8:
+            raise PipelineError(f"{path}: {size} bytes, too short for a safetensors header")
+        (n,) = struct.unpack("<Q", head)
+        if n > size - 8 or n > 100_000_000:
+            raise PipelineError(f"{path}: header length {n} does not fit in a {size}-byte file")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise PipelineError(f"{path}: header is not valid JSON ({e})") from e
+    if not isinstance(header, dict):
+        raise PipelineError(f"{path}: header is not a JSON object")
+    data_start, data_len = 8 + n, size - 8 - n
+    blob = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_len,)) if data_len else np.zeros(0, np.uint8)
+    out = {}
+    for key, meta in header.items():
+        if key == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = meta["dtype"], [int(d) for d in meta["shape"]], meta["data_offsets"]
+        except (KeyError, TypeError, ValueError) as e:
+            raise PipelineError(f"{path}: tensor '{key}' has a malformed entry {meta!r}") from e
+        if dtype not in _ST_DTYPES or _ST_DTYPES[dtype] is None:
+            raise PipelineError(f"{path}: tensor '{key}' has dtype {dtype}; this reader takes F32, F16 or F64")
+        np_dtype = _ST_DTYPES[dtype]
+        count = math.prod(shape)
+        if not (0 <= begin <= end <= data_len) or end - begin != count * np.dtype(np_dtype).itemsize:
+            raise PipelineError(f"{path}: tensor '{key}' ({dtype} {shape}) has data_offsets [{begin}, {end}] "
+                                f"that do not match its size or the {data_len}-byte data section")
+        arr = np.frombuffer(blob[begin:end].tobytes(), dtype=np.dtype(np_dtype).newbyteorder("<")).reshape(shape)
+        out[key] = arr.astype(np.float32)
+    return out
+
+
+# ----------------------------------------------------------------------------- model
+
+# torchvision's VGG16 "D" configuration; 'M' is a 2x2 max-pool (no parameters, but it takes an index).
+_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16_shapes() -> dict[str, tuple[int, ...]]:
+    """torchvision VGG16 state_dict keys -> shapes, in state_dict order, without building the model."""
+    shapes, index, cin = {}, 0, 3
+    for v in _VGG16_CFG:
+        if v == "M":
+            index += 1
+            continue
+        shapes[f"features.{index}.weight"] = (v, cin, 3, 3)
+        shapes[f"features.{index}.bias"] = (v,)
+        index, cin = index + 2, v  # Conv2d then ReLU
+    for i, (o, n) in zip((0, 3, 6), ((4096, 512 * 7 * 7), (4096, 4096), (1000, 4096))):
+        shapes[f"classifier.{i}.weight"] = (o, n)
+        shapes[f"classifier.{i}.bias"] = (o,)
+    return shapes
+
+
+def check_vgg16_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
+    expected = vgg16_shapes()
+    missing = [k for k in expected if k not in tensors]
+    extra = [k for k in tensors if k not in expected]
+    if missing or extra:
+        raise PipelineError(f"{path}: not torchvision VGG16 keys; missing {missing[:4]}"
+                            f"{'...' if len(missing) > 4 else ''}, unexpected {extra[:4]}{'...' if len(extra) > 4 else ''}")
+    for k, shape in expected.items():
+        if tuple(tensors[k].shape) != shape:
+            raise PipelineError(f"{path}: tensor '{k}' has shape {list(tensors[k].shape)}, expected {list(shape)}")
+
+
+def build_model(weights: Path | None, init_seed: int):
+    """VGG16 in eval mode: weights from a safetensors file (checked before the model is built),
+    or torchvision's random initialisation after torch.manual_seed(init_seed)."""
+    import torch
+    import torchvision
+
+    if weights is None:
+        torch.manual_seed(init_seed)
+        return torchvision.models.vgg16(weights=None).eval()
+    tensors = read_safetensors(weights)
+    check_vgg16_tensors(weights, tensors)
+    model = torchvision.models.vgg16(weights=None)
+    model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(a)) for k, a in tensors.items()})
+    return model.eval()
+
+
+def preprocess(path: Path):
+    """File -> (3, 224, 224) float tensor, exactly the lab's transform chain."""
+    import torch
+    from PIL import Image
+
+    with Image.open(path) as im:
+        rgb = im.convert("RGB").resize((224, 224), Image.BILINEAR)
+    x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def layer_output(model, x, layer: str):
+    """(N, 3, 224, 224) -> (N, D) activations of `layer`; see the header for why not hooks."""
+    import torch
+
+    cls = model.classifier  # [Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear]
+    h = torch.flatten(model.avgpool(model.features(x)), 1)  # (N, 25088)
+    if layer == "pool5":
+        return h
+    h = cls[0](h)
+    if layer == "fc6":
+        return h
+    h = torch.relu(h)
+    if layer == "relu6":
+        return h
+    h = cls[3](h)  # Dropout is the identity in eval mode
+    if layer == "fc7":
+        return h
+    h = torch.relu(h)
+    if layer == "relu7":
+        return h
+    return cls[6](h)
+
+
+def extract(model, root: Path, items: list[tuple[str, int]], layer: str, batch: int, what: str):
+    """Features for (relative path, label) items; undecodable files are skipped with a message.
+    Returns (float32 (N, D), kept items, skipped [(path, reason)])."""
+    import torch
+
+    feats, kept, skipped = [], [], []
+    pending_x, pending_items = [], []
+    started, done = time.perf_counter(), 0
+
+    def flush():
+        nonlocal done
+        if not pending_x:
+            return
+        with torch.no_grad():
+            feats.append(layer_output(model, torch.stack(pending_x), layer).numpy().astype(np.float32))
+        kept.extend(pending_items)
+        done += len(pending_x)
+        pending_x.clear()
+        pending_items.clear()
+        rate = done / (time.perf_counter() - started)
+        print(f"\r  {what}: {done}/{len(items)} images, {rate:.2f} img/s", end="", file=sys.stderr, flush=True)
+
+    for rel, label in items:
+        try:
+            pending_x.append(preprocess(root / rel))
+        except Exception as e:  # PIL raises several types for bad files; all mean "skip it"
+            print(f"\nskipping {root / rel}: {type(e).__name__}: {e}", file=sys.stderr)
+            skipped.append((rel, f"{type(e).__name__}: {e}"))
+            continue
+        pending_items.append((rel, label))
+        if len(pending_x) == batch:
+            flush()
+    flush()
+    print(file=sys.stderr)
+    if not feats:
+        raise PipelineError(f"{root}: no decodable image in the {what} set")
+    return np.concatenate(feats), kept, skipped
+
+
+def l2_normalise(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit Euclidean norm (norm in float64); all-zero rows stay zero."""
+    norms = np.sqrt(np.einsum("ij,ij->i", x.astype(np.float64), x.astype(np.float64)))
+    norms[norms == 0] = 1.0
+    return (x / norms[:, None]).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- dataset
+
+def _ordinal(name: str) -> bytes:
+    return name.encode("utf-16-be", "surrogatepass")
+
+
+def _visible_dirs(d: Path) -> list[Path]:
+    return sorted((p for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")), key=lambda p: _ordinal(p.name))
+
+
+def _visible_files(d: Path) -> list[Path]:
+    return sorted((p for p in d.iterdir() if p.is_file() and not p.name.startswith(".")), key=lambda p: _ordinal(p.name))
+
+
+def _rel(p: Path, root: Path) -> str:
+    return p.relative_to(root).as_posix()
+
+
+def make_split(root: Path, train_per_class: int | None, seed: int) -> dict:
+    """The split for --data, following the rules in the header."""
+    if not root.is_dir():
+        raise PipelineError(f"{root}: no such folder")
+    if (root / "train").is_dir() and (root / "test").is_dir():
+        classes = [d.name for d in _visible_dirs(root / "train")]
+        test_classes = [d.name for d in _visible_dirs(root / "test")]
+        unknown = [c for c in test_classes if c not in classes]
+        if unknown:
+            raise PipelineError(f"{root / 'test'}: class folders {unknown} have no counterpart in {root / 'train'}")
+        train = [{"path": _rel(f, root), "label": c} for c in classes for f in _visible_files(root / "train" / c)]
+        test = [{"path": _rel(f, root), "label": c} for c in test_classes for f in _visible_files(root / "test" / c)]
+    else:
+        if train_per_class is None:
+            raise PipelineError(f"{root}: no train/ and test/ folders; pass --train-per-class N to split the class folders")
+        if train_per_class < 1:
+            raise PipelineError(f"--train-per-class must be at least 1, got {train_per_class}")
+        rng = np.random.RandomState(seed)
+        classes, train, test = [], [], []
+        for d in _visible_dirs(root):
+            files = _visible_files(d)
+            if len(files) < train_per_class:
+                raise PipelineError(f"{d}: {len(files)} files, fewer than --train-per-class {train_per_class}")
+            perm = rng.permutation(len(files))
+            classes.append(d.name)
+            train += [{"path": _rel(files[i], root), "label": d.name} for i in sorted(perm[:train_per_class])]
+            test += [{"path": _rel(files[i], root), "label": d.name} for i in sorted(perm[train_per_class:])]
+    if len(classes) < 2:
+        raise PipelineError(f"{root}: {len(classes)} class folder(s); a classifier needs at least 2")
+    return {"format": SPLIT_FORMAT, "version": SPLIT_VERSION, "classes": classes, "train": train, "test": test}
+
+
+def read_split(path: Path, root: Path) -> dict:
+    try:
+        split = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise PipelineError(f"{path}: cannot read split file ({e})") from e
+    if not isinstance(split, dict) or split.get("format") != SPLIT_FORMAT:
+        raise PipelineError(f"{path}: not a {SPLIT_FORMAT} file (missing \"format\": \"{SPLIT_FORMAT}\")")
+    if split.get("version") != SPLIT_VERSION:
+        raise PipelineError(f"{path}: split format version {split.get('version')}, this script reads {SPLIT_VERSION}")
+    classes = split.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or len(set(classes)) != len(classes):
+        raise PipelineError(f"{path}: \"classes\" must list at least 2 distinct names")
+    for part in ("train", "test"):
+        entries = split.get(part)
+        if not isinstance(entries, list) or not entries:
+            raise PipelineError(f"{path}: \"{part}\" must be a non-empty list")
+        for i, e in enumerate(entries):
+            if not isinstance(e, dict) or not isinstance(e.get("path"), str) or e.get("label") not in classes:
+                raise PipelineError(f"{path}: {part}[{i}] = {e!r}; expected {{\"path\": str, \"label\": one of classes}}")
+            if not (root / e["path"]).is_file():
+                raise PipelineError(f"{path}: {part}[{i}] names {root / e['path']}, which does not exist")
+    return split
+
+
+# ----------------------------------------------------------------------------- main
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--weights", type=Path, help="VGG16 weights, float32 safetensors with torchvision keys")
+    src.add_argument("--random-init", action="store_true", help="torchvision's random initialisation")
+    ap.add_argument("--seed", type=int, default=0, help="split seed, and init seed unless --init-seed (default 0)")
+    ap.add_argument("--init-seed", type=int, help="torch.manual_seed for --random-init (default --seed)")
+    ap.add_argument("--data", type=Path, required=True, help="train/ + test/ class folders, or one folder of class folders")
+    ap.add_argument("--train-per-class", type=int, help="split one folder: N training images per class")
+    ap.add_argument("--split-file", type=Path, help="use this tp7-split JSON instead of making a split")
+    ap.add_argument("--layer", choices=LAYERS, default="relu7")
+    ap.add_argument("--C", type=float, default=1.0, help="LinearSVC C (default 1)")
+    ap.add_argument("--no-l2", action="store_true", help="feed raw activations to the SVM")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads (default: torch's choice)")
+    ap.add_argument("--out", type=Path, default=Path("out/reference"))
+    args = ap.parse_args(argv)
+    init_seed = args.seed if args.init_seed is None else args.init_seed
+
+    try:
+        return _run(args, init_seed)
+    except PipelineError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace, init_seed: int) -> int:
+    import sklearn
+    import torch
+    import torchvision
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    timings: dict[str, float] = {}
+
+    def stage(name: str, t0: float) -> None:
+        timings[name] = round(time.perf_counter() - t0, 3)
+        print(f"[{name}] {timings[name]:.2f} s")
+
+    t0 = time.perf_counter()
+    split = read_split(args.split_file, args.data) if args.split_file else make_split(args.data, args.train_per_class, args.seed)
+    classes = split["classes"]
+    index = {c: i for i, c in enumerate(classes)}
+    train_items = [(e["path"], index[e["label"]]) for e in split["train"]]
+    test_items = [(e["path"], index[e["label"]]) for e in split["test"]]
+    print(f"{args.data}: {len(classes)} classes, {len(train_items)} train / {len(test_items)} test files")
+    stage("list", t0)
+
+    t0 = time.perf_counter()
+    model = build_model(args.weights, init_seed)
+    stage("load_model", t0)
+
+    t0 = time.perf_counter()
+    x_train, train_kept, skipped_train = extract(model, args.data, train_items, args.layer, args.batch_size, "train")
+    stage("extract_train", t0)
+    t0 = time.perf_counter()
+    x_test, test_kept, skipped_test = extract(model, args.data, test_items, args.layer, args.batch_size, "test")
+    stage("extract_test", t0)
+    per_image = (timings["extract_train"] + timings["extract_test"]) / (len(train_kept) + len(test_kept))
+    print(f"  {per_image:.3f} s/image for {args.layer} features of width {x_train.shape[1]}")
+
+    if not args.no_l2:
+        x_train, x_test = l2_normalise(x_train), l2_normalise(x_test)
+    y_train = np.array([l for _, l in train_kept], dtype=np.int32)
+    y_test = np.array([l for _, l in test_kept], dtype=np.int32)
+    if len(set(y_train.tolist())) < 2:
+        raise PipelineError(f"{args.data}: the training set has images of fewer than 2 classes")
+
+    t0 = time.perf_counter()
+    svm = LinearSVC(C=args.C, random_state=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        svm.fit(x_train, y_train)
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    if not converged:
+        print(f"warning: LinearSVC stopped at max_iter={svm.max_iter} before reaching tol={svm.tol}", file=sys.stderr)
+    stage("svm_fit", t0)
+
+    t0 = time.perf_counter()
+    scores = svm.decision_function(x_test)
+    if scores.ndim == 1:  # binary: sklearn returns the score of class 1 only
+        scores = np.stack([-scores, scores], axis=1)
+    pred = svm.classes_[np.argmax(scores, axis=1)].astype(np.int32)
+    stage("svm_predict", t0)
+
+    k = len(classes)
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (y_test, pred), 1)
+    accuracy = float(np.mean(pred == y_test))
+    per_class = {c: (float(confusion[i, i] / confusion[i].sum()) if confusion[i].sum() else None) for i, c in enumerate(classes)}
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    np.save(out / "train.npy", x_train)
+    np.save(out / "test.npy", x_test)
+    np.save(out / "train_labels.npy", y_train)
+    np.save(out / "test_labels.npy", y_test)
+    np.save(out / "test_scores.npy", scores.astype(np.float64))
+    (out / "split.json").write_text(json.dumps(split, indent=1) + "\n", encoding="utf-8")
+    with open(out / "predictions.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "true", "predicted"])
+        for (rel, label), p in zip(test_kept, pred):
+            w.writerow([rel, classes[label], classes[p]])
+    report = {
+        "accuracy": accuracy,
+        "per_class_accuracy": per_class,
+        "confusion": confusion.tolist(),
+        "class_names": classes,
+        "n_train": len(train_kept),
+        "n_test": len(test_kept),
+        "skipped": [{"path": p, "reason": r} for p, r in skipped_train + skipped_test],
+        "settings": {
+            "data": str(args.data),
+            "weights": str(args.weights) if args.weights else None,
+            "random_init_seed": init_seed if args.random_init else None,
+            "split_seed": args.seed,
+            "train_per_class": args.train_per_class,
+            "split_file": str(args.split_file) if args.split_file else None,
+            "layer": args.layer,
+            "feature_dim": int(x_train.shape[1]),
+            "l2": not args.no_l2,
+            "C": args.C,
+            "svm": "sklearn.svm.LinearSVC(squared_hinge, l2, dual, tol=1e-4, intercept_scaling=1, max_iter=1000, random_state=0)",
+            "svm_iterations": int(np.max(svm.n_iter_)),
+            "svm_converged": converged,
+            "preprocess": "PIL convert(RGB), resize((224,224), BILINEAR), ToTensor, Normalize(ImageNet)",
+            "torch": torch.__version__, "torchvision": torchvision.__version__, "sklearn": sklearn.__version__,
+            "threads": torch.get_num_threads(),
+        },
+        "timings_s": timings,
+        "seconds_per_image": round(per_image, 4),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+
+    width = max(len(c) for c in classes)
+    for c in classes:
+        a = per_class[c]
+        print(f"  {c:<{width}}  {'n/a' if a is None else f'{100 * a:5.1f}%'}")
+    print(f"accuracy {100 * accuracy:.2f}% ({int((pred == y_test).sum())}/{len(y_test)}), layer {args.layer}, "
+          f"C={args.C}, {'L2' if not args.no_l2 else 'raw'} features; wrote {out}/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
