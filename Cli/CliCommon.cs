@@ -15,7 +15,7 @@ static class CliCommon
         => new("--weights") { Description = description };
 
     /// <summary>Runs a verb body; a failure becomes "tp7: message" on stderr and exit code 1 (a stack trace with --verbose).</summary>
-    public static void SetAction(this Command command, Func<ParseResult, int> body)
+    public static void SetHandler(this Command command, Func<ParseResult, int> body)
         => command.SetAction(parse =>
         {
             try

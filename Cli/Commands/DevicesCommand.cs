@@ -10,7 +10,7 @@ static class DevicesCommand
     public static Command Create()
     {
         var command = new Command("devices", "List the devices tp7 can compute on (and those it cannot, with the reason)");
-        command.SetAction(_ =>
+        command.SetHandler(_ =>
         {
             var table = new Table().AddColumn("--device").AddColumn("index").AddColumn("name")
                 .AddColumn(new TableColumn("memory").RightAligned()).AddColumn("capability").AddColumn("status");

@@ -15,7 +15,7 @@ static class InfoCommand
         var size = new Option<int>("--size") { Description = "Input height and width", DefaultValueFactory = _ => 224 };
         var weights = CliCommon.Weights("Also load and verify this weights file");
         var command = new Command("info", "Show VGG16's layers with output shapes, parameter counts and FLOPs") { json, size, weights };
-        command.SetAction(parse =>
+        command.SetHandler(parse =>
         {
             int s = parse.GetValue(size);
             var rows = Vgg16Architecture.Layers;
@@ -60,7 +60,7 @@ static class InfoCommand
             foreach (var l in rows)
             {
                 double m = Vgg16Architecture.MultiplyAdds(l, inputs[l.Position], shapes[l.Position]);
-                table.AddRow(l.Module, l.Tap, l.Kind.ToString(), shapes[l.Position].ToString(),
+                table.AddRow(l.Module, l.Tap, l.Kind.ToString(), Markup.Escape(shapes[l.Position].ToString()),
                     l.Parameters > 0 ? l.Parameters.ToString("N0", CultureInfo.InvariantCulture) : "",
                     m > 0 ? (m / 1e6).ToString("N1", CultureInfo.InvariantCulture) : "");
             }

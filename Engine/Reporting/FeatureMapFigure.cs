@@ -37,7 +37,8 @@ public static class FeatureMapFigure
         using (var input = RgbBitmap(rgb, height, width))
         {
             var dst = new SKRect(margin, titleH, margin + inputSize, titleH + inputSize * height / (float)width);
-            canvas.DrawBitmap(input, dst, new SKPaint { FilterQuality = SKFilterQuality.Medium });
+            using var img = SKImage.FromBitmap(input);
+            canvas.DrawImage(img, dst, new SKSamplingOptions(SKFilterMode.Linear, SKMipmapMode.Linear));
             canvas.DrawText($"input {width}x{height}", margin, dst.Bottom + 13, textFont, ink);
         }
 
@@ -60,7 +61,9 @@ public static class FeatureMapFigure
             System.Runtime.InteropServices.Marshal.Copy(pixels, 0, bmp.GetPixels(), pixels.Length);
             int r = c / cols, q = c % cols;
             float tx = x0 + q * (tile + gap), ty = titleH + r * (tile + label + gap);
-            canvas.DrawBitmap(bmp, new SKRect(tx, ty, tx + tile, ty + tile), new SKPaint { FilterQuality = SKFilterQuality.None });
+            using var mapImage = SKImage.FromBitmap(bmp);
+            // Nearest-neighbour: each activation stays a visible square at deep layers (14x14 maps).
+            canvas.DrawImage(mapImage, new SKRect(tx, ty, tx + tile, ty + tile), new SKSamplingOptions(SKFilterMode.Nearest));
             canvas.DrawText(hi > lo ? $"#{c}  {lo:0.##}..{hi:0.##}" : $"#{c}  constant {lo:0.##}", tx, ty + tile + 12, textFont, ink);
         }
 

@@ -1,0 +1,101 @@
+using Tp7.Engine.Devices;
+using Tp7.Engine.Imaging;
+using Tp7.Engine.Model;
+using Tp7.Tests.Infrastructure;
+using Xunit.Abstractions;
+
+namespace Tp7.Tests;
+
+/// <summary>
+/// Every named VGG16 tap against PyTorch's with the same random-init weights: real photos at 224x224 on the host
+/// backend, and a seeded random batch at 32x32 on ILGPU's CPU accelerator. Goal: max |ours - torch| at most 1e-4 of
+/// the tap's max |value|, in fp32.
+/// </summary>
+[Collection("reference")]
+public sealed class Vgg16ReferenceTests(ReferenceFiles refs, ITestOutputHelper output)
+{
+    const double Tolerance = 1e-4;
+
+    static readonly string[] Taps = Vgg16Architecture.TapNames.Where(t => t != "flatten" && !t.StartsWith("drop")).ToArray();
+
+    [Fact]
+    public void HostBackendMatchesPyTorchOnPhotosAt224()
+    {
+        using var device = new HostDevice();
+        CompareAllTaps(device, refs.Photos224);
+    }
+
+    [Fact]
+    public void IlgpuCpuAcceleratorMatchesPyTorchOnRandomBatchAt32()
+    {
+        using var device = IlgpuDevice.OpenCpuAccelerator();
+        CompareAllTaps(device, refs.Random32);
+    }
+
+    [Fact]
+    public void HostBackendMatchesPyTorchOnRandomBatchAt32()
+    {
+        using var device = new HostDevice();
+        CompareAllTaps(device, refs.Random32);
+    }
+
+    void CompareAllTaps(ComputeDevice device, string referencePath)
+    {
+        using var file = ReferenceFiles.Open(referencePath);
+        var input = file.ReadFloat32("input");
+        var shape = file.Info("input").Shape;
+        int n = (int)shape[0], h = (int)shape[2], w = (int)shape[3];
+        using var model = new Vgg16(device, WeightsLocator.Load(refs.Weights));
+        var ours = model.Forward(input, n, h, w, Taps);
+
+        var failures = new List<string>();
+        output.WriteLine($"{device.Name}, N={n}, {h}x{w}: max |diff| / max |torch| per tap");
+        foreach (var tap in Taps)
+        {
+            var want = file.ReadFloat32("tap/" + tap);
+            var got = ours[tap];
+            Assert.Equal(want.Length, got.Length);
+            double maxRef = 0, maxErr = 0;
+            int worst = 0;
+            for (int i = 0; i < want.Length; i++)
+            {
+                maxRef = Math.Max(maxRef, Math.Abs(want[i]));
+                double e = Math.Abs(got[i] - (double)want[i]);
+                if (e > maxErr || double.IsNaN(e)) { maxErr = e; worst = i; }
+            }
+            double rel = maxErr / Math.Max(maxRef, 1e-30);
+            output.WriteLine($"  {tap,-8} {rel:E2}  (max |torch| {maxRef:G4})");
+            if (!(rel <= Tolerance))
+                failures.Add($"{tap}: max |diff| {maxErr:G4} = {rel:E2} of max |torch| {maxRef:G4} at index {worst} (ours {got[worst]}, torch {want[worst]})");
+        }
+        Assert.True(failures.Count == 0, string.Join("\n", failures));
+    }
+
+    /// <summary>The lab's classification: our preprocessing + forward + softmax against PyTorch's logits on the photos.</summary>
+    [Fact]
+    public void ClassifyGivesPyTorchsTop5AndProbabilities()
+    {
+        using var file = ReferenceFiles.Open(refs.Photos224);
+        var torchLogits = file.ReadFloat32("logits");
+        var p = Preprocessing.ImageNet;
+        var input = new float[refs.Photos.Length * p.TensorLength];
+        for (int i = 0; i < refs.Photos.Length; i++)
+            ImageLoader.LoadTensor(refs.Photos[i], p, input.AsSpan(i * p.TensorLength, p.TensorLength));
+        using var device = new HostDevice();
+        using var model = new Vgg16(device, WeightsLocator.Load(refs.Weights));
+        var ours = model.Softmax(model.Forward(input, refs.Photos.Length, p.Size, p.Size, ["fc8"])["fc8"], refs.Photos.Length);
+        var theirs = new float[torchLogits.Length];
+        Tp7.Engine.Kernels.Activations.SoftmaxHost(theirs, torchLogits, refs.Photos.Length, 1000);
+        for (int i = 0; i < refs.Photos.Length; i++)
+        {
+            var a = ours.AsSpan(i * 1000, 1000).ToArray();
+            var b = theirs.AsSpan(i * 1000, 1000).ToArray();
+            var topOurs = Enumerable.Range(0, 1000).OrderByDescending(j => a[j]).Take(5).ToArray();
+            var topTheirs = Enumerable.Range(0, 1000).OrderByDescending(j => b[j]).Take(5).ToArray();
+            output.WriteLine($"{Path.GetFileName(refs.Photos[i])}: ours {string.Join(", ", topOurs.Select(j => $"{j}:{a[j]:F5}"))}");
+            output.WriteLine($"{Path.GetFileName(refs.Photos[i])}: torch {string.Join(", ", topTheirs.Select(j => $"{j}:{b[j]:F5}"))}");
+            Assert.Equal(topTheirs, topOurs);
+            foreach (var j in topTheirs) Assert.InRange(Math.Abs(a[j] - b[j]), 0, 1e-4);
+        }
+    }
+}
