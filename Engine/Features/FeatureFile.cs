@@ -1,0 +1,75 @@
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using Tp7.Engine.Data;
+using Tp7.Engine.Imaging;
+using Tp7.Engine.IO;
+
+namespace Tp7.Engine.Features;
+
+/// <summary>
+/// Features on disk: FEATS.npy (float32 (N, D), readable by numpy) and FEATS.json beside it with the row order,
+/// labels, class names, layer, normalisation, weights SHA-256, preprocessing and skipped files. Both written atomically.
+/// </summary>
+public static class FeatureFile
+{
+    public sealed record Sidecar(
+        [property: JsonPropertyName("format")] string Format,
+        [property: JsonPropertyName("version")] int Version,
+        [property: JsonPropertyName("layer")] string Layer,
+        [property: JsonPropertyName("l2_normalized")] bool L2,
+        [property: JsonPropertyName("weights_sha256")] string WeightsSha256,
+        [property: JsonPropertyName("classes")] IReadOnlyList<string> Classes,
+        [property: JsonPropertyName("paths")] IReadOnlyList<string> Paths,
+        [property: JsonPropertyName("labels")] IReadOnlyList<int> Labels,
+        [property: JsonPropertyName("preprocessing")] PreprocessingInfo Preprocessing,
+        [property: JsonPropertyName("skipped")] IReadOnlyList<SkippedInfo> Skipped);
+
+    public sealed record PreprocessingInfo(
+        [property: JsonPropertyName("size")] int Size,
+        [property: JsonPropertyName("resize")] string Resize,
+        [property: JsonPropertyName("mean")] float[] Mean,
+        [property: JsonPropertyName("std")] float[] Std);
+
+    public sealed record SkippedInfo([property: JsonPropertyName("path")] string Path, [property: JsonPropertyName("reason")] string Reason);
+
+    static readonly JsonSerializerOptions Json = new() { WriteIndented = true };
+
+    public static string SidecarPath(string npyPath) => Path.ChangeExtension(npyPath, ".json");
+
+    public static void Write(string npyPath, FeatureSet f, Preprocessing? preprocessing = null)
+    {
+        var p = preprocessing ?? Preprocessing.ImageNet;
+        var dir = Path.GetDirectoryName(Path.GetFullPath(npyPath));
+        if (dir != null) Directory.CreateDirectory(dir);
+        Npy.Write(npyPath, f.X, f.N, f.D);
+        var side = new Sidecar("tp7-features", 1, f.Layer, f.L2, f.WeightsSha256, f.Classes, f.Paths, f.Labels,
+            new PreprocessingInfo(p.Size, "PIL-compatible bilinear (antialiased when shrinking), RGB, /255", p.Mean, p.Std),
+            f.Skipped.Select(s => new SkippedInfo(s.Path, s.Reason)).ToList());
+        var json = SidecarPath(npyPath);
+        File.WriteAllText(json + ".tmp", JsonSerializer.Serialize(side, Json));
+        File.Move(json + ".tmp", json, overwrite: true);
+    }
+
+    public static FeatureSet Read(string npyPath)
+    {
+        var json = SidecarPath(npyPath);
+        if (!File.Exists(json)) throw new FileNotFoundException($"{json}: missing (the row labels and classes of {npyPath}); write features with 'tp7 extract'");
+        Sidecar side;
+        try
+        {
+            side = JsonSerializer.Deserialize<Sidecar>(File.ReadAllText(json))
+                   ?? throw new InvalidDataException("empty document");
+        }
+        catch (JsonException e) { throw new InvalidDataException($"{json}: not a tp7 features sidecar ({e.Message})"); }
+        if (side.Format != "tp7-features") throw new InvalidDataException($"{json}: format '{side.Format}', expected 'tp7-features'");
+        var (x, shape) = Npy.ReadFloat32(npyPath);
+        if (shape.Length != 2) throw new InvalidDataException($"{npyPath}: shape [{string.Join(", ", shape)}], expected (N, D)");
+        int n = (int)shape[0], d = (int)shape[1];
+        if (side.Paths.Count != n || side.Labels.Count != n)
+            throw new InvalidDataException($"{json}: {side.Paths.Count} paths and {side.Labels.Count} labels for {n} rows in {npyPath}");
+        if (side.Labels.Any(l => l < 0 || l >= side.Classes.Count))
+            throw new InvalidDataException($"{json}: a label is outside the {side.Classes.Count} classes");
+        return new FeatureSet(x, n, d, side.Paths.ToArray(), side.Labels.ToArray(), side.Classes, side.Layer, side.L2, side.WeightsSha256,
+            side.Skipped.Select(s => new SkippedFile(s.Path, s.Reason)).ToList(), new ExtractionStats(n, n, 0, 0, 0, 0, 0, 0));
+    }
+}
