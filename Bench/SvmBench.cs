@@ -24,7 +24,7 @@ public sealed class SvmBench : IBenchmark
         double C = double.Parse(Arg(args, "--C") ?? "1", CultureInfo.InvariantCulture);
         var options = new SvmOptions(C: C, Loss: SvmLoss.SquaredHinge, Tolerance: 1e-4, MaxIterations: 1000, BiasScale: 1);
 
-        Console.WriteLine($"svm: N={n} D={d} classes={classes} C={C} squared hinge tol=1e-4 bias=1; float32 features, double w");
+        Console.WriteLine($"svm: N={n} D={d} classes={classes} C={C} squared hinge tol=1e-4 bias=1; float32 features and weights, double gradients and dot-product sums");
         Console.WriteLine($"host: {CpuName()}, {Environment.ProcessorCount} logical cores, Vector256 accelerated={Vector256.IsHardwareAccelerated}; load average {LoadAverage()}");
 
         var sw = Stopwatch.StartNew();

@@ -112,11 +112,13 @@ public static class LinearSvm
         return problem.Result(o.BiasScale);
     }
 
-    /// <summary>State of one binary dual problem: labels, w (D + 1, bias weight last), α and the shrinking state.</summary>
+    /// <summary>State of one binary dual problem: labels, w (D) and the bias weight, α and the shrinking state.
+    /// w is float (see DenseOps.Dot for the accumulation); α, the bias weight and all gradients are double.</summary>
     internal sealed class DualProblem(sbyte[] y, int d)
     {
         public readonly sbyte[] Y = y;
-        public readonly double[] W = new double[d + 1];
+        public readonly float[] W = new float[d];
+        public double WBias;
         public readonly double[] Alpha = new double[y.Length];
         public readonly bool[] Active = new bool[y.Length];
         public int ActiveSize;
@@ -125,7 +127,7 @@ public static class LinearSvm
         public bool Done, HitLimit;
 
         public BinarySvmResult Result(double biasScale) =>
-            new(W[..^1], biasScale * W[^1], Iterations, HitLimit);
+            new([.. W.Select(v => (double)v)], biasScale * WBias, Iterations, HitLimit);
     }
 
     // Dual coordinate descent for L2-regularised L1- and L2-loss SVM.
@@ -172,6 +174,7 @@ public static class LinearSvm
         foreach (var p in problems)
         {
             Array.Clear(p.W);
+            p.WBias = 0;
             Array.Clear(p.Alpha);
             Array.Fill(p.Active, true);
             p.ActiveSize = n;
@@ -202,9 +205,10 @@ public static class LinearSvm
                 foreach (var p in problems)
                 {
                     if (p.Done || !p.Active[i]) continue;
-                    double[] w = p.W, alpha = p.Alpha;
+                    float[] w = p.W;
+                    double[] alpha = p.Alpha;
                     int yi = p.Y[i];
-                    double G = yi * (DenseOps.Dot(w.AsSpan(0, d), xi) + w[d] * B) - 1 + Dii * alpha[i];
+                    double G = yi * (DenseOps.Dot(w, xi) + p.WBias * B) - 1 + Dii * alpha[i];
 
                     double PG = 0;
                     if (alpha[i] == 0)
@@ -237,8 +241,8 @@ public static class LinearSvm
                         double alphaOld = alpha[i];
                         alpha[i] = Math.Min(Math.Max(alpha[i] - G / QD[i], 0.0), U);
                         double step = (alpha[i] - alphaOld) * yi;
-                        DenseOps.Axpy(step, xi, w.AsSpan(0, d));
-                        w[d] += step * B;
+                        DenseOps.Axpy(step, xi, w);
+                        p.WBias += step * B;
                     }
                 }
             }
