@@ -14,6 +14,11 @@ sealed class ModelSession : IDisposable
     public bool RandomWeights { get; }
     /// <summary>The host copy of the weights (e.g. to build a reference model on another device).</summary>
     public Vgg16Weights Weights { get; }
+    /// <summary>SHA-256 of the weights file (keys the feature cache); in-memory random weights get a fixed name.</summary>
+    public string WeightsSha256 => sha ??= File.Exists(Weights.Source)
+        ? Tp7.Engine.Features.FeatureCache.HashFile(Weights.Source)
+        : "in-memory-random-init-seed0";
+    string? sha;
 
     ModelSession(ComputeDevice device, Vgg16 model, Vgg16Weights weights, bool random)
     {

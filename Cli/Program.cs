@@ -10,7 +10,7 @@ root.Options.Add(CliCommon.Verbose);
 foreach (var command in new[]
 {
     DevicesCommand.Create(), InfoCommand.Create(), ClassifyCommand.Create(), FeatureMapsCommand.Create(),
-    BenchCommand.Create(),
+    BenchCommand.Create(), ExtractCommand.Create(), SvmCommand.Create(), RunCommand.Create(),
 })
     root.Subcommands.Add(command);
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
