@@ -248,6 +248,7 @@ public class SafeTensorsFuzzTests
             {
                 Assert.InRange(t.Begin, 0, t.End);
                 Assert.InRange(t.End, t.Begin, file.DataLength);
+                Assert.Equal(t.ByteLength, t.ElementCount * DTypes.SizeOf(t.DType));
                 covered += t.ByteLength;
                 if (t.DType is "F32" or "F16" or "BF16" or "F64")
                 {
