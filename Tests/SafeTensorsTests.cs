@@ -118,6 +118,18 @@ public sealed class SafeTensorsRoundTripTests : IDisposable
     }
 
     [Fact]
+    public void ReplacingAFileWhileItIsOpenKeepsTheOpenedVersionReadable()
+    {
+        string path = _dir.File("swap.safetensors");
+        SafeTensorsWriter.Write(path, [("a", [2], new float[] { 1, 2 })]);
+        using var old = SafeTensorsFile.Open(path);
+        SafeTensorsWriter.Write(path, [("a", [3], new float[] { 7, 8, 9 })]);
+        Assert.Equal([1f, 2f], old.ReadFloat32("a"));
+        using var fresh = SafeTensorsFile.Open(path);
+        Assert.Equal([7f, 8f, 9f], fresh.ReadFloat32("a"));
+    }
+
+    [Fact]
     public void SpanReadChecksTheDestinationLength()
     {
         string path = _dir.File("s.safetensors");
@@ -135,7 +147,7 @@ public sealed class SafeTensorsRoundTripTests : IDisposable
         using var f = SafeTensorsFile.Open(path);
         Assert.False(f.Contains("features.1.weight"));
         var e = Assert.Throws<TensorFileException>(() => f.ReadFloat32("features.1.weight"));
-        Assert.Equal($"{path}: tensor 'features.1.weight': not in the file (the file holds 1 tensors, e.g. 'features.0.weight')", e.Message);
+        Assert.Equal($"{path}: tensor 'features.1.weight': not in the file (the file holds 1 tensor, e.g. 'features.0.weight')", e.Message);
         Assert.Equal("features.1.weight", e.Key);
     }
 

@@ -79,7 +79,8 @@ public sealed class SafeTensorsFile : IDisposable
         SafeFileHandle handle;
         try
         {
-            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+            // FileShare.Delete lets a writer rename a new version over this file while it is open (we keep reading the old one).
+            handle = File.OpenHandle(path, FileMode.Open, FileAccess.Read, FileShare.Read | FileShare.Delete);
         }
         catch (Exception e) when (e is IOException or UnauthorizedAccessException or NotSupportedException or ArgumentException)
         {
@@ -113,7 +114,7 @@ public sealed class SafeTensorsFile : IDisposable
         ArgumentNullException.ThrowIfNull(key);
         if (_index.TryGetValue(key, out int i)) return _tensors[i];
         string hint = _tensors.Length == 0 ? "the file holds no tensors"
-            : $"the file holds {_tensors.Length} tensors, e.g. {string.Join(", ", _tensors.Take(3).Select(t => TensorFileException.Quote(t.Key)))}";
+            : $"the file holds {_tensors.Length} tensor{(_tensors.Length == 1 ? "" : "s")}, e.g. {string.Join(", ", _tensors.Take(3).Select(t => TensorFileException.Quote(t.Key)))}";
         throw new TensorFileException(Path, key, $"not in the file ({hint})");
     }
 
@@ -122,7 +123,8 @@ public sealed class SafeTensorsFile : IDisposable
     {
         var info = Info(key);
         RequireFloat(info);
-        var result = new float[CheckedArrayLength(info)];
+        // Uninitialised: the read overwrites every element or throws, and zeroing 400 MB first costs real time.
+        var result = GC.AllocateUninitializedArray<float>(CheckedArrayLength(info));
         ReadFloat32(info, result);
         return result;
     }
@@ -146,7 +148,7 @@ public sealed class SafeTensorsFile : IDisposable
         int size = DTypes.SizeOf(info.DType);
         if (!DTypes.IsInteger(info.DType))
             throw new TensorFileException(Path, key, $"dtype {info.DType} is not an integer type");
-        var result = new long[CheckedArrayLength(info)];
+        var result = GC.AllocateUninitializedArray<long>(CheckedArrayLength(info));
         if (info.DType == "I64")
         {
             ReadRaw(info.Begin, MemoryMarshal.AsBytes(result.AsSpan()));
