@@ -50,7 +50,7 @@ public sealed class PilReferenceFixture : IDisposable
     public static readonly string[] LosslessImages =
     [
         "china.png", "flower.png", "china_gray.png", "small_50x37.png", "odd_333x211.png", "exact_224.png",
-        "china_rgba.png", "china_la.png", "china_palette.png", "china_palette.gif", "china_rgb16.png",
+        "china_rgba.png", "china_la.png", "china_palette.png", "china_palette.gif", "china_transparent.gif", "china_rgb16.png",
     ];
 
     /// <summary>Lossy images: libjpeg and ImageSharp decode them slightly differently.</summary>

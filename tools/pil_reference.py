@@ -63,6 +63,7 @@ def fixtures(out):
     la.save(os.path.join(out, "china_la.png"))
     china.convert("P", palette=Image.ADAPTIVE, colors=64).save(os.path.join(out, "china_palette.png"))
     china.convert("P", palette=Image.ADAPTIVE, colors=64).save(os.path.join(out, "china_palette.gif"))
+    china.convert("P", palette=Image.ADAPTIVE, colors=64).save(os.path.join(out, "china_transparent.gif"), transparency=5)
     china.convert("CMYK").save(os.path.join(out, "china_cmyk.jpg"), quality=95)
     rgb8 = np.asarray(china).astype(np.uint16)
     # Low byte deliberately unrelated to the high byte, so "high byte" and "rounded scale" differ.
