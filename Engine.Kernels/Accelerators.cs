@@ -65,3 +65,35 @@ public static class Accelerators
                 "use the V1Naive version or a device such as Accelerators.CpuSimulatorDevice()");
     }
 }
+
+/// <summary>
+/// Compiles every ILGPU kernel of the op families to PTX without a GPU or CUDA driver (ILGPU's PTX backend is pure
+/// .NET), so a machine without a GPU can check that each kernel is expressible for NVIDIA hardware. Register and
+/// occupancy figures come only from ptxas/the driver, which are not needed here and not reported.
+/// </summary>
+public static class KernelPtx
+{
+    /// <summary>The kernels (explicitly grouped, loaded with LoadStreamKernel) of each op-family class.</summary>
+    public static IReadOnlyList<System.Reflection.MethodInfo> AllKernels()
+        => new[] { typeof(GemmGpu), typeof(Conv2dGpu), typeof(PoolingGpu), typeof(ActivationsGpu) }
+            .SelectMany(t => t.GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic))
+            .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal))
+            .ToList();
+
+    /// <summary>PTX assembly of every kernel for the given architecture (e.g. SM_90 with ISA_80 for the H100).</summary>
+    public static IReadOnlyList<(string Kernel, string Ptx)> CompileAll(
+        ILGPU.Runtime.Cuda.CudaArchitecture architecture, ILGPU.Runtime.Cuda.CudaInstructionSet instructionSet)
+    {
+        using var context = Context.Create(b => b.CPU(Accelerators.CpuSimulatorDevice()).EnableAlgorithms());
+        // No NVVM: ILGPU generates PTX itself, as it does when loading kernels on a CUDA device.
+        using var backend = new ILGPU.Backends.PTX.PTXBackend(context, architecture, instructionSet, nvvmAPI: null!);
+        var result = new List<(string, string)>();
+        foreach (var kernel in AllKernels())
+        {
+            var entry = ILGPU.Backends.EntryPoints.EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
+            var compiled = (ILGPU.Backends.PTX.PTXCompiledKernel)backend.Compile(entry, KernelSpecialization.Empty);
+            result.Add(($"{kernel.DeclaringType!.Name}.{kernel.Name}", compiled.PTXAssembly));
+        }
+        return result;
+    }
+}

@@ -104,7 +104,9 @@ public sealed class ActivationsGpu
         if (rows <= 0 || cols <= 0) throw new ArgumentException($"softmax: rows and cols must be positive, got {(rows, cols)}");
         Check.Length("y", y.Length, (long)rows * cols, (rows, cols));
         Check.Length("x", x.Length, (long)rows * cols, (rows, cols));
-        int gs = Accelerators.GroupSize(_acc, MaxSoftmaxGroup);
+        // On ILGPU's CPU accelerator every thread is an OS thread and a barrier costs milliseconds; the tree
+        // reduction is the same code for any power-of-two group, so a warp-sized group keeps it fast there.
+        int gs = Accelerators.GroupSize(_acc, _acc.AcceleratorType == AcceleratorType.CPU ? 32 : MaxSoftmaxGroup);
         _softmax(new KernelConfig(rows, gs), y, x, rows, cols);
     }
 

@@ -79,7 +79,7 @@ public sealed record SelfTestResult(
 
     public override string ToString()
         => $"{(Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
-           (Error ?? $"{Comparison} (tol {Tolerance}), {GpuMilliseconds:F3} ms");
+           (Error ?? $"{Comparison} (tol {Tolerance})" + (double.IsNaN(GpuMilliseconds) ? "" : $", {GpuMilliseconds:F3} ms"));
 }
 
 /// <summary>
@@ -90,7 +90,8 @@ public sealed record SelfTestResult(
 /// </summary>
 public static class KernelSelfTest
 {
-    public static IReadOnlyList<SelfTestResult> Run(Accelerator acc, bool quick)
+    /// <param name="timed">Also time a second launch of every case (off in unit tests on the CPU simulator, where it only costs).</param>
+    public static IReadOnlyList<SelfTestResult> Run(Accelerator acc, bool quick, bool timed = true)
     {
         var results = new List<SelfTestResult>();
         using var gemm = new GemmGpu(acc);
@@ -122,7 +123,7 @@ public static class KernelSelfTest
         }
         foreach (var s in gemmShapes)
             foreach (var v in gemmVersions)
-                results.Add(GemmCase(acc, gemm, v, s, seed++));
+                results.Add(GemmCase(acc, gemm, v, s, seed++, timed));
 
         var convShapes = new List<(string Name, ConvShape S, bool Relu)>
         {
@@ -143,7 +144,7 @@ public static class KernelSelfTest
         }
         foreach (var (name, s, relu) in convShapes)
             foreach (var v in convVersions)
-                results.Add(ConvCase(acc, conv, v, name, s, relu, seed++));
+                results.Add(ConvCase(acc, conv, v, name, s, relu, seed++, timed));
 
         var poolShapes = new List<PoolShape>
         {
@@ -154,24 +155,24 @@ public static class KernelSelfTest
         if (!quick)
             foreach (var (c, hw) in new[] { (64, 224), (128, 112), (256, 56), (512, 28), (512, 14) })
                 poolShapes.Add(new PoolShape(1, c, hw, hw, 2, 2, 2, 2));
-        foreach (var s in poolShapes) results.Add(MaxPoolCase(acc, pool, s, seed++));
+        foreach (var s in poolShapes) results.Add(MaxPoolCase(acc, pool, s, seed++, timed));
 
         var avgShapes = new List<(int N, int C, int H, int W, int OH, int OW)>
             { (1, 3, 7, 7, 7, 7), (2, 2, 13, 10, 7, 7), (1, 2, 5, 3, 7, 7), (1, 4, 14, 15, 7, 7), (1, 1, 9, 4, 2, 3) };
         if (!quick) { avgShapes.Add((1, 512, 7, 7, 7, 7)); avgShapes.Add((2, 512, 14, 14, 7, 7)); }
-        foreach (var s in avgShapes) results.Add(AdaptiveAvgCase(acc, pool, s, seed++));
+        foreach (var s in avgShapes) results.Add(AdaptiveAvgCase(acc, pool, s, seed++, timed));
 
         var linearShapes = new List<(int N, int In, int Out, bool Relu)> { (1, 37, 70, true), (2, 100, 9, false), (3, 25, 130, true) };
         if (!quick) { linearShapes.Add((2, 25088, 4096, true)); linearShapes.Add((2, 4096, 4096, true)); linearShapes.Add((2, 4096, 1000, false)); }
         foreach (var s in linearShapes)
             foreach (var v in gemmVersions)
-                results.Add(LinearCase(acc, linear, v, s, seed++));
+                results.Add(LinearCase(acc, linear, v, s, seed++, timed));
 
         foreach (long len in quick ? new long[] { 1, 1000 } : new long[] { 1, 1000, 1L << 22 })
-            results.Add(ReluCase(acc, act, len, seed++));
+            results.Add(ReluCase(acc, act, len, seed++, timed));
         var softmaxShapes = new List<(int Rows, int Cols)> { (1, 1), (3, 1000), (2, 37) };
         if (!quick) softmaxShapes.Add((64, 1000));
-        foreach (var (rows, cols) in softmaxShapes) results.Add(SoftmaxCase(acc, act, rows, cols, seed++));
+        foreach (var (rows, cols) in softmaxShapes) results.Add(SoftmaxCase(acc, act, rows, cols, seed++, timed));
         return results;
     }
 
@@ -183,7 +184,7 @@ public static class KernelSelfTest
         return a;
     }
 
-    public static SelfTestResult GemmCase(Accelerator acc, GemmGpu gemm, GemmVersion v, GemmShape s, int seed)
+    public static SelfTestResult GemmCase(Accelerator acc, GemmGpu gemm, GemmVersion v, GemmShape s, int seed, bool timed = true)
     {
         var rng = new Random(seed);
         int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
@@ -198,10 +199,10 @@ public static class KernelSelfTest
         using var dc = acc.Allocate1D<float>(c0.Length);
         string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}";
         return Measure(acc, "gemm", v.ToString(), shape, dc, c0, expected, Tolerance.Dot(s.K),
-            () => gemm.Run(v, dc.View, da.View, db.View, s));
+            () => gemm.Run(v, dc.View, da.View, db.View, s), timed);
     }
 
-    public static SelfTestResult ConvCase(Accelerator acc, Conv2dGpu conv, Conv2dVersion v, string name, ConvShape s, bool relu, int seed)
+    public static SelfTestResult ConvCase(Accelerator acc, Conv2dGpu conv, Conv2dVersion v, string name, ConvShape s, bool relu, int seed, bool timed = true)
     {
         var rng = new Random(seed);
         int fanIn = s.C * s.R * s.S;
@@ -215,10 +216,10 @@ public static class KernelSelfTest
         using var db = acc.Allocate1D(b);
         using var dy = acc.Allocate1D<float>(s.OutputLength);
         return Measure(acc, "conv2d", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}", dy, Filled(s.OutputLength, float.NaN),
-            expected, Tolerance.Dot(fanIn), () => conv.Forward(v, dy.View, dx.View, dw.View, db.View, s, relu));
+            expected, Tolerance.Dot(fanIn), () => conv.Forward(v, dy.View, dx.View, dw.View, db.View, s, relu), timed);
     }
 
-    public static SelfTestResult MaxPoolCase(Accelerator acc, PoolingGpu pool, PoolShape s, int seed)
+    public static SelfTestResult MaxPoolCase(Accelerator acc, PoolingGpu pool, PoolShape s, int seed, bool timed = true)
     {
         var x = RandomArray(new Random(seed), s.InputLength);
         var expected = new float[s.OutputLength];
@@ -226,10 +227,10 @@ public static class KernelSelfTest
         using var dx = acc.Allocate1D(x);
         using var dy = acc.Allocate1D<float>(s.OutputLength);
         return Measure(acc, "maxpool", "V1", s.ToString(), dy, Filled(s.OutputLength, float.NaN), expected, Tolerance.Exact,
-            () => pool.MaxForward(dy.View, dx.View, s));
+            () => pool.MaxForward(dy.View, dx.View, s), timed);
     }
 
-    public static SelfTestResult AdaptiveAvgCase(Accelerator acc, PoolingGpu pool, (int N, int C, int H, int W, int OH, int OW) s, int seed)
+    public static SelfTestResult AdaptiveAvgCase(Accelerator acc, PoolingGpu pool, (int N, int C, int H, int W, int OH, int OW) s, int seed, bool timed = true)
     {
         var x = RandomArray(new Random(seed), (long)s.N * s.C * s.H * s.W);
         long outLen = (long)s.N * s.C * s.OH * s.OW;
@@ -238,10 +239,10 @@ public static class KernelSelfTest
         using var dx = acc.Allocate1D(x);
         using var dy = acc.Allocate1D<float>(outLen);
         return Measure(acc, "adaptive_avgpool", "V1", $"N={s.N} C={s.C} {s.H}x{s.W} -> {s.OH}x{s.OW}", dy, Filled(outLen, float.NaN),
-            expected, Tolerance.Average, () => pool.AdaptiveAvgForward(dy.View, dx.View, s.N, s.C, s.H, s.W, s.OH, s.OW));
+            expected, Tolerance.Average, () => pool.AdaptiveAvgForward(dy.View, dx.View, s.N, s.C, s.H, s.W, s.OH, s.OW), timed);
     }
 
-    public static SelfTestResult LinearCase(Accelerator acc, LinearGpu linear, GemmVersion v, (int N, int In, int Out, bool Relu) s, int seed)
+    public static SelfTestResult LinearCase(Accelerator acc, LinearGpu linear, GemmVersion v, (int N, int In, int Out, bool Relu) s, int seed, bool timed = true)
     {
         var rng = new Random(seed);
         var x = RandomArray(rng, (long)s.N * s.In);
@@ -255,10 +256,10 @@ public static class KernelSelfTest
         using var dy = acc.Allocate1D<float>(expected.Length);
         return Measure(acc, "linear", v.ToString(), $"N={s.N} in={s.In} out={s.Out}{(s.Relu ? " +relu" : "")}", dy,
             Filled(expected.Length, float.NaN), expected, Tolerance.Dot(s.In),
-            () => linear.Forward(v, dy.View, dx.View, dw.View, db.View, s.N, s.In, s.Out, s.Relu));
+            () => linear.Forward(v, dy.View, dx.View, dw.View, db.View, s.N, s.In, s.Out, s.Relu), timed);
     }
 
-    public static SelfTestResult ReluCase(Accelerator acc, ActivationsGpu act, long length, int seed)
+    public static SelfTestResult ReluCase(Accelerator acc, ActivationsGpu act, long length, int seed, bool timed = true)
     {
         var x = RandomArray(new Random(seed), length);
         var expected = new float[length];
@@ -266,10 +267,10 @@ public static class KernelSelfTest
         using var dx = acc.Allocate1D(x);
         using var dy = acc.Allocate1D<float>(length);
         return Measure(acc, "relu", "V1", $"length {length}", dy, Filled(length, float.NaN), expected, Tolerance.Exact,
-            () => act.Relu(dy.View, dx.View));
+            () => act.Relu(dy.View, dx.View), timed);
     }
 
-    public static SelfTestResult SoftmaxCase(Accelerator acc, ActivationsGpu act, int rows, int cols, int seed)
+    public static SelfTestResult SoftmaxCase(Accelerator acc, ActivationsGpu act, int rows, int cols, int seed, bool timed = true)
     {
         // Logits of a few units, as a classifier produces.
         var x = RandomArray(new Random(seed), (long)rows * cols, 8f);
@@ -278,7 +279,7 @@ public static class KernelSelfTest
         using var dx = acc.Allocate1D(x);
         using var dy = acc.Allocate1D<float>(x.Length);
         return Measure(acc, "softmax", "V1", $"rows={rows} cols={cols}", dy, Filled(x.Length, float.NaN), expected, Tolerance.Softmax,
-            () => act.Softmax(dy.View, dx.View, rows, cols));
+            () => act.Softmax(dy.View, dx.View, rows, cols), timed);
     }
 
     private static float[] Filled(long length, float value)
@@ -293,7 +294,7 @@ public static class KernelSelfTest
     /// times a second launch from the same initial output, synchronised, so compile and first-launch costs stay out.
     /// </summary>
     private static SelfTestResult Measure(Accelerator acc, string op, string version, string shape,
-        MemoryBuffer1D<float, Stride1D.Dense> output, float[] outputInit, float[] expected, Tolerance tol, Action launch)
+        MemoryBuffer1D<float, Stride1D.Dense> output, float[] outputInit, float[] expected, Tolerance tol, Action launch, bool timed)
     {
         try
         {
@@ -302,6 +303,7 @@ public static class KernelSelfTest
             acc.Synchronize();
             var got = output.GetAsArray1D();
             var cmp = Comparison.Of(got, expected, tol);
+            if (!timed) return new SelfTestResult(op, version, shape, cmp, tol, double.NaN);
             output.CopyFromCPU(outputInit);
             acc.Synchronize();
             var sw = Stopwatch.StartNew();

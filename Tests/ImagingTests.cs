@@ -50,11 +50,11 @@ public sealed class PilReferenceFixture : IDisposable
     public static readonly string[] LosslessImages =
     [
         "china.png", "flower.png", "china_gray.png", "small_50x37.png", "odd_333x211.png", "exact_224.png",
-        "china_rgba.png", "china_la.png", "china_palette.png", "china_palette.gif", "china_rgb16.png",
+        "china_rgba.png", "china_la.png", "china_palette.png", "china_palette.gif", "china_transparent.gif", "china_rgb16.png",
     ];
 
     /// <summary>Lossy images: libjpeg and ImageSharp decode them slightly differently.</summary>
-    public static readonly string[] JpegImages = ["china.jpg", "flower.jpg", "china_gray.jpg", "china_cmyk.jpg"];
+    public static readonly string[] JpegImages = ["china.jpg", "flower.jpg", "china_gray.jpg", "china_cmyk.jpg", "china_exif_rotated.jpg", "china_420.jpg"];
 
     /// <summary>(input width, height, output width, height) for the resampler-only comparison: downscale,
     /// upscale, mixed, one axis unchanged, identity, and 1-pixel edges.</summary>
@@ -180,10 +180,13 @@ public sealed class ImagingTests(PilReferenceFixture fx, ITestOutputHelper log) 
         {
             float[] ours = ImageLoader.LoadTensor(fx.InputPath(name), P);
             var (mean, max) = Compare(name, ours);
-            // libjpeg (islow IDCT, fancy upsampling) and ImageSharp differ by a level here and there;
-            // the 224 x 224 antialiasing average shrinks that further (measured: mean 0.02-0.03, max 1).
+            // libjpeg (islow IDCT) and ImageSharp differ by a level here and there, and the 224 x 224
+            // antialiasing average shrinks that further: measured mean 0.02-0.03, max 1 on 4:4:4 and grey.
+            // With 4:2:0 chroma, libjpeg's "fancy" triangle upsampling and ImageSharp's differ more
+            // along colour edges: measured mean 0.3, max 9.
+            double maxAllowed = name == "china_420.jpg" ? 12 : 2;
             Assert.True(mean <= 1.0, $"{name}: mean |Δ| {mean:F3} levels, expected at most 1/255");
-            Assert.True(max <= 3, $"{name}: max |Δ| {max} levels");
+            Assert.True(max <= maxAllowed, $"{name}: max |Δ| {max} levels, expected at most {maxAllowed}");
         }
     }
 

@@ -63,6 +63,11 @@ def fixtures(out):
     la.save(os.path.join(out, "china_la.png"))
     china.convert("P", palette=Image.ADAPTIVE, colors=64).save(os.path.join(out, "china_palette.png"))
     china.convert("P", palette=Image.ADAPTIVE, colors=64).save(os.path.join(out, "china_palette.gif"))
+    china.convert("P", palette=Image.ADAPTIVE, colors=64).save(os.path.join(out, "china_transparent.gif"), transparency=5)
+    exif = Image.Exif()
+    exif[0x0112] = 6   # "rotate 90° CW to display": Pillow's open() ignores it, and so must we
+    china.save(os.path.join(out, "china_exif_rotated.jpg"), quality=90, subsampling=0, exif=exif)
+    china.save(os.path.join(out, "china_420.jpg"), quality=90, subsampling=2)   # chroma at half resolution, as cameras write
     china.convert("CMYK").save(os.path.join(out, "china_cmyk.jpg"), quality=95)
     rgb8 = np.asarray(china).astype(np.uint16)
     # Low byte deliberately unrelated to the high byte, so "high byte" and "rounded scale" differ.

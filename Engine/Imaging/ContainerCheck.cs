@@ -73,4 +73,27 @@ internal static class ContainerCheck
             i = end;
         }
     }
+
+    /// <summary>
+    /// Clears the transparency flag of the graphic control extensions before the first GIF image, in place.
+    /// </summary>
+    /// <remarks>Pillow's <c>convert("RGB")</c> of a GIF looks every index up in the palette, the
+    /// transparent one included; ImageSharp leaves transparent pixels black. Without the flag ImageSharp
+    /// does the palette lookup too. A malformed block structure is left for the decoder to report.</remarks>
+    public static void GifIgnoreTransparency(Span<byte> d)
+    {
+        if (d.Length < 13 || !(d[..6].SequenceEqual("GIF87a"u8) || d[..6].SequenceEqual("GIF89a"u8))) return;
+        int i = 13;
+        byte screen = d[10];
+        if ((screen & 0x80) != 0) i += 3 << ((screen & 7) + 1);   // global colour table
+        while (i + 1 < d.Length && d[i] == 0x21)   // extension blocks until the first image (0x2C)
+        {
+            byte label = d[i + 1];
+            if (label == 0xF9 && i + 3 < d.Length && d[i + 2] == 4)
+                d[i + 3] &= 0xFE;
+            i += 2;
+            while (i < d.Length && d[i] != 0) i += d[i] + 1;   // data sub-blocks
+            i++;
+        }
+    }
 }

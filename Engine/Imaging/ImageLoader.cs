@@ -20,7 +20,7 @@ namespace Tp7.Engine.Imaging;
 /// </summary>
 /// <remarks>
 /// Colour, as Pillow's <c>convert("RGB")</c> does it: grey → three equal channels; palette → palette
-/// lookup; alpha (RGBA, LA, palette transparency) dropped without compositing; CMYK JPEG →
+/// lookup (a GIF's transparent index too); alpha (RGBA, LA, palette transparency) dropped without compositing; CMYK JPEG →
 /// ImageSharp's CMYK→RGB (Pillow computes (255-C)(255-K)/255 in integers, ImageSharp in float: ±1 level).
 /// 16-bit PNG keeps the high byte of each sample, as Pillow's "RGB;16B"/"LA;16B" unpackers do for RGB(A)
 /// and grey+alpha. Documented difference: Pillow opens 16-bit grey PNG as mode "I" and its I→RGB
@@ -167,6 +167,9 @@ public static class ImageLoader
             : null;
         if (structural is not null)
             throw new ImageDecodeException(path, structural);
+
+        if (format == GifFormat.Instance)
+            ContainerCheck.GifIgnoreTransparency(data);
 
         bool sixteenBit = format == PngFormat.Instance && info.Metadata.GetPngMetadata().BitDepth == PngBitDepth.Bit16;
         try
