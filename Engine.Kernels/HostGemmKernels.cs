@@ -23,6 +23,7 @@ internal unsafe interface IPackB
 /// <summary>op(B)(p, j) = b[p*RowStride + j*ColStride]: a plain row-major matrix, transposed or not.</summary>
 internal readonly unsafe struct StridedB(nint b, long rowStride, long colStride) : IPackB
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Pack(float* dst, int pc, int kc, int jc, int nc)
     {
         const int NR = HostGemmKernels.NR;
@@ -75,6 +76,7 @@ internal readonly unsafe struct StridedB(nint b, long rowStride, long colStride)
 /// </summary>
 internal readonly unsafe struct Im2colB(nint image, ConvShape s) : IPackB
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Pack(float* dst, int pc, int kc, int jc, int nc)
     {
         const int NR = HostGemmKernels.NR;
@@ -145,8 +147,10 @@ internal static unsafe class HostGemmKernels
 {
     // 6x16 keeps 12 ymm accumulators + 2 B vectors + 1 A broadcast in AVX2's 16 registers.
     internal const int MR = 6, NR = 16;
-    // KC x NR panel of B = 16 KiB (L1 is 32 KiB); MC x KC block of A = 240 KiB (L2 is 512 KiB per core).
-    internal const int KC = 256, MC = 240, NC = 3072;
+    // KC x NR panel of B = 16 KiB (L1 is 32 KiB); MC x KC block of A = 144 KiB (L2 is 512 KiB per core);
+    // KC x NC block of B = 4 MiB (L3). These are BLIS's Zen sgemm block sizes; on this shared 2-core VM
+    // MC 240 / NC 3072 and MC 144 / NC 256 measured within noise of them.
+    internal const int KC = 256, MC = 144, NC = 4080;
 
     /// <summary>Below this many FLOPs a GEMM runs on the calling thread: task start-up would cost more.</summary>
     const double ParallelFlops = 4e6;
@@ -172,6 +176,7 @@ internal static unsafe class HostGemmKernels
     {
         int mPad = PaddedRows(m), panels = mPad / MR, kBlocks = (k + KC - 1) / KC;
         nint dp = (nint)dst, ap = (nint)a;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void PackOne(int task)
         {
             int kb = task / panels, i = task % panels * MR, pc = kb * KC, kc = Math.Min(KC, k - pc);
@@ -194,6 +199,7 @@ internal static unsafe class HostGemmKernels
     /// C[i0:i1, j0:j1] (C has leading dimension ldc) = (pre-packed A) · op(B) + beta·C, then the epilogue.
     /// With beta == 0, C is never read (it may hold garbage or NaN).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Run<TB>(float* aPacked, int m, int k, TB b, int i0, int i1, int j0, int j1,
         float* c, long ldc, float beta, GemmEpilogue e, bool portable) where TB : struct, IPackB
     {
@@ -391,6 +397,7 @@ internal static unsafe class HostGemmKernels
     }
 
     /// <summary>Writes the valid mv x nv part of an accumulator tile t (MR x NR) at the matrix edge.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void StoreEdge(float* t, float* c, long ldc, int mv, int nv, bool loadC, float scale, bool last,
         in GemmEpilogue e, int row, int col)
     {
@@ -408,6 +415,7 @@ internal static unsafe class HostGemmKernels
     /// The same tile with <see cref="Vector{T}"/> of any width (4, 8 or 16 lanes divide NR): the fallback for
     /// CPUs without 256-bit SIMD (e.g. NEON), and a second implementation the tests compare against.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void KernelPortable(int kc, float* a, float* b, float* c, long ldc, int mv, int nv,
         bool loadC, float scale, bool last, in GemmEpilogue e, int row, int col)
     {

@@ -27,6 +27,7 @@ public static partial class Pooling
         fixed (float* py = y) fixed (float* px = x)
         {
             nint yp = (nint)py, xp = (nint)px;
+            [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
             void Plane(long plane)
             {
                 float* xi = (float*)xp + plane * h * w, yo = (float*)yp + plane * oh * ow;
