@@ -20,6 +20,7 @@ public static partial class Activations
         {
             nint yp = (nint)py, xp = (nint)px;
             int n = x.Length, chunks = (n + Chunk - 1) / Chunk;
+            [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
             void Run(int ch)
             {
                 float* yo = (float*)yp, xi = (float*)xp;

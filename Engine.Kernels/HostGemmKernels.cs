@@ -23,6 +23,7 @@ internal unsafe interface IPackB
 /// <summary>op(B)(p, j) = b[p*RowStride + j*ColStride]: a plain row-major matrix, transposed or not.</summary>
 internal readonly unsafe struct StridedB(nint b, long rowStride, long colStride) : IPackB
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Pack(float* dst, int pc, int kc, int jc, int nc)
     {
         const int NR = HostGemmKernels.NR;
@@ -75,6 +76,7 @@ internal readonly unsafe struct StridedB(nint b, long rowStride, long colStride)
 /// </summary>
 internal readonly unsafe struct Im2colB(nint image, ConvShape s) : IPackB
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public void Pack(float* dst, int pc, int kc, int jc, int nc)
     {
         const int NR = HostGemmKernels.NR;
@@ -145,13 +147,23 @@ internal static unsafe class HostGemmKernels
 {
     // 6x16 keeps 12 ymm accumulators + 2 B vectors + 1 A broadcast in AVX2's 16 registers.
     internal const int MR = 6, NR = 16;
-    // KC x NR panel of B = 16 KiB (L1 is 32 KiB); MC x KC block of A = 240 KiB (L2 is 512 KiB per core).
-    internal const int KC = 256, MC = 240, NC = 3072;
+    // KC x NR panel of B = 16 KiB (L1 is 32 KiB); MC x KC block of A = 144 KiB (L2 is 512 KiB per core);
+    // KC x NC block of B = 4 MiB (L3). These are BLIS's Zen sgemm block sizes; on this shared 2-core VM
+    // MC 240 / NC 3072 and MC 144 / NC 256 measured within noise of them.
+    internal const int KC = 256, MC = 144, NC = 4080;
 
     /// <summary>Below this many FLOPs a GEMM runs on the calling thread: task start-up would cost more.</summary>
     const double ParallelFlops = 4e6;
 
     internal static int PaddedRows(int m) => (m + MR - 1) / MR * MR;
+
+    /// <summary>Depth of every k-block but the last: K split into equal blocks of at most KC, so K = 576 runs as
+    /// 2 x 288 rather than 256 + 256 + 64 (a short last block pays the C load/store for few FMAs).</summary>
+    internal static int BlockDepth(int k)
+    {
+        int blocks = (k + KC - 1) / KC;
+        return (k + blocks - 1) / blocks;
+    }
 
     [ThreadStatic] static float[]? t_bBuffer;
 
@@ -165,16 +177,17 @@ internal static unsafe class HostGemmKernels
 
     /// <summary>
     /// Packs alpha·op(A) (M x K, op(A)(i, p) = a[i*rowStride + p*colStride]) into the micro-kernel's layout:
-    /// k-block pc (width kc) occupies PaddedRows(M) x kc floats at offset pc*PaddedRows(M); inside it row
+    /// k-block pc (width kc, blocks of BlockDepth(K)) occupies PaddedRows(M) x kc floats at offset pc*PaddedRows(M); inside it row
     /// panel i/MR starts at i*kc, element (p, r) at p*MR + r. Rows past M are zero.
     /// </summary>
     internal static void PackA(float* dst, float* a, long rowStride, long colStride, int m, int k, float alpha)
     {
-        int mPad = PaddedRows(m), panels = mPad / MR, kBlocks = (k + KC - 1) / KC;
+        int mPad = PaddedRows(m), panels = mPad / MR, depth = BlockDepth(k), kBlocks = (k + depth - 1) / depth;
         nint dp = (nint)dst, ap = (nint)a;
+        [MethodImpl(MethodImplOptions.AggressiveOptimization)]
         void PackOne(int task)
         {
-            int kb = task / panels, i = task % panels * MR, pc = kb * KC, kc = Math.Min(KC, k - pc);
+            int kb = task / panels, i = task % panels * MR, pc = kb * depth, kc = Math.Min(depth, k - pc);
             float* d = (float*)dp + (long)pc * mPad + (long)i * kc;
             float* src = (float*)ap + (long)i * rowStride + (long)pc * colStride;
             int rows = Math.Min(MR, m - i);
@@ -194,17 +207,18 @@ internal static unsafe class HostGemmKernels
     /// C[i0:i1, j0:j1] (C has leading dimension ldc) = (pre-packed A) · op(B) + beta·C, then the epilogue.
     /// With beta == 0, C is never read (it may hold garbage or NaN).
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     internal static void Run<TB>(float* aPacked, int m, int k, TB b, int i0, int i1, int j0, int j1,
         float* c, long ldc, float beta, GemmEpilogue e, bool portable) where TB : struct, IPackB
     {
-        int mPad = PaddedRows(m);
+        int mPad = PaddedRows(m), depth = BlockDepth(k);
         float* bBuf = ThreadBBuffer();
         for (int jc = j0; jc < j1; jc += NC)
         {
             int nc = Math.Min(NC, j1 - jc);
-            for (int pc = 0; pc < k; pc += KC)
+            for (int pc = 0; pc < k; pc += depth)
             {
-                int kc = Math.Min(KC, k - pc);
+                int kc = Math.Min(depth, k - pc);
                 b.Pack(bBuf, pc, kc, jc, nc);
                 bool first = pc == 0, last = pc + kc == k, loadC = !first || beta != 0f;
                 float scale = first ? beta : 1f;
@@ -238,6 +252,11 @@ internal static unsafe class HostGemmKernels
         if (m <= 0 || n <= 0) return;
         long lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
         if (k <= 0) { ScaleAndEpilogue(c, m, n, ldc, s.Beta, e); return; }
+        if (s.TransB && m <= ThinRows && !portable && Vector256.IsHardwareAccelerated)
+        {
+            ThinTransB(c, a, b, s, e);
+            return;
+        }
         int mPad = PaddedRows(m);
         float[] aBuf = ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * k + 16)));
         try
@@ -262,6 +281,91 @@ internal static unsafe class HostGemmKernels
                     if (i0 < i1 && j0 < j1)
                         Run((float*)app, m, k, bSrc, i0, i1, j0, j1, (float*)cp, ldc, beta, e, portable);
                 });
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(aBuf); }
+    }
+
+    /// <summary>Up to this many rows of C, op(B) = B^T goes through <see cref="ThinTransB"/>.</summary>
+    internal const int ThinRows = 32;
+    // K-chunk of the thin path: 32 rows x 2048 floats of A = 256 KiB stay in L2 while B rows stream past.
+    const int ThinKc = 2048, ThinCols = 32;
+
+    /// <summary>
+    /// C (M x N) = alpha·op(A)·B^T + beta·C for few rows (a linear layer's batch: x (M, In) times W (Out, In)^T).
+    /// Packing B would read each weight once and write it again for only M uses, and its k-panels read 16 rows
+    /// 1 KiB at a time; here every row of B streams once, contiguously, against 8 rows of A held in L2:
+    /// 8 dot products of 8 lanes each, summed across lanes at the end of each K-chunk.
+    /// </summary>
+    static void ThinTransB(float* c, float* a, float* b, GemmShape s, GemmEpilogue e)
+    {
+        int m = s.M, n = s.N, k = s.K, mPad = (m + 7) / 8 * 8;
+        long lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        // alpha·op(A) copied to (mPad, K) row-major, zero rows past M.
+        float[] aBuf = ArrayPool<float>.Shared.Rent(checked(mPad * k));
+        try
+        {
+            fixed (float* ap = aBuf)
+            {
+                for (int i = 0; i < mPad; i++)
+                    for (int p = 0; p < k; p++)
+                        ap[(long)i * k + p] = i >= m ? 0f : s.Alpha * (s.TransA ? a[p * lda + i] : a[i * lda + p]);
+                nint app = (nint)ap, bp = (nint)b, cp = (nint)c;
+                float beta = s.Beta;
+                int tasks = (n + ThinCols - 1) / ThinCols;
+                [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+                void Task(int t)
+                {
+                    int j0 = t * ThinCols, cols = Math.Min(ThinCols, n - j0);
+                    float* acc = stackalloc float[ThinRows * ThinCols]; // partial sums (mPad, cols), row stride ThinCols
+                    new Span<float>(acc, ThinRows * ThinCols).Clear();
+                    float* aa = (float*)app;
+                    for (int pc = 0; pc < k; pc += ThinKc)
+                    {
+                        int kc = Math.Min(ThinKc, k - pc), kv = kc & ~7;
+                        for (int jj = 0; jj < cols; jj++)
+                        {
+                            // One K-chunk of B's row j (8 KiB) stays in L1 while every 8-row group of A passes it.
+                            float* bj = (float*)bp + (long)(j0 + jj) * ldb + pc;
+                            for (int i0 = 0; i0 < mPad; i0 += 8)
+                            {
+                                float* a0 = aa + (long)i0 * k + pc;
+                                Vector256<float> s0 = default, s1 = default, s2 = default, s3 = default,
+                                    s4 = default, s5 = default, s6 = default, s7 = default;
+                                for (int p = 0; p < kv; p += 8)
+                                {
+                                    var w = Vector256.Load(bj + p);
+                                    float* ar = a0 + p;
+                                    s0 = MulAdd(Vector256.Load(ar), w, s0);
+                                    s1 = MulAdd(Vector256.Load(ar + k), w, s1);
+                                    s2 = MulAdd(Vector256.Load(ar + 2L * k), w, s2);
+                                    s3 = MulAdd(Vector256.Load(ar + 3L * k), w, s3);
+                                    s4 = MulAdd(Vector256.Load(ar + 4L * k), w, s4);
+                                    s5 = MulAdd(Vector256.Load(ar + 5L * k), w, s5);
+                                    s6 = MulAdd(Vector256.Load(ar + 6L * k), w, s6);
+                                    s7 = MulAdd(Vector256.Load(ar + 7L * k), w, s7);
+                                }
+                                float* accj = acc + i0 * ThinCols + jj;
+                                accj[0] += Vector256.Sum(s0); accj[ThinCols] += Vector256.Sum(s1);
+                                accj[2 * ThinCols] += Vector256.Sum(s2); accj[3 * ThinCols] += Vector256.Sum(s3);
+                                accj[4 * ThinCols] += Vector256.Sum(s4); accj[5 * ThinCols] += Vector256.Sum(s5);
+                                accj[6 * ThinCols] += Vector256.Sum(s6); accj[7 * ThinCols] += Vector256.Sum(s7);
+                                for (int p = kv; p < kc; p++)
+                                    for (int r = 0; r < 8; r++) accj[r * ThinCols] += a0[r * (long)k + p] * bj[p];
+                            }
+                        }
+                    }
+                    for (int r = 0; r < m; r++)
+                        for (int jj = 0; jj < cols; jj++)
+                        {
+                            float* ce = (float*)cp + r * ldc + j0 + jj;
+                            float v = acc[r * ThinCols + jj];
+                            if (beta != 0f) v += beta * *ce;
+                            *ce = Finish(v, e, r, j0 + jj);
+                        }
+                }
+                if (s.Flops < ParallelFlops || Environment.ProcessorCount == 1) for (int t = 0; t < tasks; t++) Task(t);
+                else Parallel.For(0, tasks, Task);
             }
         }
         finally { ArrayPool<float>.Shared.Return(aBuf); }
@@ -391,6 +495,7 @@ internal static unsafe class HostGemmKernels
     }
 
     /// <summary>Writes the valid mv x nv part of an accumulator tile t (MR x NR) at the matrix edge.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void StoreEdge(float* t, float* c, long ldc, int mv, int nv, bool loadC, float scale, bool last,
         in GemmEpilogue e, int row, int col)
     {
@@ -408,6 +513,7 @@ internal static unsafe class HostGemmKernels
     /// The same tile with <see cref="Vector{T}"/> of any width (4, 8 or 16 lanes divide NR): the fallback for
     /// CPUs without 256-bit SIMD (e.g. NEON), and a second implementation the tests compare against.
     /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void KernelPortable(int kc, float* a, float* b, float* c, long ldc, int mv, int nv,
         bool loadC, float scale, bool last, in GemmEpilogue e, int row, int col)
     {

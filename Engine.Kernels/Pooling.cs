@@ -27,6 +27,7 @@ public static partial class Pooling
         fixed (float* py = y) fixed (float* px = x)
         {
             nint yp = (nint)py, xp = (nint)px;
+            [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
             void Plane(long plane)
             {
                 float* xi = (float*)xp + plane * h * w, yo = (float*)yp + plane * oh * ow;
@@ -38,7 +39,8 @@ public static partial class Pooling
                 for (int oy = 0; oy < oh; oy++)
                 {
                     float* r0 = xi + 2 * oy * w, r1 = r0 + w, yr = yo + oy * ow;
-                    for (int ox = 0; ox < ow; ox++)
+                    int ox = HostSimd.MaxPool2x2Row(yr, r0, r1, ow);
+                    for (; ox < ow; ox++)
                     {
                         float a = r0[2 * ox], b = r0[2 * ox + 1], c = r1[2 * ox], d = r1[2 * ox + 1];
                         float m = a;

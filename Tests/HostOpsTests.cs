@@ -96,6 +96,8 @@ public class HostOpsTests
         CheckGemm(new GemmShape(253, 71, 530, ta, tb, Alpha: alpha, Beta: beta), 7, portable: false);
         CheckGemm(new GemmShape(7, 3100, 300, ta, tb, Alpha: alpha, Beta: beta), 8, portable: false); // N > NC, thin M
         CheckGemm(new GemmShape(500, 5, 290, ta, tb, Alpha: alpha, Beta: beta), 9, portable: false);   // row-split path
+        CheckGemm(new GemmShape(13, 70, 4500, ta, tb, Alpha: alpha, Beta: beta), 10, portable: false); // thin path, K > its chunk
+        CheckGemm(new GemmShape(33, 40, 100, ta, tb, Alpha: alpha, Beta: beta), 11, portable: false);  // just past the thin limit
     }
 
     [Fact]
@@ -148,9 +150,11 @@ public class HostOpsTests
     {
         // The hot 2x2/2 case plus general windows with padding and overlap.
         (int k, int st, int p) = (kind.Get % 4) switch { 0 => (2, 2, 0), 1 => (3, 2, 1), 2 => (3, 1, 0), _ => (2, 2, 1) };
-        var s = new PoolShape(1 + n.Get % 2, 1 + c.Get % 4, k + h.Get % 15, k + w.Get % 12, k, k, st, st, p, p);
+        // Widths up to 41 so the 8-outputs-at-a-time path and its scalar tail both run.
+        var s = new PoolShape(1 + n.Get % 2, 1 + c.Get % 4, k + h.Get % 15, k + w.Get % 40, k, k, st, st, p, p);
         var x = Random(seed, s.InputLength);
-        if (x.Length > 3) x[seed & 3] = float.NaN; // NaN must win exactly as in the specification
+        var rng = new Random(seed);
+        for (int i = 0; i < 3; i++) x[rng.Next(x.Length)] = float.NaN; // a NaN must win its window, as in the specification
         var expected = new float[s.OutputLength];
         var actual = new float[s.OutputLength];
         Pooling.MaxForwardHost_V1Naive(expected, x, s);

@@ -1,0 +1,154 @@
+using System.Runtime.Intrinsics.X86;
+using Tp7.Engine.Kernels;
+
+namespace Tp7.Bench;
+
+/// <summary>
+/// The CPU backend's hot ops: GEMM, every distinct VGG16 conv layer at batch 8 (fp32), pool and relu.
+/// Validates each fast version against its V1 specification on a small shape, then times medians.
+/// Args: [--batch N] [--reps N] [--quick] (quick: fewer reps, skips the GEMM 4096 case).
+/// </summary>
+public sealed class HostOpsBench : IBenchmark
+{
+    public string Name => "hostops";
+    public string Description => "host GEMM / VGG16 conv layers / pool / relu: validate vs V1, then GFLOP/s";
+
+    // VGG16 (torchvision "D"): (name, C, K, H=W, how many layers of this shape).
+    static readonly (string Name, int C, int K, int Hw, int Count)[] VggConvs =
+    [
+        ("conv1_1", 3, 64, 224, 1), ("conv1_2", 64, 64, 224, 1),
+        ("conv2_1", 64, 128, 112, 1), ("conv2_2", 128, 128, 112, 1),
+        ("conv3_1", 128, 256, 56, 1), ("conv3_x", 256, 256, 56, 2),
+        ("conv4_1", 256, 512, 28, 1), ("conv4_x", 512, 512, 28, 2),
+        ("conv5_x", 512, 512, 14, 3),
+    ];
+
+    /// <summary>
+    /// Median wall seconds, and CPU seconds per run (all threads). flops / CPU seconds is the speed per busy core,
+    /// which stays meaningful when other processes share the cores; wall time does not.
+    /// </summary>
+    static (double Wall, double Cpu) Measure(Action action, int reps)
+    {
+        action();
+        var proc = System.Diagnostics.Process.GetCurrentProcess();
+        proc.Refresh();
+        var cpu0 = proc.TotalProcessorTime;
+        double wall = Timing.Median(action, reps, warm: 0);
+        proc.Refresh();
+        return (wall, (proc.TotalProcessorTime - cpu0).TotalSeconds / reps);
+    }
+
+    public int Run(string[] args)
+    {
+        int batch = 8, reps = 3;
+        bool quick = false;
+        string? only = null;
+        for (int i = 0; i < args.Length; i++)
+            switch (args[i])
+            {
+                case "--batch": batch = int.Parse(args[++i]); break;
+                case "--reps": reps = int.Parse(args[++i]); break;
+                case "--quick": quick = true; reps = 1; break;
+                case "--only": only = args[++i]; break;
+                default: Console.Error.WriteLine($"hostops: unknown argument '{args[i]}'"); return 2;
+            }
+        Console.WriteLine($"device: host CPU, {Environment.ProcessorCount} cores, AVX2 {Avx2.IsSupported}, FMA {Fma.IsSupported}; fp32; batch {batch}; median of {reps}");
+        if (!Validate()) return 1;
+
+        var rng = new Random(1);
+        float[] Rand(long n) { var v = new float[n]; for (long i = 0; i < n; i++) v[i] = rng.NextSingle() - 0.5f; return v; }
+
+        if (only == null || only.Split(',').Contains("gemm")) Gemms(quick, reps, Rand);
+        Convs(batch, reps, only, Rand);
+        if (only == null) PoolRelu(batch, reps, Rand);
+        Footer();
+        return 0;
+    }
+
+    static void Gemms(bool quick, int reps, Func<long, float[]> Rand)
+    {
+        Console.WriteLine("\nGEMM (row-major, C = A B)");
+        foreach (var (m, n, k) in quick ? new[] { (144, 256, 256), (1024, 1024, 1024) }
+                     : new[] { (144, 256, 256), (1024, 1024, 1024), (4096, 4096, 512), (8, 4096, 25088) })
+        {
+            bool fc = m == 8;
+            var s = new GemmShape(m, n, k, TransB: fc);
+            var a = Rand((long)m * k); var b = Rand((long)k * n); var c = new float[(long)m * n];
+            // The 144x256x256 case fits in L2: it shows the micro-kernel's ceiling without memory traffic.
+            int inner = m * n * k < 1 << 24 ? 50 : 1;
+            var (t, cpu) = Measure(() => { for (int r = 0; r < inner; r++) Gemm.Host(c, a, b, s); }, reps);
+            t /= inner; cpu /= inner;
+            Console.WriteLine($"  {m}x{n}x{k}{(fc ? " TransB (fc6)" : ""),-14} {t * 1e3,9:F2} ms  {s.Flops / t / 1e9,7:F1} GFLOP/s  {s.Bytes / t / 1e9,6:F1} GB/s  {s.Flops / cpu / 1e9,6:F1} GFLOP/s per busy core");
+        }
+
+    }
+
+    static void Convs(int batch, int reps, string? only, Func<long, float[]> Rand)
+    {
+        Console.WriteLine($"\nVGG16 conv layers, batch {batch}, 3x3 pad 1, bias + ReLU fused");
+        double total = 0, totalFlops = 0, totalCpu = 0;
+        foreach (var (name, c, k, hw, count) in VggConvs)
+        {
+            if (only != null && !only.Split(',').Contains(name)) continue;
+            var s = ConvShape.Square(batch, c, hw, hw, k, 3, 1, 1);
+            var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var bias = Rand(k); var y = new float[s.OutputLength];
+            var (t, cpu) = Measure(() => Conv2d.ForwardHost(y, x, w, bias, s, relu: true), reps);
+            total += t * count; totalFlops += s.ForwardFlops * count; totalCpu += cpu * count;
+            Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  {t * 1e3,9:F1} ms/layer  {s.ForwardFlops / t / 1e9,7:F1} GFLOP/s  {s.ForwardFlops / cpu / 1e9,6:F1} per busy core");
+        }
+        Console.WriteLine($"  all 13 conv layers: {total:F3} s for batch {batch} = {total / batch:F3} s/image, {totalFlops / total / 1e9:F1} GFLOP/s sustained");
+        Console.WriteLine($"  per busy core: {totalFlops / totalCpu / 1e9:F1} GFLOP/s; on {Environment.ProcessorCount} idle cores that is ≈ {totalCpu / Environment.ProcessorCount / batch:F3} s/image");
+
+    }
+
+    static void PoolRelu(int batch, int reps, Func<long, float[]> Rand)
+    {
+        Console.WriteLine("\npool / relu (VGG pool1 input, batch " + batch + ")");
+        {
+            var ps = new PoolShape(batch, 64, 224, 224, 2, 2, 2, 2);
+            var x = Rand(ps.InputLength); var y = new float[ps.OutputLength];
+            double t = Timing.Median(() => Pooling.MaxForwardHost(y, x, ps), reps);
+            Console.WriteLine($"  maxpool 2x2/2   {t * 1e3,8:F2} ms  {ps.Bytes / t / 1e9,6:F1} GB/s");
+            double tr = Timing.Median(() => Activations.ReluHost(x, x), reps);
+            Console.WriteLine($"  relu in place   {tr * 1e3,8:F2} ms  {8.0 * x.Length / tr / 1e9,6:F1} GB/s");
+        }
+    }
+
+    static void Footer()
+    {
+        Console.WriteLine("\n(timings on a shared machine are noisy; compare ratios measured in the same run)");
+    }
+
+    /// <summary>Fast versions against V1 on small odd shapes; prints the worst error and fails the run on a mismatch.</summary>
+    static bool Validate()
+    {
+        var rng = new Random(2);
+        float[] Rand(long n) { var v = new float[n]; for (long i = 0; i < n; i++) v[i] = 2 * rng.NextSingle() - 1; return v; }
+        bool ok = true;
+        void Compare(string what, float[] expected, float[] actual)
+        {
+            double worst = 0;
+            for (int i = 0; i < expected.Length; i++)
+                worst = Math.Max(worst, Math.Abs(expected[i] - actual[i]) / (1e-4 + 1e-4 * Math.Abs(expected[i])));
+            bool pass = worst <= 1;
+            ok &= pass;
+            Console.WriteLine($"  validate {what,-40} {(pass ? "ok" : "MISMATCH")} (worst |Δ| / (1e-4 + 1e-4|ref|) = {worst:F3})");
+        }
+        foreach (var (ta, tb) in new[] { (false, false), (true, false), (false, true), (true, true) })
+        {
+            var s = new GemmShape(67, 45, 301, ta, tb, Alpha: 0.5f, Beta: 0.25f);
+            var a = Rand(67 * 301); var b = Rand(301 * 45); var c0 = Rand(67 * 45);
+            var e = (float[])c0.Clone(); var f = (float[])c0.Clone();
+            Gemm.Host_V1Naive(e, a, b, s); Gemm.Host(f, a, b, s);
+            Compare($"gemm 67x45x301 ta={ta} tb={tb}", e, f);
+        }
+        {
+            var s = ConvShape.Square(2, 13, 21, 17, 19, 3, 1, 1);
+            var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var b = Rand(s.K);
+            var e = new float[s.OutputLength]; var f = new float[s.OutputLength];
+            Conv2d.ForwardHost_V1Naive(e, x, w, b, s, true); Conv2d.ForwardHost(f, x, w, b, s, true);
+            Compare("conv 2x13x21x17 -> 19, 3x3 pad 1", e, f);
+        }
+        return ok;
+    }
+}
