@@ -16,6 +16,17 @@ if [ "$need_install" = 1 ]; then
     || { echo "could not install the reference stack; tests that compare with PyTorch/scikit-learn will fail"; }
 fi
 
+# 1. The Python tools (weight conversion, reference harness, dataset fetcher): standard unittest.
+pylog=$(mktemp)
+/usr/bin/python3 -m unittest discover -s tools -p 'test_*.py' 2>&1 | tee "$pylog"
+pystatus=${PIPESTATUS[0]}
+py_run=$(grep -oE '^Ran [0-9]+ test' "$pylog" | grep -oE '[0-9]+' | tail -1); py_run=${py_run:-0}
+py_fail=$(grep -oE '(failures|errors)=[0-9]+' "$pylog" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')
+py_skip=$(grep -oE 'skipped=[0-9]+' "$pylog" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}')
+if [ "$pystatus" != 0 ] && [ "$py_fail" = 0 ]; then py_fail=1; fi
+rm -f "$pylog"
+
+# 2. The engine, CLI and every comparison with PyTorch / scikit-learn / liblinear: xunit.
 log=$(mktemp)
 dotnet test Tp7.Native.sln -c Release --logger "console;verbosity=normal" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
@@ -24,5 +35,6 @@ read -r passed failed skipped < <(grep -E '(Passed|Failed)! +- Failed: ' "$log" 
   | awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "dotnet test exited with $status (build failure or crashed test host)"; fi
 rm -f "$log"
+passed=$((passed + py_run - py_fail - py_skip)); failed=$((failed + py_fail)); skipped=$((skipped + py_skip))
 echo "tests: $passed passed, $failed failed, $skipped skipped"
 [ "$status" = 0 ] && [ "$failed" = 0 ]

@@ -43,10 +43,13 @@ public sealed class IlgpuDevice : ComputeDevice
         activations = new(() => new ActivationsGpu(Accelerator));
     }
 
-    /// <summary>ILGPU's CPU accelerator simulating a GPU of the given kind (for tests and kernel debugging).</summary>
-    public static IlgpuDevice OpenCpuAccelerator(CPUDeviceKind kind = CPUDeviceKind.Default)
+    /// <summary>
+    /// ILGPU's CPU accelerator simulating a GPU with 256 threads per group, so the same (tiled) kernel versions run
+    /// as on a real GPU; for tests and kernel debugging.
+    /// </summary>
+    public static IlgpuDevice OpenCpuAccelerator()
     {
-        var ctx = Context.Create(b => b.CPU(kind).EnableAlgorithms());
+        var ctx = Accelerators.CreateCpuSimulatorContext();
         return new IlgpuDevice(ctx, ctx.GetCPUDevice(0), ownsContext: true);
     }
 
