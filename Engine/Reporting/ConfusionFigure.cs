@@ -20,6 +20,7 @@ public static class ConfusionFigure
         var plt = new Plot();
         var hm = plt.Add.Heatmap(frac);
         hm.Colormap = new ScottPlot.Colormaps.Viridis();
+        hm.ManualRange = new ScottPlot.Range(0, 1);
         var bar = plt.Add.ColorBar(hm);
         bar.Label = "fraction of the true class";
         for (int i = 0; i < k; i++)
@@ -42,6 +43,7 @@ public static class ConfusionFigure
         plt.Axes.Left.Label.Text = "true";
         plt.Title(title);
         plt.Grid.IsVisible = false;
+        plt.Axes.Margins(0, 0);
         int side = Math.Max(520, 140 + 44 * k);
         var tmp = path + ".tmp.png";
         plt.SavePng(tmp, side + 140, side);
