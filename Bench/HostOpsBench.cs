@@ -96,7 +96,7 @@ public sealed class HostOpsBench : IBenchmark
             total += t * count; totalFlops += s.ForwardFlops * count; totalCpu += cpu * count;
             Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  {t * 1e3,9:F1} ms/layer  {s.ForwardFlops / t / 1e9,7:F1} GFLOP/s  {s.ForwardFlops / cpu / 1e9,6:F1} per busy core");
         }
-        Console.WriteLine($"  all 13 conv layers: {total:F3} s for batch {batch} = {total / batch:F3} s/image, {totalFlops / total / 1e9:F1} GFLOP/s sustained");
+        Console.WriteLine($"  {(only == null ? "all 13 conv layers" : "selected layers (x count)")}: {total:F3} s for batch {batch} = {total / batch:F3} s/image, {totalFlops / total / 1e9:F1} GFLOP/s sustained");
         Console.WriteLine($"  per busy core: {totalFlops / totalCpu / 1e9:F1} GFLOP/s; on {Environment.ProcessorCount} idle cores that is ≈ {totalCpu / Environment.ProcessorCount / batch:F3} s/image");
 
     }
