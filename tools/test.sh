@@ -30,9 +30,9 @@ rm -f "$pylog"
 log=$(mktemp)
 dotnet test Tp7.Native.sln -c Release --logger "console;verbosity=normal" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
-# dotnet test prints one summary per test assembly: "Failed!  - Failed: 1, Passed: 56, Skipped: 0, Total: 57, ..."
-read -r passed failed skipped < <(grep -E '(Passed|Failed)! +- Failed: ' "$log" | sed -E 's/.*Failed: +([0-9]+), Passed: +([0-9]+), Skipped: +([0-9]+).*/\2 \1 \3/' \
-  | awk '{p+=$1; f+=$2; s+=$3} END {print p+0, f+0, s+0}')
+# dotnet test ends each test assembly with "Total tests: N" then "Passed: N", "Failed: N", "Skipped: N" lines.
+count() { grep -E "^ +$1: +[0-9]+ *\$" "$log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}'; }
+passed=$(count Passed); failed=$(count Failed); skipped=$(count Skipped)
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "dotnet test exited with $status (build failure or crashed test host)"; fi
 rm -f "$log"
 passed=$((passed + py_run - py_fail - py_skip)); failed=$((failed + py_fail)); skipped=$((skipped + py_skip))
