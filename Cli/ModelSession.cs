@@ -75,7 +75,7 @@ static class ProfileTable
             .AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("%").RightAligned())
             .AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());
         foreach (var r in rows)
-            table.AddRow(r.Layer, r.Op, r.Shape, r.Calls.ToString(), $"{r.Seconds * 1e3:F2}", $"{100 * r.Seconds / total:F1}",
+            table.AddRow(Markup.Escape(r.Layer), Markup.Escape(r.Op), Markup.Escape(r.Shape), r.Calls.ToString(), $"{r.Seconds * 1e3:F2}", $"{100 * r.Seconds / total:F1}",
                 r.GFlops > 0 ? $"{r.GFlops:F1}" : "", $"{r.GBytes:F1}");
         table.AddRow("total", "", "", "", $"{total * 1e3:F2}", "100", $"{profiler.Entries.Sum(e => e.Flops) / total / 1e9:F1}", "");
         AnsiConsole.Console.Profile.Width = Math.Max(AnsiConsole.Console.Profile.Width, 110);
