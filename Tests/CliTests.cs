@@ -314,6 +314,21 @@ public sealed class CliTests(ReferenceFiles refs, TinyDataset tiny, ITestOutputH
         Assert.Contains("differ from the model's", err);
     }
 
+    /// <summary>An error of a nested verb names the whole verb ("tp7 svm eval: ..."), as the user typed it.</summary>
+    [Fact]
+    public void NestedVerbErrorsNameTheWholeVerb()
+    {
+        string dir = tiny.Work("svm-errors");
+        string missing = Path.Combine(dir, "missing.safetensors");
+        foreach (var verb in new[] { "eval", "predict" })
+        {
+            var r = CliRunner.Run(dir, ["svm", verb, "--model", missing, "--features", Path.Combine(dir, "missing.npy")]);
+            Assert.Equal(1, r.ExitCode);
+            var err = Assert.Single(r.StderrLines);
+            Assert.StartsWith($"tp7 svm {verb}: {missing}: ", err);
+        }
+    }
+
     // ---------------------------------------------------------------- run
 
     [Fact]

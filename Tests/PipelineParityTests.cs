@@ -197,6 +197,8 @@ public sealed class HostileRunTests(ReferenceFiles refs, ITestOutputHelper log)
         Assert.Equal(good.Count - goodTrain, report.RootElement.GetProperty("num_test").GetInt32());
         var predicted = File.ReadLines(tmp[Path.Combine("out", "predictions.csv")]).Skip(1).Select(l => l.Split(',')[0]).ToHashSet();
         Assert.Equal(good.Where(p => !p.Contains($"{Path.DirectorySeparatorChar}train{Path.DirectorySeparatorChar}")).ToHashSet(), predicted);
+        Assert.Contains(predicted, p => p.EndsWith("b_cmyk.jpg"));
+        Assert.Contains(predicted, p => p.EndsWith("d_gray16.png"));
         Assert.Contains($"{bad.Count} file(s) skipped", run.Stdout);
         Assert.False(Directory.Exists(tmp["tp7-cache"]), "--no-cache still created the feature cache");
     }
