@@ -13,7 +13,12 @@ Weights: --weights FILE.safetensors holds float32 tensors under torchvision's VG
 (read here by a small numpy reader, no safetensors package). --random-init builds torchvision's own
 random initialisation after torch.manual_seed(--init-seed, default --seed).
 
-Dataset rules (tp7 follows the same ones, so both sides see the same images):
+Dataset rules. tp7 lists layout A the same way when each class folder holds only image files, directly;
+otherwise it differs: it keeps only the extensions jpg jpeg png bmp gif tif tiff webp (any case), also
+looks into subfolders of a class folder, and accepts training/ and testing/ (any case). It splits layout
+B with its own generator (SplitMix64 seeded from the seed and the class name, Engine/Data/DatasetLoader.cs)
+and refuses a class of exactly N files, so for a parity check use layout A (Tests/PipelineParityTests.cs does).
+This script's rules:
   * Layout A: DATA/train/<class>/* and DATA/test/<class>/*. Layout B: DATA/<class>/* plus
     --train-per-class N. Class names are the folder names of DATA/train (A) or DATA (B); every
     test class must also be a train class. Folders and files whose names start with '.' are ignored.

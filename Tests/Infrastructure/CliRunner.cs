@@ -1,0 +1,132 @@
+using System.Diagnostics;
+
+namespace Tp7.Tests.Infrastructure;
+
+/// <summary>What one `tp7` invocation did.</summary>
+public sealed record CliResult(string[] Args, int ExitCode, string Stdout, string Stderr, TimeSpan Elapsed)
+{
+    /// <summary>Non-empty stderr lines (the CLI's progress line ends its redraws with '\r', so those split too).</summary>
+    public string[] StderrLines => Stderr.Split(['\n', '\r'], StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+
+    /// <summary>Everything a failing assertion needs to show what happened.</summary>
+    public override string ToString() =>
+        $"tp7 {string.Join(' ', Args)}\nexit {ExitCode} after {Elapsed.TotalSeconds:F1} s\n--- stdout ---\n{Stdout}\n--- stderr ---\n{Stderr}";
+}
+
+/// <summary>
+/// Runs the built `tp7` (the Cli project's output, copied beside the test binaries by the project reference) as a
+/// separate process, as a user would: real exit code, real stdout/stderr, the process's own console and environment.
+/// In-process would share Console.Out, the current directory and environment variables (TP7_CACHE) with tests that
+/// xunit runs in parallel.
+/// </summary>
+public static class CliRunner
+{
+    /// <summary>The apphost where the SDK made one, else tp7.dll (run with the `dotnet` that runs the tests).</summary>
+    static (string FileName, string[] Prefix) Command()
+    {
+        string dir = AppContext.BaseDirectory;
+        string apphost = Path.Combine(dir, OperatingSystem.IsWindows() ? "tp7.exe" : "tp7");
+        if (File.Exists(apphost)) return (apphost, []);
+        string dll = Path.Combine(dir, "tp7.dll");
+        if (!File.Exists(dll)) throw new FileNotFoundException($"{dll}: the CLI is not built beside the tests (Tests.csproj references Cli.csproj; rebuild Tests)");
+        string dotnet = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { Length: > 0 } host ? host : "dotnet";
+        return (dotnet, [dll]);
+    }
+
+    /// <summary>
+    /// Runs `tp7 ARGS` in <paramref name="workingDir"/>. The feature cache goes to <paramref name="cacheDir"/>
+    /// (TP7_CACHE) so a test never reads or fills the user's ~/.cache/tp7; by default a folder inside the working
+    /// directory, i.e. a fresh, empty cache.
+    /// </summary>
+    public static CliResult Run(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null)
+    {
+        var (fileName, prefix) = Command();
+        var psi = new ProcessStartInfo(fileName)
+        {
+            RedirectStandardOutput = true,
+            RedirectStandardError = true,
+            WorkingDirectory = workingDir,
+        };
+        foreach (var a in prefix) psi.ArgumentList.Add(a);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        psi.Environment["TP7_CACHE"] = cacheDir ?? Path.Combine(workingDir, "tp7-cache");
+        var clock = Stopwatch.StartNew();
+        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {fileName}");
+        var stdout = p.StandardOutput.ReadToEndAsync();
+        var stderr = p.StandardError.ReadToEndAsync();
+        var limit = timeout ?? TimeSpan.FromMinutes(5);
+        if (!p.WaitForExit(limit))
+        {
+            p.Kill(entireProcessTree: true);
+            p.WaitForExit();
+            throw new TimeoutException($"tp7 {string.Join(' ', args)}: still running after {limit.TotalSeconds:F0} s\n--- stdout ---\n{stdout.Result}\n--- stderr ---\n{stderr.Result}");
+        }
+        p.WaitForExit(); // drains the redirected streams
+        return new CliResult(args, p.ExitCode, stdout.Result, stderr.Result, clock.Elapsed);
+    }
+
+    /// <summary>Runs and asserts exit code 0, showing the whole invocation when it is not.</summary>
+    public static CliResult RunOk(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null)
+    {
+        var r = Run(workingDir, args, cacheDir, timeout);
+        Assert.True(r.ExitCode == 0, r.ToString());
+        return r;
+    }
+}
+
+/// <summary>A fresh folder under the system temp folder, deleted (with everything in it) on dispose.</summary>
+public sealed class ScratchDir(string prefix = "tp7-test") : IDisposable
+{
+    public string Path { get; } = Directory.CreateTempSubdirectory(prefix + "-").FullName;
+
+    public string this[string relative] => System.IO.Path.Combine(Path, relative);
+
+    public void Dispose()
+    {
+        try { Directory.Delete(Path, recursive: true); }
+        catch (IOException) { }
+        catch (UnauthorizedAccessException) { }
+    }
+}
+
+/// <summary>Small datasets cut from the committed demo set (data/demo: Fashion-MNIST, 28x28 grayscale PNGs).</summary>
+public static class DemoData
+{
+    public static string Root => Path.Combine(RepoPaths.Root, "data", "demo");
+
+    /// <summary>
+    /// Copies the first <paramref name="train"/> / <paramref name="test"/> files (ordinal order) of the first
+    /// <paramref name="classes"/> classes into DIR/train/CLASS and DIR/test/CLASS. Returns the class names.
+    /// </summary>
+    public static string[] CopySplit(string dir, int classes, int train, int test)
+    {
+        var names = ClassNames(classes);
+        foreach (var (part, count) in new[] { ("train", train), ("test", test) })
+            foreach (var c in names)
+                CopyFirst(Path.Combine(Root, part, c), Path.Combine(dir, part, c), count);
+        return names;
+    }
+
+    /// <summary>Copies the first <paramref name="perClass"/> training files of the first classes into DIR/CLASS (one folder of classes).</summary>
+    public static string[] CopyClassFolders(string dir, int classes, int perClass)
+    {
+        var names = ClassNames(classes);
+        foreach (var c in names) CopyFirst(Path.Combine(Root, "train", c), Path.Combine(dir, c), perClass);
+        return names;
+    }
+
+    static string[] ClassNames(int count)
+    {
+        var all = Directory.GetDirectories(Path.Combine(Root, "train")).Select(d => Path.GetFileName(d)!).Order(StringComparer.Ordinal).ToArray();
+        if (all.Length < count) throw new InvalidOperationException($"{Root}: {all.Length} classes, a test asked for {count}");
+        return all[..count];
+    }
+
+    static void CopyFirst(string from, string to, int count)
+    {
+        var files = Directory.GetFiles(from).Order(StringComparer.Ordinal).Take(count).ToArray();
+        if (files.Length < count) throw new InvalidOperationException($"{from}: {files.Length} files, a test asked for {count}");
+        Directory.CreateDirectory(to);
+        foreach (var f in files) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+    }
+}
