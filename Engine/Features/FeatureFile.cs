@@ -52,6 +52,8 @@ public static class FeatureFile
 
     public static FeatureSet Read(string npyPath)
     {
+        if (!npyPath.EndsWith(".npy", StringComparison.OrdinalIgnoreCase))
+            throw new ArgumentException($"{npyPath}: features are read from the .npy file that 'tp7 extract' wrote (its .json sidecar is found beside it)");
         var json = SidecarPath(npyPath);
         if (!File.Exists(json)) throw new FileNotFoundException($"{json}: missing (the row labels and classes of {npyPath}); write features with 'tp7 extract'");
         Sidecar side;

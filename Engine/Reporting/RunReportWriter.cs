@@ -62,9 +62,26 @@ public static class RunReportWriter
             csv.Append(Csv(r.Test.Paths[i])).Append(',').Append(Csv(names[r.Test.Labels[i]])).Append(',').Append(Csv(names[r.Predicted[i]])).Append('\n');
         WriteText(Path.Combine(dir, "predictions.csv"), csv.ToString());
 
+        WriteText(Path.Combine(dir, "split.json"), SplitJson(r));
         ConfusionFigure.Save(Path.Combine(dir, "confusion.png"), rep.Confusion, names,
             $"{r.Settings.Layer} + linear SVM (C={r.Settings.C.ToString(CultureInfo.InvariantCulture)}): accuracy {rep.Accuracy:P1}");
         WriteText(Path.Combine(dir, "index.html"), Html(r, confused));
+    }
+
+    /// <summary>
+    /// The train/test split in the "tp7-split" v1 format that tools/reference_pipeline.py --split-file replays:
+    /// paths relative to the dataset root with '/' separators, labels as class names.
+    /// </summary>
+    static string SplitJson(RunResult r)
+    {
+        var root = r.Dataset.Root;
+        object Items(IEnumerable<Tp7.Engine.Data.DatasetItem> items) => items
+            .Select(i => new { path = Path.GetRelativePath(root, i.Path).Replace('\\', '/'), label = r.Dataset.Classes[i.Label] }).ToList();
+        return JsonSerializer.Serialize(new
+        {
+            format = "tp7-split", version = 1, classes = r.Dataset.Classes,
+            train = Items(r.Dataset.Train), test = Items(r.Dataset.Test),
+        }, new JsonSerializerOptions { WriteIndented = true });
     }
 
     public sealed record Confusion(string True, string Predicted, int Count);
@@ -135,7 +152,7 @@ public static class RunReportWriter
             foreach (var s in skipped) h.Append($"<tr><td>{E(s.Path)}</td><td style=\"text-align:left\">{E(s.Reason)}</td></tr>");
             h.Append("</table>");
         }
-        h.Append("<p>Files: <a href=\"report.json\">report.json</a>, <a href=\"predictions.csv\">predictions.csv</a>.</p></body></html>\n");
+        h.Append("<p>Files: <a href=\"report.json\">report.json</a>, <a href=\"predictions.csv\">predictions.csv</a>, <a href=\"split.json\">split.json</a>.</p></body></html>\n");
         return h.ToString();
     }
 
