@@ -13,7 +13,8 @@ namespace Tp7.Bench;
 /// in a child process, all cores, eval + no_grad). All three take the same seeded batch with the same weights; their
 /// logits are compared before anything is timed. Timed passes run one engine at a time, interleaved round by round
 /// (ours, ORT, PyTorch, ours, ...), so load from other processes falls on all three alike.
-/// Args: [--batch 8] [--reps 5] [--weights PATH] [--onnx PATH] [--python PATH] [--seed 0]
+/// Args: [--batch 8] [--reps 5] [--weights PATH] [--onnx PATH] [--python PATH] [--seed 0] [--profile]
+/// (--profile: afterwards, one more pass of ours synchronised per layer, printed as a per-layer table).
 /// </summary>
 public sealed class ForwardComparisonBench : IBenchmark
 {
@@ -41,6 +42,7 @@ public sealed class ForwardComparisonBench : IBenchmark
     int RunChecked(string[] args)
     {
         int batch = 8, reps = 5, seed = 0;
+        bool profile = false;
         string? weightsArg = null, onnxArg = null, python = null;
         for (int i = 0; i < args.Length; i++)
         {
@@ -53,6 +55,7 @@ public sealed class ForwardComparisonBench : IBenchmark
                 case "--weights": weightsArg = Next(); break;
                 case "--onnx": onnxArg = Next(); break;
                 case "--python": python = Next(); break;
+                case "--profile": profile = true; break;
                 default: Console.Error.WriteLine($"forward-cpu: unknown argument '{args[i]}'"); return 2;
             }
         }
@@ -131,6 +134,14 @@ public sealed class ForwardComparisonBench : IBenchmark
                 }
             Console.WriteLine($"load average after:  {LoadAverage()}");
             Report(engines.Select(e => e.Times).ToList(), batch, flopsPerImage);
+            if (profile)
+            {
+                // After the timed rounds, so that per-layer synchronisation never touches the numbers above.
+                model.Profiler = new LayerProfiler();
+                model.Forward(x, batch, Size, Size, ["fc8"]);
+                PrintProfile(model.Profiler, batch);
+                model.Profiler = null;
+            }
             return 0;
         }
         finally
@@ -309,6 +320,19 @@ public sealed class ForwardComparisonBench : IBenchmark
         Console.WriteLine($"GFLOP/s counts {flopsPerImage / 1e9:F2} GFLOP per image (2 x multiply-adds of every conv and linear layer). " +
                           "CPU s/batch is CPU time of all the engine's threads, spin-waiting included; on a busy machine wall time " +
                           "is inflated and only the ratios measured in the same run compare.");
+    }
+
+    static void PrintProfile(LayerProfiler profiler, int batch)
+    {
+        var rows = profiler.Summary();
+        double total = rows.Sum(r => r.Seconds);
+        Console.WriteLine();
+        Console.WriteLine($"profile of ours, one pass of batch {batch}, synchronised per layer (load average {LoadAverage()}):");
+        Console.WriteLine($"{"layer",-8} {"kernel",-12} {"output",-20} {"ms",9} {"%",6} {"GFLOP/s",8} {"GB/s",7}");
+        foreach (var r in rows)
+            Console.WriteLine($"{r.Layer,-8} {r.Op,-12} {r.Shape,-20} {r.Seconds * 1e3,9:F1} {100 * r.Seconds / total,6:F1} " +
+                              $"{(r.GFlops > 0 ? r.GFlops.ToString("F1", CultureInfo.InvariantCulture) : ""),8} {r.GBytes,7:F1}");
+        Console.WriteLine($"{"total",-8} {"",-12} {"",-20} {total * 1e3,9:F1} {100.0,6:F1} {profiler.Entries.Sum(e => e.Flops) / total / 1e9,8:F1}");
     }
 
     // ------------------------------------------------------------------------------------------------ helpers
