@@ -46,7 +46,7 @@ public sealed class ForwardComparisonBench : IBenchmark
         string? weightsArg = null, onnxArg = null, python = null;
         for (int i = 0; i < args.Length; i++)
         {
-            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"forward-cpu: {args[i]} needs a value");
+            string Next() => i + 1 < args.Length ? args[++i] : throw new ArgumentException($"{args[i]} needs a value");
             switch (args[i])
             {
                 case "--batch": batch = PositiveInt("--batch", Next()); break;
@@ -63,6 +63,7 @@ public sealed class ForwardComparisonBench : IBenchmark
         string root = RepositoryRoot();
         string weightsPath = Path.GetFullPath(weightsArg ?? DefaultWeights());
         string onnxPath = Path.GetFullPath(onnxArg ?? DefaultOnnx(root, weightsPath, weightsArg == null));
+        if (!File.Exists(weightsPath)) throw new FileNotFoundException($"{weightsPath}: no such weights file; {WeightsLocator.HowToGet}");
         python ??= File.Exists("/usr/bin/python3") ? "/usr/bin/python3" : "python3";
         string torchScript = Path.Combine(root, "tools", "torch_forward_bench.py");
 
@@ -377,7 +378,7 @@ public sealed class ForwardComparisonBench : IBenchmark
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
                 if (File.Exists(Path.Combine(dir.FullName, "Tp7.Native.sln"))) return dir.FullName;
-        throw new DirectoryNotFoundException("forward-cpu: cannot find the repository root (Tp7.Native.sln) above the working directory or the program; run from the repository");
+        throw new DirectoryNotFoundException("cannot find the repository root (Tp7.Native.sln) above the working directory or the program; run from the repository");
     }
 
     static string LoadAverage()
@@ -388,5 +389,5 @@ public sealed class ForwardComparisonBench : IBenchmark
 
     static int PositiveInt(string name, string value)
         => int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v > 0
-            ? v : throw new ArgumentException($"forward-cpu: {name} '{value}' is not a positive integer");
+            ? v : throw new ArgumentException($"{name} '{value}' is not a positive integer");
 }
