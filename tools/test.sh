@@ -31,7 +31,14 @@ log=$(mktemp)
 dotnet test Tp7.Native.sln -c Release --logger "console;verbosity=normal" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 # dotnet test ends each test assembly with "Total tests: N" then "Passed: N", "Failed: N", "Skipped: N" lines.
-count() { grep -E "^ +$1: +[0-9]+ *\$" "$log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}'; }
+# (At minimal verbosity the same totals come as "Passed!  - Failed: 0, Passed: 140, Skipped: 0, ..."; read either.)
+count() {
+  if grep -qE '^Total tests: ' "$log"; then
+    grep -E "^ +$1: +[0-9]+ *\$" "$log" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}'
+  else
+    grep -E '(Passed|Failed)! +- ' "$log" | grep -oE "$1: +[0-9]+" | grep -oE '[0-9]+' | awk '{s+=$1} END {print s+0}'
+  fi
+}
 passed=$(count Passed); failed=$(count Failed); skipped=$(count Skipped)
 if [ "$status" != 0 ] && [ "$failed" = 0 ]; then failed=1; echo "dotnet test exited with $status (build failure or crashed test host)"; fi
 rm -f "$log"
