@@ -25,6 +25,10 @@ public sealed class Vgg16ReferenceTests(ReferenceFiles refs, ITestOutputHelper o
         CompareAllTaps(device, refs.Photos224);
     }
 
+    /// <summary>
+    /// ILGPU's default 16-thread groups: the naive kernel versions run the whole network (the tiled versions are
+    /// checked against the host twins on odd shapes by GpuOpsTests, and on real layer shapes by `tp7 selftest --full`).
+    /// </summary>
     [Fact]
     public void IlgpuCpuAcceleratorMatchesPyTorchOnRandomBatchAt32()
     {

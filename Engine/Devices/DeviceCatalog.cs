@@ -77,7 +77,8 @@ public static class DeviceCatalog
             }
             case "ilgpu-cpu":
             {
-                var dev = IlgpuDevice.OpenCpuAccelerator();
+                // GPU-sized groups, so `tp7 selftest --device ilgpu-cpu` covers the tiled versions too.
+                var dev = IlgpuDevice.OpenCpuAccelerator(gpuSizedGroups: true);
                 log($"device: {dev.Describe()} (debugging only: far slower than --device cpu)");
                 return dev;
             }
