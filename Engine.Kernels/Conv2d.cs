@@ -14,10 +14,11 @@ public static partial class Conv2d
     /// y = conv(x, w) + b (then ReLU): the host backend's entry point, dispatching to the fastest version.
     /// Rule: V3 Winograd for 3x3 stride-1 pad-1 layers with C ≥ 64 on AVX2 machines, V2 otherwise.
     /// Measured with `bench hostops --versions v2,v3` (batch 8, 2-core EPYC shared with other jobs, medians of 3,
-    /// ms per layer V2 → V3): conv1_1 (C 3) 138 → 308 (V2 wins: C = 3 makes each of the 16 GEMMs 3 deep);
-    /// conv1_2 1969 → 790, conv2_1 620 → 353, conv2_2 968 → 513, conv3_1 376 → 215, conv3_2/3 466 → 248,
-    /// conv4_1 248 → 173, conv4_2/3 416 → 243, conv5_x 93 → 65. Without AVX2 the Winograd transforms run
-    /// their scalar path, which has not been measured, so those machines stay on V2.
+    /// ms per layer V2 → V3, the two run back to back): conv1_1 (C 3) 42 → 70 (V2 wins: with C = 3 each of the
+    /// 16 GEMMs is 3 deep); conv1_2 449 → 262, conv2_1 219 → 117, conv2_2 434 → 232, conv3_1 200 → 110,
+    /// conv3_2/3 399 → 197, conv4_1 117 → 88, conv4_2/3 244 → 154, conv5_x 74 → 65 (all 13: 2.97 → 1.78 s).
+    /// Without AVX2 the Winograd transforms run their scalar path, which has not been measured, so those
+    /// machines stay on V2.
     /// </summary>
     public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
         ReadOnlySpan<float> b, ConvShape s, bool relu)
