@@ -118,8 +118,17 @@ internal static unsafe class HostWinograd
     static void FilterTransform(float* uPlain, float* w, int K, int C)
     {
         long plane = (long)K * C;
+        // Split across cores for big layers: at C = K = 512 these are 262144 filters, a few ms on one core.
+        int parts = plane < 1 << 16 ? 1 : Math.Min(K, 4 * Environment.ProcessorCount);
+        nint up = (nint)uPlain, wp = (nint)w;
+        if (parts == 1) FilterTransformRange((float*)up, (float*)wp, plane, 0, plane);
+        else Parallel.For(0, parts, i => FilterTransformRange((float*)up, (float*)wp, plane, plane * i / parts, plane * (i + 1) / parts));
+    }
+
+    static void FilterTransformRange(float* uPlain, float* w, long plane, long begin, long end)
+    {
         float* gg = stackalloc float[12];
-        for (long kc = 0; kc < plane; kc++)
+        for (long kc = begin; kc < end; kc++)
         {
             float* g = w + kc * 9;
             // Gg (4 x 3), row by row: G's rows combine the filter's rows.
