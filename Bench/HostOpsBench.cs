@@ -6,7 +6,8 @@ namespace Tp7.Bench;
 /// <summary>
 /// The CPU backend's hot ops: GEMM, every distinct VGG16 conv layer at batch 8 (fp32), pool and relu.
 /// Validates each fast version against its V1 specification on a small shape, then times medians.
-/// Args: [--batch N] [--reps N] [--quick] (quick: fewer reps, skips the GEMM 4096 case).
+/// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3] (quick: fewer reps,
+/// skips the GEMM 4096 case; versions: conv forward versions to time one after another in this process).
 /// </summary>
 public sealed class HostOpsBench : IBenchmark
 {
@@ -43,6 +44,7 @@ public sealed class HostOpsBench : IBenchmark
         int batch = 8, reps = 3;
         bool quick = false;
         string? only = null;
+        string[] versions = ["auto"];
         for (int i = 0; i < args.Length; i++)
             switch (args[i])
             {
@@ -50,6 +52,7 @@ public sealed class HostOpsBench : IBenchmark
                 case "--reps": reps = int.Parse(args[++i]); break;
                 case "--quick": quick = true; reps = 1; break;
                 case "--only": only = args[++i]; break;
+                case "--versions": versions = args[++i].Split(','); break;
                 default: Console.Error.WriteLine($"hostops: unknown argument '{args[i]}'"); return 2;
             }
         Console.WriteLine($"device: host CPU, {Environment.ProcessorCount} cores, AVX2 {Avx2.IsSupported}, FMA {Fma.IsSupported}; fp32; batch {batch}; median of {reps}");
@@ -59,7 +62,7 @@ public sealed class HostOpsBench : IBenchmark
         float[] Rand(long n) { var v = new float[n]; for (long i = 0; i < n; i++) v[i] = rng.NextSingle() - 0.5f; return v; }
 
         if (only == null || only.Split(',').Contains("gemm")) Gemms(quick, reps, Rand);
-        Convs(batch, reps, only, Rand);
+        Convs(batch, reps, only, versions, Rand);
         if (only == null) PoolRelu(batch, reps, Rand);
         Footer();
         return 0;
@@ -83,22 +86,42 @@ public sealed class HostOpsBench : IBenchmark
 
     }
 
-    static void Convs(int batch, int reps, string? only, Func<long, float[]> Rand)
+    /// <summary>Conv forward versions the bench can run by name; "auto" is the dispatcher <see cref="Conv2d.ForwardHost"/>.</summary>
+    static readonly Dictionary<string, Action<float[], float[], float[], float[], ConvShape>> ConvVersions = new()
     {
-        Console.WriteLine($"\nVGG16 conv layers, batch {batch}, 3x3 pad 1, bias + ReLU fused");
-        double total = 0, totalFlops = 0, totalCpu = 0;
+        ["auto"] = (y, x, w, b, s) => Conv2d.ForwardHost(y, x, w, b, s, relu: true),
+        ["v2"] = (y, x, w, b, s) => Conv2d.ForwardHost_V2Im2colGemm(y, x, w, b, s, relu: true),
+        ["v3"] = (y, x, w, b, s) => Conv2d.ForwardHost_V3Winograd(y, x, w, b, s, relu: true),
+    };
+
+    /// <summary>Each selected layer is timed under every requested version back to back, so the versions see the
+    /// same machine load; totals per version follow.</summary>
+    static void Convs(int batch, int reps, string? only, string[] versions, Func<long, float[]> Rand)
+    {
+        foreach (var v in versions)
+            if (!ConvVersions.ContainsKey(v)) throw new ArgumentException($"hostops --versions: unknown conv version '{v}' (known: {string.Join(", ", ConvVersions.Keys)})");
+        Console.WriteLine($"\nVGG16 conv layers, batch {batch}, 3x3 pad 1, bias + ReLU fused (GFLOP/s count the direct convolution's 2·K·C·9 per output)");
+        var total = new double[versions.Length]; var totalCpu = new double[versions.Length];
+        double totalFlops = 0;
         foreach (var (name, c, k, hw, count) in VggConvs)
         {
             if (only != null && !only.Split(',').Contains(name)) continue;
             var s = ConvShape.Square(batch, c, hw, hw, k, 3, 1, 1);
             var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var bias = Rand(k); var y = new float[s.OutputLength];
-            var (t, cpu) = Measure(() => Conv2d.ForwardHost(y, x, w, bias, s, relu: true), reps);
-            total += t * count; totalFlops += s.ForwardFlops * count; totalCpu += cpu * count;
-            Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  {t * 1e3,9:F1} ms/layer  {s.ForwardFlops / t / 1e9,7:F1} GFLOP/s  {s.ForwardFlops / cpu / 1e9,6:F1} per busy core");
+            totalFlops += s.ForwardFlops * count;
+            for (int vi = 0; vi < versions.Length; vi++)
+            {
+                var run = ConvVersions[versions[vi]];
+                var (t, cpu) = Measure(() => run(y, x, w, bias, s), reps);
+                total[vi] += t * count; totalCpu[vi] += cpu * count;
+                Console.WriteLine($"  {name,-8} {versions[vi],-4} C{c,-4} K{k,-4} {hw,3}²  x{count}  {t * 1e3,9:F1} ms/layer  {s.ForwardFlops / t / 1e9,7:F1} GFLOP/s  {s.ForwardFlops / cpu / 1e9,6:F1} per busy core");
+            }
         }
-        Console.WriteLine($"  {(only == null ? "all 13 conv layers" : "selected layers (x count)")}: {total:F3} s for batch {batch} = {total / batch:F3} s/image, {totalFlops / total / 1e9:F1} GFLOP/s sustained");
-        Console.WriteLine($"  per busy core: {totalFlops / totalCpu / 1e9:F1} GFLOP/s; on {Environment.ProcessorCount} idle cores that is ≈ {totalCpu / Environment.ProcessorCount / batch:F3} s/image");
-
+        for (int vi = 0; vi < versions.Length; vi++)
+        {
+            Console.WriteLine($"  {versions[vi]}: {(only == null ? "all 13 conv layers" : "selected layers (x count)")}: {total[vi]:F3} s for batch {batch} = {total[vi] / batch:F3} s/image, {totalFlops / total[vi] / 1e9:F1} GFLOP/s sustained");
+            Console.WriteLine($"  {versions[vi]}: per busy core: {totalFlops / totalCpu[vi] / 1e9:F1} GFLOP/s; on {Environment.ProcessorCount} idle cores that is ≈ {totalCpu[vi] / Environment.ProcessorCount / batch:F3} s/image");
+        }
     }
 
     static void PoolRelu(int batch, int reps, Func<long, float[]> Rand)
@@ -148,6 +171,10 @@ public sealed class HostOpsBench : IBenchmark
             var e = new float[s.OutputLength]; var f = new float[s.OutputLength];
             Conv2d.ForwardHost_V1Naive(e, x, w, b, s, true); Conv2d.ForwardHost(f, x, w, b, s, true);
             Compare("conv 2x13x21x17 -> 19, 3x3 pad 1", e, f);
+            Conv2d.ForwardHost_V2Im2colGemm(f, x, w, b, s, true);
+            Compare("conv V2 2x13x21x17 -> 19", e, f);
+            Conv2d.ForwardHost_V3Winograd(f, x, w, b, s, true);
+            Compare("conv V3 Winograd 2x13x21x17 -> 19", e, f);
         }
         return ok;
     }

@@ -245,6 +245,20 @@ internal static unsafe class HostGemmKernels
         }
     }
 
+    static readonly GemmEpilogue NoEpilogue = default;
+
+    /// <summary>
+    /// One micro-tile for callers that lay out B panels themselves (Winograd): C[0:mv, 0:nv] (leading dimension
+    /// ldc) = a packed A panel (kc x MR) · a B panel (kc x NR), added to C when <paramref name="accumulate"/>.
+    /// </summary>
+    internal static void MicroTile(int kc, float* a, float* b, float* c, long ldc, int mv, int nv, bool accumulate, bool portable)
+    {
+        if (portable || !Vector256.IsHardwareAccelerated)
+            KernelPortable(kc, a, b, c, ldc, mv, nv, accumulate, 1f, false, NoEpilogue, 0, 0);
+        else
+            Kernel6x16(kc, a, b, c, ldc, mv, nv, accumulate, 1f, false, NoEpilogue, 0, 0);
+    }
+
     /// <summary>C = alpha·op(A)·op(B) + beta·C then the epilogue, for raw row-major pointers; parallel over cores.</summary>
     internal static void Gemm(float* c, float* a, float* b, GemmShape s, GemmEpilogue e, bool portable = false)
     {

@@ -145,6 +145,70 @@ public class HostOpsTests
         CheckConv(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: false, 12);
     }
 
+    // Winograd F(2x2, 3x3): the input transform adds up to 4 patch elements, the output transform 9 products
+    // per position, so each output carries a few times the rounding of direct summation; with inputs in
+    // [-1, 1] and C·9 ≤ ~3000 terms the worst case stays near 1e-5. The same 1e-4 as the GEMM (and as the
+    // per-tap tolerance against PyTorch) still catches a wrong transform entry, which moves outputs by ~0.1.
+    const float WinogradAtol = 1e-4f, WinogradRtol = 1e-4f;
+
+    static void CheckWinograd(ConvShape s, bool relu, int seed)
+    {
+        var x = Random(seed, s.InputLength);
+        var w = Random(seed + 1, s.WeightLength);
+        var b = Random(seed + 2, s.K);
+        var expected = new float[s.OutputLength];
+        var actual = Enumerable.Repeat(float.NaN, (int)s.OutputLength).ToArray(); // every output must be written
+        Conv2d.ForwardHost_V1Naive(expected, x, w, b, s, relu);
+        Conv2d.ForwardHost_V3Winograd(actual, x, w, b, s, relu);
+        AssertClose(expected, actual, WinogradAtol, WinogradRtol, s + (relu ? " +relu" : ""));
+    }
+
+    /// <summary>Odd and even H, W (edge tiles, rows of tiles not a multiple of 8), batch 1-3 (tile groups that
+    /// span images), C and K not multiples of the 6x16 blocks.</summary>
+    [Property(MaxTest = 60)]
+    public void ConvV3WinogradMatchesNaiveOnOddShapes(PositiveInt n, PositiveInt c, PositiveInt h, PositiveInt w,
+        PositiveInt k, bool relu, int seed)
+    {
+        var s = ConvShape.Square(1 + n.Get % 3, 1 + c.Get % 70, 1 + h.Get % 23, 1 + w.Get % 41, 1 + k.Get % 20, 3, 1, 1);
+        CheckWinograd(s, relu, seed);
+    }
+
+    [Theory]
+    [InlineData(1, 64, 37, 45, 70)]   // interior 8-tile groups (W ≥ 18) plus every edge case, K > 64
+    [InlineData(2, 300, 9, 35, 13)]   // C > 256: two k-blocks accumulate in M
+    [InlineData(1, 5, 20, 52, 150)]   // K > MC = 144 rows of the GEMM
+    [InlineData(9, 16, 7, 7, 8)]      // 16 tiles per image: chunks and 8-tile groups cross image boundaries
+    public void ConvV3WinogradMatchesNaiveOnLayerLikeShapes(int n, int c, int h, int w, int k)
+    {
+        CheckWinograd(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: true, 21);
+        CheckWinograd(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: false, 22);
+    }
+
+    [Fact]
+    public void ConvV3WinogradRejectsOtherShapes()
+    {
+        var s = ConvShape.Square(1, 2, 8, 8, 3, 3, 2, 1);
+        var ex = Assert.Throws<ArgumentException>(() => Conv2d.ForwardHost_V3Winograd(
+            new float[s.OutputLength], new float[s.InputLength], new float[s.WeightLength], new float[s.K], s, false));
+        Assert.Contains("3x3 stride-1 pad-1", ex.Message);
+    }
+
+    /// <summary>The dispatcher on a shape it sends to Winograd and on one it sends to V2 gives V1's answer.</summary>
+    [Theory]
+    [InlineData(2, 64, 19, 21, 24, 3, 1, 1)]
+    [InlineData(1, 3, 19, 21, 24, 3, 1, 1)]
+    [InlineData(1, 64, 19, 21, 24, 3, 2, 1)]
+    public void ConvForwardHostDispatchMatchesNaive(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
+    {
+        var s = ConvShape.Square(n, c, h, w, k, kernel, stride, pad);
+        var x = Random(31, s.InputLength); var wt = Random(32, s.WeightLength); var b = Random(33, s.K);
+        var expected = new float[s.OutputLength];
+        var actual = new float[s.OutputLength];
+        Conv2d.ForwardHost_V1Naive(expected, x, wt, b, s, true);
+        Conv2d.ForwardHost(actual, x, wt, b, s, true);
+        AssertClose(expected, actual, WinogradAtol, WinogradRtol, s);
+    }
+
     [Property(MaxTest = 40)]
     public void MaxPoolFastMatchesNaive(PositiveInt n, PositiveInt c, PositiveInt h, PositiveInt w, NonNegativeInt kind, int seed)
     {
