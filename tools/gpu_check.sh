@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The GPU check, prepared for a session whose task has a device machine (which has CUDA and PyTorch but no .NET).
+# Here:   bash ../shared/device/pack.sh Cli/Cli.csproj       (builds .devcarry/Cli.tar.xz, self-contained tp7)
+# There:  bash tools/gpu_check.sh        (device tool: carry [".devcarry"], timeout ~500 s)
+# It unpacks tp7, lists devices, checks every kernel against the host twin on CUDA (VGG16 layer shapes too),
+# times our forward pass with a per-layer profile, and runs PyTorch's anchor on the same GPU in the same call.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+dir=/tmp/tp7-gpu
+[ -x "$dir/Cli/tp7" ] || { mkdir -p "$dir" && tar -xJf .devcarry/Cli.tar.xz -C "$dir"; }
+tp7="$dir/Cli/tp7"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+"$tp7" devices
+"$tp7" selftest --device cuda --full
+"$tp7" bench forward --device cuda --batch 1,8,64 --reps 5 --profile
+python3 .devcarry/torch_vgg16_anchor.py
