@@ -63,28 +63,7 @@ public static partial class Pooling
         Check.Length("x", x.Length, s.InputLength, s);
         int oh = s.OutH, ow = s.OutW;
         for (long plane = 0; plane < (long)s.N * s.C; plane++)
-        {
-            var xi = x.Slice((int)(plane * s.H * s.W), s.H * s.W);
-            var yo = y.Slice((int)(plane * oh * ow), oh * ow);
-            for (int oy = 0; oy < oh; oy++)
-            for (int ox = 0; ox < ow; ox++)
-            {
-                float m = float.NegativeInfinity;
-                for (int r = 0; r < s.KernelH; r++)
-                {
-                    int iy = oy * s.StrideH - s.PadH + r;
-                    if ((uint)iy >= (uint)s.H) continue;
-                    for (int q = 0; q < s.KernelW; q++)
-                    {
-                        int ix = ox * s.StrideW - s.PadW + q;
-                        if ((uint)ix >= (uint)s.W) continue;
-                        float v = xi[iy * s.W + ix];
-                        if (v > m || float.IsNaN(v)) m = v;
-                    }
-                }
-                yo[oy * ow + ox] = m;
-            }
-        }
+            MaxPlane(y.Slice((int)(plane * oh * ow), oh * ow), x.Slice((int)(plane * s.H * s.W), s.H * s.W), s);
     }
 
     /// <summary>V1's window loop for one plane (H, W) -> (OH, OW).</summary>
