@@ -217,6 +217,30 @@ public sealed class CliTests(ReferenceFiles refs, TinyDataset tiny, ITestOutputH
         }
     }
 
+    /// <summary>`tp7 selftest` is what a GPU machine runs; on ILGPU's CPU accelerator it must check every kernel version.</summary>
+    [Fact]
+    public void SelfTestChecksEveryKernelVersionOnTheCpuAccelerator()
+    {
+        string dir = tiny.Work("selftest");
+        var r = CliRunner.RunOk(dir, ["selftest", "--device", "ilgpu-cpu"]);
+        var lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.DoesNotContain(lines, l => l.StartsWith("FAIL", StringComparison.Ordinal));
+        foreach (var version in new[] { "gemm V1Naive", "gemm V2Tiled", "conv2d V1Naive", "conv2d V2ImplicitGemm" })
+            Assert.Contains(lines, l => l.Contains(version, StringComparison.OrdinalIgnoreCase));
+        var summary = Assert.Single(lines, l => l.StartsWith("selftest on ", StringComparison.Ordinal));
+        Assert.Matches(@": [1-9][0-9]+ passed, 0 failed$", summary.TrimEnd());
+    }
+
+    /// <summary>`tp7 bench forward` on a non-host device validates its logits against the host backend before timing.</summary>
+    [Fact]
+    public void BenchForwardValidatesAgainstTheHostBackend()
+    {
+        string dir = tiny.Work("bench");
+        var r = CliRunner.RunOk(dir, ["bench", "forward", "--device", "ilgpu-cpu", "--size", "32", "--batch", "1", "--reps", "1", "--weights", refs.Weights]);
+        Assert.Matches(@"validation: logits of 1 image\(s\) vs host backend: max \|diff\| \S+, \S+ of max \|logit\| \(ok\)", r.Stdout);
+        Assert.Matches(@"(?m)^\s+1\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s*$", r.Stdout);
+    }
+
     [Fact]
     public void FeatureMapsWritesAPng()
     {

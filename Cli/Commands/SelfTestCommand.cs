@@ -17,7 +17,10 @@ static class SelfTestCommand
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
-            using var dev = device.Open(parse);
+            // On ILGPU's CPU accelerator, simulate 256-thread groups so the tiled versions are checked too.
+            using var dev = parse.GetValue(device.Device) == "ilgpu-cpu"
+                ? IlgpuDevice.OpenCpuAccelerator(gpuSizedGroups: true)
+                : device.Open(parse);
             if (dev is not IlgpuDevice gpu)
                 throw new ArgumentException("selftest checks ILGPU kernels: use --device cuda, opencl or ilgpu-cpu (the host backend is the reference itself)");
             var results = KernelSelfTest.Run(gpu.Accelerator, quick: !parse.GetValue(full));

@@ -77,8 +77,9 @@ public static class DeviceCatalog
             }
             case "ilgpu-cpu":
             {
-                // GPU-sized groups, so `tp7 selftest --device ilgpu-cpu` covers the tiled versions too.
-                var dev = IlgpuDevice.OpenCpuAccelerator(gpuSizedGroups: true);
+                // ILGPU's default 16-thread groups: the naive kernels, which run a whole VGG16 in seconds there
+                // (`tp7 selftest` opens the 256-thread simulator itself to cover the tiled versions).
+                var dev = IlgpuDevice.OpenCpuAccelerator();
                 log($"device: {dev.Describe()} (debugging only: far slower than --device cpu)");
                 return dev;
             }
