@@ -63,14 +63,16 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import math
-import struct
 import sys
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import convert_weights as cw  # noqa: E402  (the VGG16 shape table)
+import tp7_safetensors as st  # noqa: E402  (the safetensors reader shared by the tools)
 
 LAYERS = ("pool5", "fc6", "relu6", "fc7", "relu7", "fc8")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,69 +86,26 @@ class PipelineError(Exception):
 
 # ----------------------------------------------------------------------------- safetensors
 
-_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "F64": np.float64, "BF16": None}
-
-
 def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """safetensors file -> {key: float32 array}. Format: u64 LE header length, JSON header
-    {key: {dtype, shape, data_offsets: [begin, end]}} (offsets relative to the byte after the
-    header), then the raw little-endian tensor bytes."""
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) != 8:
-            raise PipelineError(f"{path}: {size} bytes, too short for a safetensors header")
-        (n,) = struct.unpack("<Q", head)
-        if n > size - 8 or n > 100_000_000:
-            raise PipelineError(f"{path}: header length {n} does not fit in a {size}-byte file")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise PipelineError(f"{path}: header is not valid JSON ({e})") from e
-    if not isinstance(header, dict):
-        raise PipelineError(f"{path}: header is not a JSON object")
-    data_start, data_len = 8 + n, size - 8 - n
-    blob = np.memmap(path, dtype=np.uint8, mode="r", offset=data_start, shape=(data_len,)) if data_len else np.zeros(0, np.uint8)
-    out = {}
-    for key, meta in header.items():
-        if key == "__metadata__":
-            continue
-        try:
-            dtype, shape, (begin, end) = meta["dtype"], [int(d) for d in meta["shape"]], meta["data_offsets"]
-        except (KeyError, TypeError, ValueError) as e:
-            raise PipelineError(f"{path}: tensor '{key}' has a malformed entry {meta!r}") from e
-        if dtype not in _ST_DTYPES or _ST_DTYPES[dtype] is None:
-            raise PipelineError(f"{path}: tensor '{key}' has dtype {dtype}; this reader takes F32, F16 or F64")
-        np_dtype = _ST_DTYPES[dtype]
-        count = math.prod(shape)
-        if not (0 <= begin <= end <= data_len) or end - begin != count * np.dtype(np_dtype).itemsize:
-            raise PipelineError(f"{path}: tensor '{key}' ({dtype} {shape}) has data_offsets [{begin}, {end}] "
-                                f"that do not match its size or the {data_len}-byte data section")
-        arr = np.frombuffer(blob[begin:end].tobytes(), dtype=np.dtype(np_dtype).newbyteorder("<")).reshape(shape)
-        out[key] = arr.astype(np.float32)
-    return out
+    """safetensors file -> {key: float32 array}, through the tools' shared reader (tp7_safetensors), which
+    validates the whole header (offsets, byte counts, coverage) before anything is read."""
+    try:
+        with st.SafetensorsFile(path) as f:
+            out = {}
+            for key in f.keys():
+                if f.dtype(key) not in ("F32", "F16", "F64"):
+                    raise PipelineError(f"{path}: tensor '{key}' has dtype {f.dtype(key)}; this reader takes F32, F16 or F64")
+                out[key] = f.to_numpy(key).astype(np.float32)
+            return out
+    except st.SafetensorsError as e:
+        raise PipelineError(str(e)) from e
 
 
 # ----------------------------------------------------------------------------- model
 
-# torchvision's VGG16 "D" configuration; 'M' is a 2x2 max-pool (no parameters, but it takes an index).
-_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
-
-
 def vgg16_shapes() -> dict[str, tuple[int, ...]]:
-    """torchvision VGG16 state_dict keys -> shapes, in state_dict order, without building the model."""
-    shapes, index, cin = {}, 0, 3
-    for v in _VGG16_CFG:
-        if v == "M":
-            index += 1
-            continue
-        shapes[f"features.{index}.weight"] = (v, cin, 3, 3)
-        shapes[f"features.{index}.bias"] = (v,)
-        index, cin = index + 2, v  # Conv2d then ReLU
-    for i, (o, n) in zip((0, 3, 6), ((4096, 512 * 7 * 7), (4096, 4096), (1000, 4096))):
-        shapes[f"classifier.{i}.weight"] = (o, n)
-        shapes[f"classifier.{i}.bias"] = (o,)
-    return shapes
+    """torchvision VGG16 state_dict keys -> shapes, in state_dict order (convert_weights.py's table)."""
+    return dict(cw.VGG16_SHAPES)
 
 
 def check_vgg16_tensors(path: Path, tensors: dict[str, np.ndarray]) -> None:
