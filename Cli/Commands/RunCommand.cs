@@ -68,13 +68,8 @@ static class RunCommand
 
     /// <summary>The committed demo set: ./data/demo, else data/demo in the repository above the program.</summary>
     static string FindDemo()
-    {
-        var candidates = new List<string> { Path.Combine(Directory.GetCurrentDirectory(), "data", "demo") };
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Tp7.Native.sln"))) { candidates.Add(Path.Combine(dir.FullName, "data", "demo")); break; }
-        return candidates.FirstOrDefault(Directory.Exists)
-               ?? throw new DirectoryNotFoundException("no --data given and the demo set data/demo was not found (run from the repository)");
-    }
+        => WeightsLocator.LocalFolders(Path.Combine("data", "demo")).FirstOrDefault(Directory.Exists)
+           ?? throw new DirectoryNotFoundException("no --data given and the demo set data/demo was not found (run from the repository)");
 
     static void Print(RunResult r, string outDir, double reportSeconds)
     {

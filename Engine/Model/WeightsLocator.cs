@@ -12,14 +12,18 @@ public static class WeightsLocator
         "get ImageNet weights with 'python3 tools/convert_weights.py --download vgg16' (needs internet), " +
         "or make random-init ones with '/usr/bin/python3 tools/convert_weights.py --random-init --seed 0'";
 
-    /// <summary>The weights folders searched: ./weights, then weights/ beside the repository root above the program.</summary>
-    public static IEnumerable<string> SearchFolders()
+    /// <summary>The weights folders searched: ./weights, then weights/ in the repository the program was built from.</summary>
+    public static IEnumerable<string> SearchFolders() => LocalFolders("weights");
+
+    /// <summary>./<paramref name="name"/>, then <paramref name="name"/> at the root of the repository above the program
+    /// (the folder holding Tp7.Native.sln), so `dotnet run` and a built tp7 find weights/ and data/ alike.</summary>
+    public static IEnumerable<string> LocalFolders(string name)
     {
-        yield return Path.Combine(Directory.GetCurrentDirectory(), "weights");
+        yield return Path.Combine(Directory.GetCurrentDirectory(), name);
         for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir != null; dir = dir.Parent)
             if (File.Exists(Path.Combine(dir.FullName, "Tp7.Native.sln")))
             {
-                yield return Path.Combine(dir.FullName, "weights");
+                yield return Path.Combine(dir.FullName, name);
                 yield break;
             }
     }
