@@ -4,6 +4,7 @@
     convert_weights.py --download vgg16 [--out weights/vgg16.safetensors]
     convert_weights.py --from vgg16-397923af.pth [--out PATH] [--any-arch]
     convert_weights.py --random-init --seed 0 [--out weights/vgg16-random-seed0.safetensors]
+    convert_weights.py --random-init --seed 0 --random-biases   # -> weights/vgg16-random-seed0-biases.safetensors
 
 --download and --from use the Python standard library only: the .pth is read by a restricted
 unpickler that resolves nothing but what a state_dict needs (OrderedDict, torch's tensor rebuild
@@ -14,6 +15,7 @@ Both of torch's on-disk formats are read:
     protocol version, sys info, the object pickle, the list of storage keys — followed by each
     storage as an 8-byte little-endian element count and its raw bytes.
 --random-init needs torch + torchvision: torch.manual_seed(seed); torchvision.models.vgg16().
+--random-biases then redraws every bias from U(-0.1, 0.1) with a separate seeded generator.
 """
 
 import argparse
@@ -513,20 +515,43 @@ def convert_pth(src, out, any_arch=False, extra_metadata=None):
     report(out, [(k, s) for k, _, s, _ in tensors], size, sha, time.time() - t0)
 
 
-def random_init_model(seed):
-    """torchvision's randomly initialised vgg16 after torch.manual_seed(seed)."""
+BIAS_RANGE = 0.1
+
+
+def random_init_model(seed, random_biases=False):
+    """torchvision's randomly initialised vgg16 after torch.manual_seed(seed); with random_biases,
+    every bias (torchvision sets them to 0) is then redrawn by randomise_biases(model, seed)."""
     try:
         import torch
         import torchvision
     except ImportError as e:
         raise ConvertError(f"--random-init needs torch and torchvision ({e})") from None
     torch.manual_seed(seed)
-    return torchvision.models.vgg16()  # weights=None: torchvision's own random initialisation
+    model = torchvision.models.vgg16()  # weights=None: torchvision's own random initialisation
+    if random_biases:
+        randomise_biases(model, seed)
+    return model
 
 
-def random_init_contents(model, seed):
-    """(tensors, metadata) exactly as --random-init writes them; make_reference.py hashes the same
-    list to record which weights file its reference matches."""
+def randomise_biases(model, seed):
+    """Every bias <- U(-0.1, 0.1), drawn in state_dict order from torch.Generator().manual_seed(seed).
+
+    A zero bias hides a dropped or misrouted bias from every comparison. The generator is separate
+    from the global one that torchvision's init consumed, so the weights stay bit-identical to
+    those of plain --random-init with the same seed."""
+    import torch
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias"):
+                p.copy_(torch.rand(p.shape, generator=g, dtype=torch.float32) * (2 * BIAS_RANGE) - BIAS_RANGE)
+    return model
+
+
+def random_init_contents(model, seed, random_biases=False):
+    """(tensors, metadata) exactly as --random-init [--random-biases] writes them; make_reference.py
+    hashes the same list to record which weights file its reference matches. Plain --random-init
+    metadata has no bias entries, so files written before --random-biases existed keep their hash."""
     import torch
     import torchvision
     sd = model.state_dict()
@@ -541,12 +566,21 @@ def random_init_contents(model, seed):
         "converter": "tools/convert_weights.py --random-init",
         "arch": "vgg16",
     }
+    if random_biases:
+        metadata["source"] += f"; biases U(-{BIAS_RANGE}, {BIAS_RANGE})"
+        metadata["converter"] += " --random-biases"
+        metadata["random_biases"] = (f"U(-{BIAS_RANGE}, {BIAS_RANGE}) from torch.Generator().manual_seed({seed}), "
+                                     f"torch.rand per bias in state_dict order, after torchvision's init")
     return tensors, metadata
 
 
-def convert_random_init(seed, out):
+def random_init_path(weights_dir, seed, random_biases=False):
+    return os.path.join(weights_dir, f"vgg16-random-seed{seed}{'-biases' if random_biases else ''}.safetensors")
+
+
+def convert_random_init(seed, out, random_biases=False):
     t0 = time.time()
-    tensors, metadata = random_init_contents(random_init_model(seed), seed)
+    tensors, metadata = random_init_contents(random_init_model(seed, random_biases), seed, random_biases)
     size, sha = st.write(out, tensors, metadata)
     report(out, [(k, s) for k, _, s, _ in tensors], size, sha, time.time() - t0)
 
@@ -636,9 +670,14 @@ def main(argv=None):
     mode.add_argument("--from", dest="src", metavar="FILE.pth", help="convert a .pth already on disk")
     mode.add_argument("--random-init", action="store_true", help="torchvision's random init (needs torch)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    parser.add_argument("--random-biases", action="store_true",
+                        help=f"with --random-init: biases U(-{BIAS_RANGE}, {BIAS_RANGE}) instead of torchvision's zeros "
+                             "(weights unchanged)")
     parser.add_argument("--out", help="output .safetensors path")
     parser.add_argument("--any-arch", action="store_true", help="accept state_dicts other than vgg16")
     args = parser.parse_args(argv)
+    if args.random_biases and not args.random_init:
+        parser.error("--random-biases applies to --random-init only")
     weights_dir = os.path.join(REPO_ROOT, "weights")
     try:
         if args.download:
@@ -656,8 +695,8 @@ def main(argv=None):
         else:
             if args.any_arch:
                 raise ConvertError("--any-arch applies to --from/--download only")
-            out = args.out or os.path.join(weights_dir, f"vgg16-random-seed{args.seed}.safetensors")
-            convert_random_init(args.seed, out)
+            out = args.out or random_init_path(weights_dir, args.seed, args.random_biases)
+            convert_random_init(args.seed, out, args.random_biases)
     except (ConvertError, st.SafetensorsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

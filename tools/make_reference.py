@@ -3,7 +3,7 @@
 engine's layer tests.
 
     make_reference.py --weights weights/vgg16-random-seed0.safetensors --images a.jpg b.jpg [--size 224]
-    make_reference.py --random-init --seed 0 --random-batch 2 --size 32 [--grads all|activations|none]
+    make_reference.py --random-init --seed 0 [--random-biases] --random-batch 2 --size 32 [--grads all|activations|none]
 
 Writes one safetensors file (format_version "1"; see FORMAT below and tools/README.md):
     input            (N,3,S,S) F32  the batch after preprocessing
@@ -64,9 +64,11 @@ def load_model(args):
     import torchvision
     if args.random_init:
         seed = args.init_seed if args.init_seed is not None else args.seed
-        model = cw.random_init_model(seed)
-        _, sha = st.sha256_of(*cw.random_init_contents(model, seed))
-        return model, f"random-init seed {seed} (= convert_weights.py --random-init --seed {seed})", sha
+        biases = args.random_biases
+        model = cw.random_init_model(seed, biases)
+        _, sha = st.sha256_of(*cw.random_init_contents(model, seed, biases))
+        flag = " --random-biases" if biases else ""
+        return model, f"random-init seed {seed}{flag} (= convert_weights.py --random-init --seed {seed}{flag})", sha
     model = torchvision.models.vgg16()
     with st.SafetensorsFile(args.weights) as f:
         expected = model.state_dict()
@@ -176,6 +178,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0,
                         help="seed for --random-batch inputs, random labels and --random-init (default 0)")
     parser.add_argument("--init-seed", type=int, help="seed for --random-init if it should differ from --seed")
+    parser.add_argument("--random-biases", action="store_true",
+                        help="with --random-init: the weights of convert_weights.py --random-init --random-biases")
     parser.add_argument("--labels", type=int, nargs="+", help="class index per input (default: seeded random)")
     parser.add_argument("--grads", choices=["all", "activations", "none"], default="all")
     parser.add_argument("--out", required=True, help="output .safetensors path")
@@ -186,6 +190,8 @@ def main(argv=None):
         parser.error("--size must be >= 32 (five 2x2 max-pools)")
     if args.init_seed is not None and not args.random_init:
         parser.error("--init-seed needs --random-init")
+    if args.random_biases and not args.random_init:
+        parser.error("--random-biases needs --random-init (a --weights file carries its own biases)")
 
     try:
         import torch

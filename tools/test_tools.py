@@ -397,13 +397,52 @@ class DownloadTests(unittest.TestCase):
 
 
 @needs_torch
+class RandomBiasTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.plain = cw.random_init_model(0)
+        cls.biased = cw.random_init_model(0, random_biases=True)
+
+    def test_weights_identical_biases_drawn_in_range_and_seeded(self):
+        plain, biased = self.plain.state_dict(), self.biased.state_dict()
+        g = torch.Generator().manual_seed(0)
+        for k in cw.VGG16_SHAPES:
+            if k.endswith(".weight"):
+                self.assertTrue(torch.equal(plain[k], biased[k]), f"{k} changed")
+                continue
+            self.assertTrue(torch.equal(plain[k], torch.zeros_like(plain[k])), f"torchvision's {k} is not zero")
+            # The documented rule, in state_dict order from one generator.
+            self.assertTrue(torch.equal(biased[k], torch.rand(biased[k].shape, generator=g) * 0.2 - 0.1), k)
+            self.assertTrue(biased[k].abs().max() <= 0.1 and biased[k].std() > 0.04, k)
+        other = cw.randomise_biases(cw.random_init_model(1), 1).state_dict()
+        self.assertFalse(torch.equal(other["classifier.6.bias"], biased["classifier.6.bias"]))
+
+    def test_metadata_records_the_biases_and_plain_file_is_unchanged(self):
+        _, plain_meta = cw.random_init_contents(self.plain, 0)
+        self.assertNotIn("random_biases", plain_meta)  # old files keep their sha256
+        tensors, meta = cw.random_init_contents(self.biased, 0, random_biases=True)
+        self.assertIn("U(-0.1, 0.1)", meta["random_biases"])
+        self.assertIn("manual_seed(0)", meta["random_biases"])
+        self.assertEqual(meta["converter"], "tools/convert_weights.py --random-init --random-biases")
+        data = dict((k, d) for k, _, _, d in tensors)
+        self.assertEqual(bytes(data["features.0.bias"]()), st.from_torch(self.biased.features[0].bias)[2])
+        self.assertTrue(cw.random_init_path("w", 3, True).endswith("vgg16-random-seed3-biases.safetensors"))
+
+    def test_random_biases_without_random_init_is_refused(self):
+        r = run_script("tools/convert_weights.py", "--from", "x.pth", "--random-biases")
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--random-biases applies to --random-init only", r.stderr)
+
+
+@needs_torch
 class MakeReferenceTests(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.TemporaryDirectory()
         cls.out = os.path.join(cls.tmp.name, "ref.safetensors")
-        r = run_script("tools/make_reference.py", "--random-init", "--seed", "0", "--random-batch", "2",
-                       "--size", "32", "--grads", "all", "--labels", "3", "999", "--out", cls.out)
+        # --random-biases: with torchvision's zero biases a dropped bias would pass every check below.
+        r = run_script("tools/make_reference.py", "--random-init", "--random-biases", "--seed", "0", "--random-batch",
+                       "2", "--size", "32", "--grads", "all", "--labels", "3", "999", "--out", cls.out)
         assert r.returncode == 0, r.stderr
         cls.f = st.SafetensorsFile(cls.out)
 
@@ -421,7 +460,8 @@ class MakeReferenceTests(unittest.TestCase):
         self.assertEqual(m["script"], "tools/make_reference.py")
         self.assertEqual(json.loads(m["taps"])[:3], ["conv1_1", "relu1_1", "conv1_2"])
         self.assertEqual(json.loads(m["labels"]), [3, 999])
-        seeded = os.path.join(ROOT, "weights", "vgg16-random-seed0.safetensors")
+        self.assertIn("--random-biases", m["weights"])
+        seeded = cw.random_init_path(os.path.join(ROOT, "weights"), 0, random_biases=True)
         if os.path.exists(seeded):  # the reference must name the file convert_weights.py writes
             self.assertEqual(m["weights_sha256"], st.sha256_file(seeded))
         keys = set(self.f.keys())
@@ -444,7 +484,8 @@ class MakeReferenceTests(unittest.TestCase):
         self.assertTrue(torch.equal(self.t("tap/relu6"), self.t("tap/fc6").clamp(min=0)))
 
     def test_taps_chain_through_the_layers(self):
-        conv1 = cw.random_init_model(0).features[0]  # the weights --random-init --seed 0 used
+        conv1 = cw.random_init_model(0, random_biases=True).features[0]  # the weights the reference used
+        self.assertTrue((conv1.bias.abs() > 0).all())
         with torch.no_grad():
             torch.testing.assert_close(self.t("tap/conv1_1"), conv1(self.t("input")), rtol=1e-6, atol=1e-6)
         self.assertTrue(torch.equal(self.t("tap/pool1"), torch.nn.functional.max_pool2d(self.t("tap/relu1_2"), 2)))
