@@ -236,18 +236,28 @@ def _rel(p: Path, root: Path) -> str:
     return p.relative_to(root).as_posix()
 
 
+def list_train_test(train_dir: Path, test_dir: Path, train_root: Path, test_root: Path) -> tuple[list, list, list]:
+    """Layout A: (classes, train entries, test entries) from two folders of class folders; entry
+    paths are relative to train_root / test_root (for --data both are DATA)."""
+    for d in (train_dir, test_dir):
+        if not d.is_dir():
+            raise PipelineError(f"{d}: no such folder")
+    classes = [d.name for d in _visible_dirs(train_dir)]
+    test_classes = [d.name for d in _visible_dirs(test_dir)]
+    unknown = [c for c in test_classes if c not in classes]
+    if unknown:
+        raise PipelineError(f"{test_dir}: class folders {unknown} have no counterpart in {train_dir}")
+    train = [{"path": _rel(f, train_root), "label": c} for c in classes for f in _visible_files(train_dir / c)]
+    test = [{"path": _rel(f, test_root), "label": c} for c in test_classes for f in _visible_files(test_dir / c)]
+    return classes, train, test
+
+
 def make_split(root: Path, train_per_class: int | None, seed: int) -> dict:
     """The split for --data, following the rules in the header."""
     if not root.is_dir():
         raise PipelineError(f"{root}: no such folder")
     if (root / "train").is_dir() and (root / "test").is_dir():
-        classes = [d.name for d in _visible_dirs(root / "train")]
-        test_classes = [d.name for d in _visible_dirs(root / "test")]
-        unknown = [c for c in test_classes if c not in classes]
-        if unknown:
-            raise PipelineError(f"{root / 'test'}: class folders {unknown} have no counterpart in {root / 'train'}")
-        train = [{"path": _rel(f, root), "label": c} for c in classes for f in _visible_files(root / "train" / c)]
-        test = [{"path": _rel(f, root), "label": c} for c in test_classes for f in _visible_files(root / "test" / c)]
+        classes, train, test = list_train_test(root / "train", root / "test", root, root)
     else:
         if train_per_class is None:
             raise PipelineError(f"{root}: no train/ and test/ folders; pass --train-per-class N to split the class folders")

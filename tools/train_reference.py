@@ -69,15 +69,48 @@ def make_optimizer(params, args):
                              weight_decay=args.weight_decay, amsgrad=False)
 
 
-def hyper_parameters(args):
-    """Every setting that decides the result, as metadata strings."""
-    h = {"optimizer": args.optimizer, "lr": repr(args.lr), "weight_decay": repr(args.weight_decay),
-         "steps": str(args.steps), "batch": str(args.batch), "size": str(args.size), "seed": str(args.seed)}
+def optimizer_settings(args):
+    """The optimiser's settings as strings (metadata values, report fields)."""
+    h = {"optimizer": args.optimizer, "lr": repr(args.lr), "weight_decay": repr(args.weight_decay)}
     if args.optimizer == "sgd":
         h.update(momentum=repr(args.momentum), dampening="0", nesterov=str(args.nesterov).lower())
     else:
         h.update(betas=json.dumps(list(args.betas)), eps=repr(args.eps), amsgrad="false")
     return h
+
+
+def add_optimizer_args(ap, nesterov=True):
+    """--optimizer --lr --momentum [--nesterov] --weight-decay --betas --eps (reference_finetune.py shares them)."""
+    ap.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
+    ap.add_argument("--lr", type=float, help="learning rate (default 0.01 sgd, 1e-3 adamw)")
+    ap.add_argument("--momentum", type=float, help="sgd only (default 0)")
+    if nesterov:
+        ap.add_argument("--nesterov", action="store_true", help="sgd only; needs --momentum > 0")
+    ap.add_argument("--weight-decay", type=float, help="sgd: L2 added to the gradient (default 0); "
+                    "adamw: decoupled (default 0.01)")
+    ap.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="adamw only (default 0.9 0.999)")
+    ap.add_argument("--eps", type=float, help="adamw only (default 1e-8)")
+
+
+def resolve_optimizer_args(ap, args):
+    """Refuse settings of the other optimiser, fill in the defaults, check ranges (ap.error on a bad one)."""
+    if not hasattr(args, "nesterov"):
+        args.nesterov = False
+    other = {"sgd": ("betas", "eps"), "adamw": ("momentum", "nesterov")}[args.optimizer]
+    given = [f"--{k}" for k in other if getattr(args, k) not in (None, False)]
+    if given:
+        ap.error(f"{' and '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to --optimizer {args.optimizer}")
+    for k, v in DEFAULTS[args.optimizer].items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.optimizer == "sgd":
+        args.betas = args.eps = None
+        if args.nesterov and args.momentum <= 0:
+            ap.error("--nesterov needs --momentum > 0")
+    if args.lr <= 0 or args.weight_decay < 0 or (args.momentum or 0) < 0 or (args.eps is not None and args.eps <= 0):
+        ap.error("--lr and --eps must be > 0, --weight-decay and --momentum >= 0")
+    if args.betas is not None and not all(0 <= b < 1 for b in args.betas):
+        ap.error(f"--betas {args.betas[0]} {args.betas[1]}: each must be in [0, 1)")
 
 
 def parse_args(argv):
@@ -90,14 +123,7 @@ def parse_args(argv):
     ap.add_argument("--size", type=int, default=32, help="input height = width (default 32)")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--optimizer", choices=["sgd", "adamw"], default="sgd")
-    ap.add_argument("--lr", type=float, help="learning rate (default 0.01 sgd, 1e-3 adamw)")
-    ap.add_argument("--momentum", type=float, help="sgd only (default 0)")
-    ap.add_argument("--nesterov", action="store_true", help="sgd only; needs --momentum > 0")
-    ap.add_argument("--weight-decay", type=float, help="sgd: L2 added to the gradient (default 0); "
-                    "adamw: decoupled (default 0.01)")
-    ap.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="adamw only (default 0.9 0.999)")
-    ap.add_argument("--eps", type=float, help="adamw only (default 1e-8)")
+    add_optimizer_args(ap)
     ap.add_argument("--seed", type=int, default=0, help="batch seeds are seed + step (default 0)")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch.set_num_threads (default: all cores)")
     ap.add_argument("--out", required=True, help="output .safetensors path")
@@ -109,21 +135,7 @@ def parse_args(argv):
         ap.error("--batch, --steps and --threads must be >= 1")
     if (args.init_seed is not None or args.random_biases) and not args.random_init:
         ap.error("--init-seed and --random-biases need --random-init")
-    other = {"sgd": ("betas", "eps"), "adamw": ("momentum", "nesterov")}[args.optimizer]
-    given = [f"--{k}" for k in other if getattr(args, k) not in (None, False)]
-    if given:
-        ap.error(f"{' and '.join(given)} do not apply to --optimizer {args.optimizer}")
-    for k, v in DEFAULTS[args.optimizer].items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-    if args.optimizer == "sgd":
-        args.betas = args.eps = None
-        if args.nesterov and args.momentum <= 0:
-            ap.error("--nesterov needs --momentum > 0")
-    if args.lr <= 0 or args.weight_decay < 0 or (args.momentum or 0) < 0 or (args.eps is not None and args.eps <= 0):
-        ap.error("--lr and --eps must be > 0, --weight-decay and --momentum >= 0")
-    if args.betas is not None and not all(0 <= b < 1 for b in args.betas):
-        ap.error(f"--betas {args.betas[0]} {args.betas[1]}: each must be in [0, 1)")
+    resolve_optimizer_args(ap, args)
     return args
 
 
@@ -139,6 +151,8 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     try:
+        if args.weights is not None and not os.path.isfile(args.weights):
+            raise cw.ConvertError(f"{args.weights}: no such file")
         model, weights, weights_sha = mr.load_model(SimpleNamespace(
             random_init=args.random_init, weights=args.weights, seed=args.seed, init_seed=args.init_seed,
             random_biases=args.random_biases))
@@ -202,7 +216,8 @@ def main(argv=None):
         "torch_version": torch.__version__,
         "torchvision_version": torchvision.__version__,
     }
-    metadata.update(hyper_parameters(args))
+    metadata.update(optimizer_settings(args))
+    metadata.update(steps=str(args.steps), batch=str(args.batch), size=str(args.size), seed=str(args.seed))
     size, sha = st.write(args.out, entries, metadata)
     total = time.perf_counter() - t0
     print(f"{args.out}: {len(entries)} tensors, {size:,} bytes ({size / 2**20:.1f} MiB), sha256 {sha}, "
