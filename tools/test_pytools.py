@@ -627,3 +627,282 @@ class OnnxInspectTests(unittest.TestCase):
             truncated.write_bytes(path.read_bytes()[:-100])
             with self.assertRaises(ValueError):
                 eo.inspect_onnx(truncated)
+
+
+# ============================================================================= training references
+
+import reference_finetune as rf  # noqa: E402
+import torch_train_bench as ttb  # noqa: E402
+import train_reference as tr  # noqa: E402
+
+_TOOLS = Path(__file__).resolve().parent
+
+
+def _quiet(fn, argv):
+    """fn(argv) with stdout/stderr captured: (return code or SystemExit code, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            rc = fn(argv)
+        except SystemExit as e:
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+class TrainingToolArgumentTests(unittest.TestCase):
+    """Bad arguments and bad files: exit code 2 (arguments) or 1 (files), one line on stderr."""
+
+    def test_argument_errors_are_one_line_naming_the_problem(self):
+        w = ["--weights", "w.safetensors", "--out", "o.safetensors"]
+        cases = [
+            (tr.main, ["--out", "o"], "one of the arguments --weights --random-init is required"),
+            (tr.main, w + ["--optimizer", "adamw", "--momentum", "0.9"], "--momentum does not apply to --optimizer adamw"),
+            (tr.main, w + ["--betas", "0.9", "0.99"], "--betas does not apply to --optimizer sgd"),
+            (tr.main, w + ["--nesterov"], "--nesterov needs --momentum > 0"),
+            (tr.main, w + ["--size", "16"], "--size must be >= 32"),
+            (tr.main, w + ["--optimizer", "adamw", "--betas", "0.9", "1.0"], "each must be in [0, 1)"),
+            (rf.main, [], "give either --data DIR or --train DIR --test DIR"),
+            (rf.main, ["--write-init", "f.safetensors"], "--write-init needs --classes N"),
+            (rf.main, ["--write-init", "f", "--classes", "3", "--data", "d"], "not --data"),
+            (rf.main, ["--data", "d", "--weights", "w", "--out", "o"], "--init is required"),
+            (rf.main, ["--train", "a", "--weights", "w", "--init", "i", "--out", "o"], "--train and --test go together"),
+            (rf.main, ["--data", "d", "--init", "i", "--out", "o"], "give --weights FILE or --random-init"),
+            (ttb.main, ["--batch", "0"], "--batch, --reps and --threads must be >= 1"),
+        ]
+        for fn, argv, fragment in cases:
+            rc, _, err = _quiet(fn, argv)
+            self.assertEqual(rc, 2, (fn.__module__, argv, err))
+            self.assertEqual(len(err.strip().splitlines()), 1, err)
+            self.assertIn(fragment, err, (fn.__module__, argv))
+
+    def test_missing_files_are_one_line_with_exit_code_1(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            for p in ("train/a/1.png", "train/b/2.png", "test/a/3.png"):
+                (d / p).parent.mkdir(parents=True, exist_ok=True)
+                (d / p).write_bytes(b"")
+            cases = [
+                (tr.main, ["--weights", str(d / "none.safetensors"), "--out", str(d / "o")], "none.safetensors: no such file"),
+                (rf.main, ["--data", str(d), "--random-init", "--init", str(d / "init.safetensors"), "--out", str(d / "o")],
+                 "init.safetensors"),
+                (ttb.main, ["--weights", str(d / "w.safetensors")], "w.safetensors: no such file"),
+            ]
+            for fn, argv, fragment in cases:
+                rc, _, err = _quiet(fn, argv)
+                self.assertEqual(rc, 1, (fn.__module__, err))
+                self.assertEqual(len(err.strip().splitlines()), 1, err)
+                self.assertIn(fragment, err)
+            self.assertFalse((d / "o").exists())
+
+
+class WriteInitTests(unittest.TestCase):
+    def test_write_init_is_pytorchs_seeded_linear_and_deterministic(self):
+        import torch
+        with tempfile.TemporaryDirectory() as d:
+            a, b, c = (Path(d) / f"{n}.safetensors" for n in "abc")
+            for path, seed in ((a, 7), (b, 7), (c, 8)):
+                rc, out, _ = _quiet(rf.main, ["--write-init", str(path), "--classes", "3", "--seed", str(seed)])
+                self.assertEqual(rc, 0)
+            import tp7_safetensors as st
+
+            def tensors(path):
+                with st.SafetensorsFile(path) as f:
+                    return [f.read_bytes(k) for k in f.keys()]
+            self.assertEqual(tensors(a), tensors(b))  # the metadata differs: it records the command
+            self.assertNotEqual(tensors(a), tensors(c))
+            torch.manual_seed(7)
+            want = torch.nn.Linear(4096, 3)
+            with st.SafetensorsFile(a) as f:
+                self.assertEqual(f.keys(), ["classifier.6.weight", "classifier.6.bias"])
+                self.assertEqual((f.shape("classifier.6.weight"), f.shape("classifier.6.bias")), ((3, 4096), (3,)))
+                self.assertTrue(torch.equal(f.to_torch("classifier.6.weight"), want.weight.detach()))
+                self.assertTrue(torch.equal(f.to_torch("classifier.6.bias"), want.bias.detach()))
+                self.assertEqual((f.metadata["classes"], f.metadata["seed"]), ("3", "7"))
+            with self.assertRaises(rp.PipelineError) as cm:
+                rf.read_init(a, 4)
+            self.assertIn("tensor 'classifier.6.weight' is F32[3, 4096], expected F32[4, 4096] for 4 classes", str(cm.exception))
+
+
+def _fake_vgg():
+    """Just the attributes reference_pipeline.layer_output uses, small enough to build in a blink."""
+    import torch.nn as nn
+    m = nn.Module()
+    m.features = nn.Sequential(nn.AdaptiveAvgPool2d(2))  # (N, 3, 2, 2)
+    m.avgpool = nn.Identity()
+    m.classifier = nn.Sequential(nn.Linear(12, 4096), nn.ReLU(), nn.Dropout(), nn.Linear(4096, 4096), nn.ReLU(),
+                                 nn.Dropout(), nn.Linear(4096, 1000))
+    return m.eval()
+
+
+class ReferenceFinetuneTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        import torch
+        torch.manual_seed(0)
+        cls.model = _fake_vgg()
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.dir = Path(cls.tmp.name)
+        data = cls.dir / "data"
+        from PIL import Image
+        for part, n in (("train", 3), ("test", 2)):
+            for c, base in (("light", 180), ("Dark", 20)):  # 'D' < 'l': Dark is class 0
+                (data / part / c).mkdir(parents=True)
+                for i in range(n):
+                    Image.new("RGB", (30, 20), (base + 9 * i, base + 20 * (part == "test"), base)).save(data / part / c / f"{i}.png")
+        (data / "train" / "light" / "1_broken.png").write_bytes(b"not a png")  # skipped, listed between 1 and 2
+        cls.data = data
+        cls.init = cls.dir / "init.safetensors"
+        assert _quiet(rf.main, ["--write-init", str(cls.init), "--classes", "2", "--seed", "3"])[0] == 0
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def _run(self, source: list[str], out: Path, extra: list[str]):
+        original = rp.build_model
+        rp.build_model = lambda weights, seed: self.model
+        try:
+            rc, stdout, err = _quiet(rf.main, source + ["--random-init", "--init", str(self.init), "--out", str(out)] + extra)
+        finally:
+            rp.build_model = original
+        self.assertEqual(rc, 0, err)
+        return stdout, err
+
+    def test_head_training_matches_sgd_with_momentum_written_out(self):
+        import torch
+        import tp7_safetensors as st
+        out = self.dir / "sgd"
+        lr, mom, wd = 0.002, 0.9, 1e-3
+        stdout, err = self._run(["--data", str(self.data)], out, ["--epochs", "2", "--batch", "4", "--lr", str(lr),
+                                                                  "--momentum", str(mom), "--weight-decay", str(wd)])
+        self.assertIn("skipping", err)
+        report = json.loads((out / "report.json").read_text())
+        self.assertEqual(report["class_names"], ["Dark", "light"])
+        self.assertEqual((report["n_train"], report["n_test"]), (6, 4))
+        self.assertEqual([s["path"] for s in report["skipped"]], ["train/light/1_broken.png"])
+        # The features in listing order, then SGD (torch's rule: d = g + wd*w; buf = d, then mom*buf + d)
+        # in float64, batches [0:4] and the partial [4:6].
+        order = [f"train/Dark/{i}.png" for i in range(3)] + [f"train/light/{i}.png" for i in range(3)]
+        with torch.no_grad():
+            x = rp.layer_output(self.model, torch.stack([rp.preprocess(self.data / p) for p in order]), "relu7").double()
+            xt = rp.layer_output(self.model, torch.stack([rp.preprocess(self.data / f"test/{c}/{i}.png")
+                                                          for c in ("Dark", "light") for i in range(2)]), "relu7").double()
+        y = torch.tensor([0, 0, 0, 1, 1, 1])
+        with st.SafetensorsFile(self.init) as f:
+            w, b = f.to_torch("classifier.6.weight").double(), f.to_torch("classifier.6.bias").double()
+        buf, epoch_loss = None, []
+        for _ in range(2):
+            total = 0.0
+            for s in (slice(0, 4), slice(4, 6)):
+                logits = x[s] @ w.T + b
+                total += torch.nn.functional.cross_entropy(logits, y[s]).item() * logits.shape[0]
+                d = (torch.softmax(logits, 1) - torch.nn.functional.one_hot(y[s], 2)) / logits.shape[0]
+                g = [d.T @ x[s] + wd * w, d.sum(0) + wd * b]
+                buf = g if buf is None else [mom * m + gi for m, gi in zip(buf, g)]
+                w, b = w - lr * buf[0], b - lr * buf[1]
+            epoch_loss.append(total / 6)
+        self.assertGreater(min(epoch_loss), 0.01)  # not saturated, so the comparison means something
+        np.testing.assert_allclose(report["epoch_loss"], epoch_loss, rtol=1e-5)
+        self.assertEqual([len(e) for e in report["batch_loss"]], [2, 2])
+        with st.SafetensorsFile(out / "head.safetensors") as f:
+            torch.testing.assert_close(f.to_torch("classifier.6.weight").double(), w, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(f.to_torch("classifier.6.bias").double(), b, rtol=1e-4, atol=1e-6)
+            logits = f.to_torch("test_logits").double()
+        torch.testing.assert_close(logits, xt @ w.T + b, rtol=1e-4, atol=1e-5)
+        rows = (out / "predictions.csv").read_text().strip().splitlines()
+        self.assertEqual(rows[0], "path,true,pred")
+        pred = logits.argmax(1).tolist()
+        self.assertEqual(rows[1:], [f"test/{c}/{i}.png,{c},{['Dark', 'light'][pred[2 * k + i]]}"
+                                    for k, c in enumerate(("Dark", "light")) for i in range(2)])
+        self.assertAlmostEqual(report["accuracy"], float(np.mean(np.array(pred) == np.array([0, 0, 1, 1]))))
+        self.assertIn(f"accuracy {100 * report['accuracy']:.2f}%", stdout)
+        self.assertIn("--momentum 0.9", report["command"])
+
+    def test_train_test_folders_give_the_same_head_as_data(self):
+        a, b = self.dir / "a", self.dir / "b"
+        extra = ["--epochs", "1", "--batch", "5", "--optimizer", "adamw", "--lr", "1e-3"]
+        self._run(["--data", str(self.data)], a, extra)
+        self._run(["--train", str(self.data / "train"), "--test", str(self.data / "test")], b, extra)
+        import tp7_safetensors as st
+        with st.SafetensorsFile(a / "head.safetensors") as fa, st.SafetensorsFile(b / "head.safetensors") as fb:
+            for k in ("classifier.6.weight", "classifier.6.bias", "test_logits"):
+                self.assertEqual(fa.read_bytes(k), fb.read_bytes(k), k)
+        rows_a = (a / "predictions.csv").read_text().splitlines()
+        rows_b = (b / "predictions.csv").read_text().splitlines()
+        self.assertEqual([r.removeprefix("test/") for r in rows_a], rows_b)  # --test paths are relative to it
+
+
+class TrainReferenceTests(unittest.TestCase):
+    """One real 2-step VGG16 run at 32x32, batch 1 (writes a ~530 MB file)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        cls.path = Path(cls.tmp.name) / "train.safetensors"
+        cls.lr = 0.02
+        rc, cls.stdout, err = _quiet(tr.main, ["--random-init", "--random-biases", "--seed", "4", "--size", "32",
+                                               "--batch", "1", "--steps", "2", "--lr", str(cls.lr), "--out", str(cls.path)])
+        assert rc == 0, err
+        import tp7_safetensors as st
+        cls.f = st.SafetensorsFile(cls.path)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.f.close()
+        cls.tmp.cleanup()
+
+    def test_keys_shapes_and_metadata(self):
+        f = self.f
+        steps = [f"{k}/{i}" for i in range(2) for k in ("input", "labels", "logits")]
+        self.assertEqual(f.keys(), steps + ["loss", "loss64"] + [f"update/{k}" for k in _VGG_KEYS])
+        self.assertEqual([f.shape(k) for k in ("input/1", "labels/1", "logits/1", "loss", "loss64")],
+                         [(1, 3, 32, 32), (1,), (1, 1000), (2,), (2,)])
+        self.assertEqual([f.dtype(k) for k in ("input/0", "labels/0", "loss", "loss64")], ["F32", "I64", "F32", "F64"])
+        for k, shape in rp.vgg16_shapes().items():
+            self.assertEqual((f.dtype(f"update/{k}"), f.shape(f"update/{k}")), ("F32", shape))
+        m = f.metadata
+        self.assertEqual((m["format_version"], m["script"], m["optimizer"], m["lr"], m["momentum"], m["nesterov"]),
+                         ("1", "tools/train_reference.py", "sgd", repr(self.lr), "0.0", "false"))
+        self.assertEqual((m["steps"], m["batch"], m["size"], m["seed"]), ("2", "1", "32", "4"))
+        self.assertIn("--random-biases", m["weights"])
+        self.assertIn("torch_version", m)
+        self.assertTrue(m["command"].startswith("tools/train_reference.py --random-init"))
+
+    def test_batches_losses_and_updates_follow_the_recipe(self):
+        import torch
+        f = self.f
+        for i in range(2):
+            g = torch.Generator().manual_seed(4 + i)
+            self.assertTrue(torch.equal(f.to_torch(f"input/{i}"), torch.randn(1, 3, 32, 32, generator=g)))
+            self.assertTrue(torch.equal(f.to_torch(f"labels/{i}"), torch.randint(0, 1000, (1,), generator=g)))
+        logits = [f.to_torch(f"logits/{i}").double() for i in range(2)]
+        labels = [f.to_torch(f"labels/{i}") for i in range(2)]
+        loss64 = [torch.nn.functional.cross_entropy(z, y).item() for z, y in zip(logits, labels)]
+        np.testing.assert_allclose(f.to_torch("loss64").numpy(), loss64, rtol=1e-12)
+        np.testing.assert_allclose(f.to_torch("loss").numpy(), loss64, rtol=1e-5)
+        self.assertTrue(np.isfinite(loss64).all())
+        self.assertIn("step 1: loss", self.stdout)
+        # Plain SGD: fc8's bias moves by -lr * (softmax - onehot) of each step's own forward.
+        grads = sum(torch.softmax(z, 1)[0] - torch.nn.functional.one_hot(y, 1000)[0] for z, y in zip(logits, labels))
+        torch.testing.assert_close(f.to_torch("update/classifier.6.bias").double(), -self.lr * grads, rtol=1e-4, atol=1e-8)
+        # The gradient reached the first convolution.
+        self.assertGreater(f.to_torch("update/features.0.weight").abs().max().item(), 0)
+
+
+class TorchTrainBenchTests(unittest.TestCase):
+    def test_prints_one_json_line_last_with_the_timed_steps(self):
+        import subprocess
+        r = subprocess.run([sys.executable, str(_TOOLS / "torch_train_bench.py"), "--batch", "1", "--size", "32",
+                            "--reps", "1", "--warmup", "1"], capture_output=True, text=True, timeout=300)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        report = json.loads(r.stdout.strip().splitlines()[-1])
+        for key in ("torch_version", "threads", "batch", "size", "seconds_per_step", "median_s", "peak_rss_bytes"):
+            self.assertIn(key, report)
+        self.assertEqual((report["batch"], report["size"], report["threads"]), (1, 32, os.cpu_count()))
+        self.assertEqual(len(report["seconds_per_step"]), 1)
+        self.assertEqual(report["median_s"], report["seconds_per_step"][0])
+        self.assertGreater(report["median_s"], 0)
+        # Weights, gradients and momentum buffers are 3 x 553 MB at least.
+        self.assertGreater(report["peak_rss_bytes"], 3 * 553_000_000)
+        self.assertEqual(len(report["losses"]), 2)
+        self.assertTrue(all(np.isfinite(report["losses"])))
