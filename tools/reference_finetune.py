@@ -71,6 +71,8 @@ def write_init(path: Path, classes: int, seed: int, command: str) -> tuple[int, 
 
 def read_init(path: Path, classes: int):
     """(weight (classes, 4096), bias (classes,)) float32 tensors from an --init file."""
+    if not Path(path).is_file():
+        raise rp.PipelineError(f"{path}: no such file (write one with --write-init FILE --classes {classes} --seed S)")
     try:
         with st.SafetensorsFile(path) as f:
             missing = [k for k in INIT_KEYS if k not in f]

@@ -684,7 +684,7 @@ class TrainingToolArgumentTests(unittest.TestCase):
             cases = [
                 (tr.main, ["--weights", str(d / "none.safetensors"), "--out", str(d / "o")], "none.safetensors: no such file"),
                 (rf.main, ["--data", str(d), "--random-init", "--init", str(d / "init.safetensors"), "--out", str(d / "o")],
-                 "init.safetensors"),
+                 "init.safetensors: no such file (write one with --write-init FILE --classes 2"),
                 (ttb.main, ["--weights", str(d / "w.safetensors")], "w.safetensors: no such file"),
             ]
             for fn, argv, fragment in cases:
