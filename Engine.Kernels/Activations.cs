@@ -3,7 +3,9 @@ using ILGPU.Runtime;
 
 namespace Tp7.Engine.Kernels;
 
-// Element-wise activations, softmax over rows, dropout (identity at inference).
+// Element-wise activations, softmax over rows, dropout (identity at inference; train mode is Dropout.cs).
+// Gradient rule for every backward in this file: gradients of parameters accumulate (+=),
+// gradients of activations overwrite (=); ZeroGrad clears them.
 
 // ===== Host twin =====
 public static partial class Activations
@@ -46,6 +48,51 @@ public static partial class Activations
         for (int i = 0; i < x.Length; i++) y[i] = x[i] < 0f ? 0f : x[i];
     }
 
+    /// <summary>
+    /// dx = y > 0 ? dy : 0 from the ReLU output y (overwrites dx; dx may be dy). Fastest host version.
+    /// </summary>
+    /// <remarks>PyTorch's threshold_backward rule, y &lt;= 0 ? 0 : dy: the same for every number; a NaN
+    /// output (a NaN input passes the forward) passes its gradient.</remarks>
+    public static void ReluBackwardHost(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> y) => ReluBackwardHost_V2Simd(dx, dy, y);
+
+    /// <summary>Version 2: 8 lanes at a time, chunks in parallel for big tensors; same rule as V1.</summary>
+    public static unsafe void ReluBackwardHost_V2Simd(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> y)
+    {
+        Check.Length("dx", dx.Length, y.Length, "relu backward");
+        Check.Length("dy", dy.Length, y.Length, "relu backward");
+        const int Chunk = 1 << 16;
+        fixed (float* pdx = dx) fixed (float* pdy = dy) fixed (float* py = y)
+        {
+            nint dxp = (nint)pdx, dyp = (nint)pdy, yp = (nint)py;
+            int n = y.Length, chunks = (n + Chunk - 1) / Chunk;
+            [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveOptimization)]
+            void Run(int ch)
+            {
+                float* o = (float*)dxp, g = (float*)dyp, yy = (float*)yp;
+                int i = ch * Chunk, end = Math.Min(n, i + Chunk);
+                var z = System.Runtime.Intrinsics.Vector256<float>.Zero;
+                for (; i + 8 <= end; i += 8)
+                {
+                    var yv = System.Runtime.Intrinsics.Vector256.Load(yy + i);
+                    var gv = System.Runtime.Intrinsics.Vector256.Load(g + i);
+                    System.Runtime.Intrinsics.Vector256.Store(
+                        System.Runtime.Intrinsics.Vector256.ConditionalSelect(System.Runtime.Intrinsics.Vector256.LessThanOrEqual(yv, z), z, gv), o + i);
+                }
+                for (; i < end; i++) o[i] = yy[i] <= 0f ? 0f : g[i];
+            }
+            if (chunks <= 2) for (int ch = 0; ch < chunks; ch++) Run(ch);
+            else Parallel.For(0, chunks, Run);
+        }
+    }
+
+    /// <summary>Version 1: one element at a time. The specification.</summary>
+    public static void ReluBackwardHost_V1Naive(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> y)
+    {
+        Check.Length("dx", dx.Length, y.Length, "relu backward");
+        Check.Length("dy", dy.Length, y.Length, "relu backward");
+        for (int i = 0; i < y.Length; i++) dx[i] = y[i] <= 0f ? 0f : dy[i];
+    }
+
     /// <summary>Row-wise softmax of x (rows, cols), max-subtracted, sum in double.</summary>
     public static void SoftmaxHost(Span<float> y, ReadOnlySpan<float> x, int rows, int cols)
     {
@@ -82,12 +129,24 @@ public sealed class ActivationsGpu
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>> _relu;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>> _reluBackward;
 
     public ActivationsGpu(Accelerator accelerator)
     {
         _acc = accelerator;
         _relu = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>>(ReluKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
+        _reluBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>>(ReluBackwardKernel);
+    }
+
+    /// <summary>dx = y > 0 ? dy : 0 from the ReLU output y (overwrites dx; dx may be dy); same rule as <see cref="Activations.ReluBackwardHost"/>.</summary>
+    public void ReluBackward(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> y)
+    {
+        Check.Length("dx", dx.Length, y.Length, "relu backward");
+        Check.Length("dy", dy.Length, y.Length, "relu backward");
+        if (y.Length == 0) return;
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _reluBackward(Accelerators.GridStride(_acc, y.Length, gs), dx, dy, y);
     }
 
     /// <summary>y = max(x, 0); y and x may be the same view. NaN stays NaN, as on the host.</summary>
@@ -119,6 +178,13 @@ public sealed class ActivationsGpu
             float v = x[i];
             y[i] = v < 0f ? 0f : v;
         }
+    }
+
+    private static void ReluBackwardKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> y)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < y.Length; i += stride)
+            dx[i] = y[i] <= 0f ? 0f : dy[i];
     }
 
     /// <summary>

@@ -3,7 +3,9 @@ using ILGPU.Runtime;
 
 namespace Tp7.Engine.Kernels;
 
-// Max pooling and torchvision's adaptive average pooling.
+// Max pooling and torchvision's adaptive average pooling, forward and backward.
+// Gradient rule for every backward in this file: gradients of parameters accumulate (+=),
+// gradients of activations overwrite (=); ZeroGrad clears them.
 
 // ===== Host twin =====
 public static partial class Pooling
@@ -116,7 +118,86 @@ public static partial class Pooling
             }
         }
     }
+    /// <summary>
+    /// dx (N, C, H, W), overwritten: zero, then each dy (N, C, OH, OW) element added at the argmax of its window
+    /// in x, re-derived from x as PyTorch's CPU max_pool2d_with_indices picks it (window scanned row-major, a value
+    /// taken when val > max or val is NaN, so ties go to the first max and the last NaN wins; a window of -inf
+    /// routes to its first in-bounds element). Overlapping windows add, in output order.
+    /// </summary>
+    public static void MaxBackwardHost(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, PoolShape s)
+    {
+        Check.Length("dx", dx.Length, s.InputLength, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+        long planes = (long)s.N * s.C;
+        int oh = s.OutH, ow = s.OutW, hw = s.H * s.W;
+        if (planes == 0 || oh <= 0 || ow <= 0) { dx.Clear(); return; }
+        unsafe
+        {
+            fixed (float* pdx = dx) fixed (float* pdy = dy) fixed (float* px = x)
+            {
+                nint dxp = (nint)pdx, dyp = (nint)pdy, xp = (nint)px;
+                void Plane(long plane)
+                {
+                    var dxi = new Span<float>((float*)dxp + plane * hw, hw);
+                    var dyi = new ReadOnlySpan<float>((float*)dyp + plane * oh * ow, oh * ow);
+                    var xi = new ReadOnlySpan<float>((float*)xp + plane * hw, hw);
+                    dxi.Clear();
+                    for (int oy = 0; oy < oh; oy++)
+                        for (int ox = 0; ox < ow; ox++)
+                            dxi[MaxArg(xi, s, oy, ox)] += dyi[oy * ow + ox];
+                }
+                if (s.InputLength < 1 << 16) for (long p = 0; p < planes; p++) Plane(p);
+                else Parallel.For(0L, planes, Plane);
+            }
+        }
+    }
+
+    /// <summary>Index in the plane (H, W) of window (oy, ox)'s max under PyTorch's rule (see <see cref="MaxBackwardHost"/>).</summary>
+    internal static int MaxArg(ReadOnlySpan<float> xi, PoolShape s, int oy, int ox)
+    {
+        int y0 = oy * s.StrideH - s.PadH, x0 = ox * s.StrideW - s.PadW;
+        int ys = Math.Max(y0, 0), ye = Math.Min(y0 + s.KernelH, s.H);
+        int xs = Math.Max(x0, 0), xe = Math.Min(x0 + s.KernelW, s.W);
+        int arg = ys * s.W + xs;
+        float m = float.NegativeInfinity;
+        for (int iy = ys; iy < ye; iy++)
+            for (int ix = xs; ix < xe; ix++)
+            {
+                float v = xi[iy * s.W + ix];
+                if (v > m || float.IsNaN(v)) { m = v; arg = iy * s.W + ix; }
+            }
+        return arg;
+    }
+
+    /// <summary>
+    /// dx (N, C, H, W), overwritten, of <see cref="AdaptiveAvgForwardHost"/>: each dy (N, C, OH, OW) element spread
+    /// evenly over its bin, bins overlapping when sizes do not divide. As PyTorch's CPU kernel: dy / binH / binW.
+    /// </summary>
+    public static void AdaptiveAvgBackwardHost(Span<float> dx, ReadOnlySpan<float> dy, int n, int c, int h, int w, int oh, int ow)
+    {
+        Check.Length("dx", dx.Length, (long)n * c * h * w, (n, c, h, w));
+        Check.Length("dy", dy.Length, (long)n * c * oh * ow, (n, c, oh, ow));
+        dx.Clear();
+        for (long plane = 0; plane < (long)n * c; plane++)
+        {
+            var dxi = dx.Slice((int)(plane * h * w), h * w);
+            var dyi = dy.Slice((int)(plane * oh * ow), oh * ow);
+            for (int i = 0; i < oh; i++)
+            {
+                int y0 = i * h / oh, y1 = ((i + 1) * h + oh - 1) / oh;
+                for (int j = 0; j < ow; j++)
+                {
+                    int x0 = j * w / ow, x1 = ((j + 1) * w + ow - 1) / ow;
+                    float g = dyi[i * ow + j] / (y1 - y0) / (x1 - x0);
+                    for (int iy = y0; iy < y1; iy++)
+                        for (int ix = x0; ix < x1; ix++) dxi[iy * w + ix] += g;
+                }
+            }
+        }
+    }
 }
+
 
 
 
@@ -141,12 +222,16 @@ public sealed class PoolingGpu
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> _max;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvg;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolShape> _maxBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvgBackward;
 
     public PoolingGpu(Accelerator accelerator)
     {
         _acc = accelerator;
         _max = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolShape>(MaxKernel);
         _adaptiveAvg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs>(AdaptiveAvgKernel);
+        _maxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolShape>(MaxBackwardKernel);
+        _adaptiveAvgBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs>(AdaptiveAvgBackwardKernel);
     }
 
     /// <summary>y (N, C, OH, OW) = max over each window of x (N, C, H, W); padding never wins, NaN propagates.</summary>
@@ -171,6 +256,108 @@ public sealed class PoolingGpu
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
         _adaptiveAvg(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
             new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
+    }
+
+    /// <summary>dx (N, C, H, W), overwritten, of max pooling; same routing, tie rule and summation order as <see cref="Pooling.MaxBackwardHost"/>.</summary>
+    public void MaxBackward(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, PoolShape s)
+    {
+        CheckMaxShape(s);
+        Check.Length("dx", dx.Length, s.InputLength, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, s);
+    }
+
+    /// <summary>dx (N, C, H, W), overwritten, of adaptive average pooling; as <see cref="Pooling.AdaptiveAvgBackwardHost"/>.</summary>
+    public void AdaptiveAvgBackward(ArrayView<float> dx, ArrayView<float> dy, int n, int c, int h, int w, int oh, int ow)
+    {
+        if (n <= 0 || c <= 0 || h <= 0 || w <= 0 || oh <= 0 || ow <= 0)
+            throw new ArgumentException($"adaptive avgpool backward: sizes must be positive, got {(n, c, h, w)} -> {(oh, ow)}");
+        Check.Length("dx", dx.Length, (long)n * c * h * w, (n, c, h, w));
+        Check.Length("dy", dy.Length, (long)n * c * oh * ow, (n, c, oh, ow));
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _adaptiveAvgBackward(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
+            new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
+    }
+
+    private static void CheckMaxShape(PoolShape s)
+    {
+        if (s.N <= 0 || s.C <= 0 || s.KernelH <= 0 || s.KernelW <= 0 || s.StrideH <= 0 || s.StrideW <= 0
+            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
+            throw new ArgumentException($"maxpool: invalid shape {s}");
+    }
+
+    /// <summary>
+    /// One thread per dx element (no atomics): it visits the windows that contain it in output order, re-derives
+    /// each window's argmax with the host's rule, and sums the dy of those it wins, so the sum is the host's, in
+    /// the host's order.
+    /// </summary>
+    private static void MaxBackwardKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, PoolShape s)
+    {
+        int oh = s.OutH, ow = s.OutW;
+        long total = s.InputLength;
+        long outPlane = (long)oh * ow, inPlane = (long)s.H * s.W;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            long plane = e / inPlane;
+            int pix = (int)(e - plane * inPlane);
+            int iy = pix / s.W, ix = pix - iy * s.W;
+            // Windows oy with oy*sh - ph <= iy <= oy*sh - ph + kh - 1.
+            int loY = iy + s.PadH - s.KernelH + 1, loX = ix + s.PadW - s.KernelW + 1;
+            int oy0 = loY <= 0 ? 0 : (loY + s.StrideH - 1) / s.StrideH, oy1 = Math.Min((iy + s.PadH) / s.StrideH, oh - 1);
+            int ox0 = loX <= 0 ? 0 : (loX + s.StrideW - 1) / s.StrideW, ox1 = Math.Min((ix + s.PadW) / s.StrideW, ow - 1);
+            long xi = plane * inPlane;
+            float g = 0f;
+            for (int oy = oy0; oy <= oy1; oy++)
+            {
+                int y0 = oy * s.StrideH - s.PadH;
+                int ys = Math.Max(y0, 0), ye = Math.Min(y0 + s.KernelH, s.H);
+                for (int ox = ox0; ox <= ox1; ox++)
+                {
+                    int x0 = ox * s.StrideW - s.PadW;
+                    int xs = Math.Max(x0, 0), xe = Math.Min(x0 + s.KernelW, s.W);
+                    int arg = ys * s.W + xs;
+                    float m = float.NegativeInfinity;
+                    for (int yy = ys; yy < ye; yy++)
+                        for (int xx = xs; xx < xe; xx++)
+                        {
+                            float v = x[xi + (long)yy * s.W + xx];
+                            if (v > m || float.IsNaN(v)) { m = v; arg = yy * s.W + xx; }
+                        }
+                    if (arg == pix) g += dy[plane * outPlane + (long)oy * ow + ox];
+                }
+            }
+            dx[e] = g;
+        }
+    }
+
+    /// <summary>One thread per dx element: sums dy / binH / binW over the bins that contain it, in output order (as the host).</summary>
+    private static void AdaptiveAvgBackwardKernel(ArrayView<float> dx, ArrayView<float> dy, AdaptiveAvgArgs a)
+    {
+        long outPlane = (long)a.OutH * a.OutW, inPlane = (long)a.H * a.W;
+        long total = a.Planes * inPlane;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            long plane = e / inPlane;
+            int pix = (int)(e - plane * inPlane);
+            int iy = pix / a.W, ix = pix - iy * a.W;
+            float g = 0f;
+            for (int i = 0; i < a.OutH; i++)
+            {
+                int y0 = i * a.H / a.OutH, y1 = ((i + 1) * a.H + a.OutH - 1) / a.OutH;
+                if (iy < y0 || iy >= y1) continue;
+                for (int j = 0; j < a.OutW; j++)
+                {
+                    int x0 = j * a.W / a.OutW, x1 = ((j + 1) * a.W + a.OutW - 1) / a.OutW;
+                    if (ix < x0 || ix >= x1) continue;
+                    g += dy[plane * outPlane + (long)i * a.OutW + j] / (y1 - y0) / (x1 - x0);
+                }
+            }
+            dx[e] = g;
+        }
     }
 
     private static void MaxKernel(ArrayView<float> y, ArrayView<float> x, PoolShape s)

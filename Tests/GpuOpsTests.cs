@@ -21,6 +21,9 @@ public sealed class CpuSimulatorFixture : IDisposable
     public Conv2dGpu Conv { get; }
     public PoolingGpu Pool { get; }
     public ActivationsGpu Act { get; }
+    public DropoutGpu Drop { get; }
+    public LossGpu CrossEntropy { get; }
+    public OptimizersGpu Optim { get; }
 
     public CpuSimulatorFixture()
     {
@@ -30,6 +33,9 @@ public sealed class CpuSimulatorFixture : IDisposable
         Conv = new Conv2dGpu(Accelerator);
         Pool = new PoolingGpu(Accelerator);
         Act = new ActivationsGpu(Accelerator);
+        Drop = new DropoutGpu(Accelerator);
+        CrossEntropy = new LossGpu(Accelerator);
+        Optim = new OptimizersGpu(Accelerator);
     }
 
     public void Dispose()
