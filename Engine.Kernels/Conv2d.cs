@@ -3,9 +3,10 @@ using ILGPU.Runtime;
 
 namespace Tp7.Engine.Kernels;
 
-// Convolution: forward (and later backward-data, backward-weight).
+// Convolution: forward, backward-data (dx) and backward-weight (dw, db).
 // Gradient rule for every backward in this file: gradients of parameters accumulate (+=),
-// gradients of activations overwrite (=); ZeroGrad clears them.
+// gradients of activations overwrite (=); ZeroGrad clears them. So BackwardData* writes every element of dx
+// (its prior content is ignored) and BackwardWeight* adds into dw and db.
 
 // ===== Host twin: the CPU backend and the specification the ILGPU kernels are tested against =====
 public static partial class Conv2d
@@ -41,7 +42,6 @@ public static partial class Conv2d
     {
         CheckForward(y, x, w, b, s);
         int m = s.K, n = s.OutH * s.OutW, k = s.C * s.R * s.S;
-        if (s.N == 0 || m == 0 || n == 0) return;
         bool direct = s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0;
         int mPad = HostGemmKernels.PaddedRows(m);
         float[] aBuf = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * k + 16)));
@@ -92,16 +92,13 @@ public static partial class Conv2d
         CheckForward(y, x, w, b, s);
         if (!HostWinograd.Supports(s))
             throw new ArgumentException($"conv2d V3Winograd computes 3x3 stride-1 pad-1 convolutions only, not {s}");
-        if (s.N == 0 || s.K == 0) return;
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
             HostWinograd.Forward(py, px, pw, pb, s, relu, portable: false);
     }
 
     static void CheckForward(ReadOnlySpan<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b, ConvShape s)
     {
-        if (s.N < 0 || s.C <= 0 || s.H <= 0 || s.W <= 0 || s.K < 0 || s.R <= 0 || s.S <= 0 || s.StrideH <= 0 || s.StrideW <= 0
-            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
-            throw new ArgumentException($"invalid convolution shape: {s}");
+        s.Validate();
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         Check.Length("w", w.Length, s.WeightLength, s);
@@ -115,10 +112,7 @@ public static partial class Conv2d
     public static unsafe void ForwardHost_V1Naive(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
-        Check.Length("y", y.Length, s.OutputLength, s);
-        Check.Length("x", x.Length, s.InputLength, s);
-        Check.Length("w", w.Length, s.WeightLength, s);
-        Check.Length("b", b.Length, s.K, s);
+        CheckForward(y, x, w, b, s);
         int oh = s.OutH, ow = s.OutW;
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
         {
@@ -153,8 +147,313 @@ public static partial class Conv2d
     }
 }
 
+// ===== Host twin, backward: dx overwrites, dw and db accumulate =====
+public static partial class Conv2d
+{
+    static void CheckBackwardData(ReadOnlySpan<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        s.Validate();
+        Check.Length("dx", dx.Length, s.InputLength, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("w", w.Length, s.WeightLength, s);
+    }
 
+    static void CheckBackwardWeight(ReadOnlySpan<float> dw, ReadOnlySpan<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+    {
+        s.Validate();
+        Check.Length("dw", dw.Length, s.WeightLength, s);
+        if (db.Length != 0) Check.Length("db", db.Length, s.K, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+    }
 
+    /// <summary>
+    /// dx (N, C, H, W) = conv_transpose(dy (N, K, OH, OW), w (K, C, R, S)), overwriting dx: the host backend's
+    /// entry point. Rule: stride-1 layers whose padding is at most the kernel size minus one (every VGG16 layer)
+    /// run as a forward convolution (<see cref="BackwardDataHost_V3FlippedForward"/>, Winograd for 3x3 with K ≥ 64);
+    /// the rest (strided, over-padded) go through GEMM + col2im (<see cref="BackwardDataHost_V2Col2im"/>).
+    /// </summary>
+    public static void BackwardDataHost(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        if (FlippedForwardSupports(s)) BackwardDataHost_V3FlippedForward(dx, dy, w, s);
+        else BackwardDataHost_V2Col2im(dx, dy, w, s);
+    }
+
+    /// <summary>
+    /// dw (K, C, R, S) += Σ_n dy_n (K, OH*OW) · im2col(x_n)ᵀ (OH*OW, C*R*S); db (K) += Σ_{n, oy, ox} dy, skipped when
+    /// <paramref name="db"/> is empty (a conv without bias). The host backend's entry point.
+    /// </summary>
+    public static void BackwardWeightHost(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+        => BackwardWeightHost_V2Im2colGemm(dw, db, dy, x, s);
+
+    /// <summary>
+    /// Version 1 of backward-data, the specification: each dx element gathers every (k, r, q) whose output pixel
+    /// it fed, dx[n, c, iy, ix] = Σ_{k, r, q} dy[n, k, oy, ox] · w[k, c, r, q] where oy·strideH - padH + r = iy and
+    /// ox·strideW - padW + q = ix. One (n, c) plane per task.
+    /// </summary>
+    public static unsafe void BackwardDataHost_V1Naive(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        CheckBackwardData(dx, dy, w, s);
+        int oh = s.OutH, ow = s.OutW;
+        fixed (float* pdx = dx) fixed (float* pdy = dy) fixed (float* pw = w)
+        {
+            nint dxp = (nint)pdx, dyp = (nint)pdy, wp = (nint)pw;
+            Parallel.For(0, s.N * s.C, nc =>
+            {
+                int n = nc / s.C, c = nc % s.C;
+                float* dxo = (float*)dxp + (long)nc * s.H * s.W;
+                float* dyn = (float*)dyp + (long)n * s.K * oh * ow;
+                for (int iy = 0; iy < s.H; iy++)
+                for (int ix = 0; ix < s.W; ix++)
+                {
+                    float acc = 0f;
+                    for (int k = 0; k < s.K; k++)
+                    for (int r = 0; r < s.R; r++)
+                    {
+                        int ty = iy + s.PadH - r;
+                        if (ty < 0 || ty % s.StrideH != 0 || ty / s.StrideH >= oh) continue;
+                        int oy = ty / s.StrideH;
+                        for (int q = 0; q < s.S; q++)
+                        {
+                            int tx = ix + s.PadW - q;
+                            if (tx < 0 || tx % s.StrideW != 0 || tx / s.StrideW >= ow) continue;
+                            acc += dyn[((long)k * oh + oy) * ow + tx / s.StrideW] * ((float*)wp)[(((long)k * s.C + c) * s.R + r) * s.S + q];
+                        }
+                    }
+                    dxo[(long)iy * s.W + ix] = acc;
+                }
+            });
+        }
+    }
+
+    /// <summary>
+    /// Version 1 of backward-weight, the specification: dw[k, c, r, q] += Σ_{n, oy, ox} dy[n, k, oy, ox] ·
+    /// x[n, c, oy·strideH - padH + r, ox·strideW - padW + q] (0 in the padding), db[k] += Σ_{n, oy, ox} dy[n, k, oy, ox].
+    /// One output channel k per task.
+    /// </summary>
+    public static unsafe void BackwardWeightHost_V1Naive(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+    {
+        CheckBackwardWeight(dw, db, dy, x, s);
+        int oh = s.OutH, ow = s.OutW;
+        bool hasBias = db.Length != 0;
+        fixed (float* pdw = dw) fixed (float* pdb = db) fixed (float* pdy = dy) fixed (float* px = x)
+        {
+            nint dwp = (nint)pdw, dbp = (nint)pdb, dyp = (nint)pdy, xp = (nint)px;
+            Parallel.For(0, s.K, k =>
+            {
+                for (int c = 0; c < s.C; c++)
+                for (int r = 0; r < s.R; r++)
+                for (int q = 0; q < s.S; q++)
+                {
+                    float acc = 0f;
+                    for (int n = 0; n < s.N; n++)
+                    {
+                        float* dyk = (float*)dyp + ((long)n * s.K + k) * oh * ow;
+                        float* xc = (float*)xp + ((long)n * s.C + c) * s.H * s.W;
+                        for (int oy = 0; oy < oh; oy++)
+                        {
+                            int iy = oy * s.StrideH - s.PadH + r;
+                            if ((uint)iy >= (uint)s.H) continue;
+                            for (int ox = 0; ox < ow; ox++)
+                            {
+                                int ix = ox * s.StrideW - s.PadW + q;
+                                if ((uint)ix >= (uint)s.W) continue;
+                                acc += dyk[(long)oy * ow + ox] * xc[(long)iy * s.W + ix];
+                            }
+                        }
+                    }
+                    ((float*)dwp)[(((long)k * s.C + c) * s.R + r) * s.S + q] += acc;
+                }
+                if (!hasBias) return;
+                float sum = 0f;
+                for (int n = 0; n < s.N; n++)
+                {
+                    float* dyk = (float*)dyp + ((long)n * s.K + k) * oh * ow;
+                    for (long p = 0; p < (long)oh * ow; p++) sum += dyk[p];
+                }
+                ((float*)dbp)[k] += sum;
+            });
+        }
+    }
+
+    /// <summary>Stride 1 with padding ≤ kernel - 1 on both axes: the shapes <see cref="BackwardDataHost_V3FlippedForward"/> computes.</summary>
+    internal static bool FlippedForwardSupports(ConvShape s)
+        => s.StrideH == 1 && s.StrideW == 1 && s.PadH <= s.R - 1 && s.PadW <= s.S - 1;
+
+    /// <summary>The forward convolution that computes backward-data of a stride-1 <paramref name="s"/>: input dy
+    /// (N, K, OH, OW), filters (C, K, R, S), padding R-1-padH, S-1-padW; its output is (N, C, H, W).</summary>
+    internal static ConvShape FlippedForwardShape(ConvShape s)
+        => new(s.N, s.K, s.OutH, s.OutW, s.C, s.R, s.S, 1, 1, s.R - 1 - s.PadH, s.S - 1 - s.PadW);
+
+    /// <summary>
+    /// Version 3 of backward-data, stride 1 and padding ≤ kernel - 1 only: with stride 1 the transposed convolution
+    /// is a plain convolution of dy with the filters transposed (K ↔ C) and rotated by 180°,
+    /// dx[n, c, iy, ix] = Σ_{k, r', q'} dy[n, k, iy - (R-1-padH) + r', ix - (S-1-padW) + q'] · w[k, c, R-1-r', S-1-q'],
+    /// so it runs on <see cref="ForwardHost"/> (Winograd for 3x3 pad 1 with K ≥ 64, im2col GEMM otherwise) with a
+    /// zero bias. The flipped filters (C, K, R, S) live in a pooled buffer.
+    /// </summary>
+    public static unsafe void BackwardDataHost_V3FlippedForward(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        CheckBackwardData(dx, dy, w, s);
+        if (!FlippedForwardSupports(s))
+            throw new ArgumentException($"conv2d backward-data V3FlippedForward computes stride-1 convolutions with padding ≤ kernel - 1 only, not {s}");
+        var t = FlippedForwardShape(s);
+        int len = checked((int)s.WeightLength);
+        float[] wt = System.Buffers.ArrayPool<float>.Shared.Rent(len);
+        float[] zero = System.Buffers.ArrayPool<float>.Shared.Rent(s.C);
+        try
+        {
+            Array.Clear(zero, 0, s.C);
+            int rs = s.R * s.S;
+            fixed (float* pw = w) fixed (float* pt = wt)
+            {
+                nint wp = (nint)pw, tp = (nint)pt;
+                // wt (C, K, R, S): wt[c, k, r, q] = w[k, c, R-1-r, S-1-q].
+                void FlipChannel(int c)
+                {
+                    for (int k = 0; k < s.K; k++)
+                    {
+                        float* src = (float*)wp + ((long)k * s.C + c) * rs;
+                        float* dst = (float*)tp + ((long)c * s.K + k) * rs;
+                        for (int i = 0; i < rs; i++) dst[rs - 1 - i] = src[i];
+                    }
+                }
+                if (len < 1 << 16) for (int c = 0; c < s.C; c++) FlipChannel(c);
+                else Parallel.For(0, s.C, FlipChannel);
+            }
+            ForwardHost(dx, dy, wt.AsSpan(0, len), zero.AsSpan(0, s.C), t, relu: false);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(wt);
+            System.Buffers.ArrayPool<float>.Shared.Return(zero);
+        }
+    }
+
+    /// <summary>
+    /// Version 2 of backward-data, any stride and padding: per image, dcol (C*R*S, OH*OW) = Wᵀ (C*R*S, K) · dy_n
+    /// (K, OH*OW) on the blocked host GEMM, then col2im scatters dcol back into dx_n (C, H, W), one channel per task
+    /// (channels own disjoint planes, so the scatter needs no synchronisation). dcol is one pooled buffer.
+    /// </summary>
+    public static unsafe void BackwardDataHost_V2Col2im(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        CheckBackwardData(dx, dy, w, s);
+        int crs = s.C * s.R * s.S, oh = s.OutH, ow = s.OutW, pixels = oh * ow, rs = s.R * s.S;
+        float[] col = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)crs * pixels)));
+        try
+        {
+            fixed (float* pdx = dx) fixed (float* pdy = dy) fixed (float* pw = w) fixed (float* pc = col)
+            {
+                nint dxp = (nint)pdx, cp = (nint)pc;
+                long hw = (long)s.H * s.W;
+                for (int n = 0; n < s.N; n++)
+                {
+                    HostGemmKernels.Gemm(pc, pw, pdy + (long)n * s.K * pixels, new GemmShape(crs, pixels, s.K, TransA: true), default);
+                    float* dxn = (float*)dxp + n * s.C * hw;
+                    void Col2im(int c)
+                    {
+                        float* plane = dxn + c * hw;
+                        new Span<float>(plane, checked((int)hw)).Clear();
+                        for (int r = 0; r < s.R; r++)
+                        for (int q = 0; q < s.S; q++)
+                        {
+                            float* row = (float*)cp + ((long)c * rs + r * s.S + q) * pixels;
+                            for (int oy = 0; oy < oh; oy++)
+                            {
+                                int iy = oy * s.StrideH - s.PadH + r;
+                                if ((uint)iy >= (uint)s.H) continue;
+                                float* dst = plane + (long)iy * s.W;
+                                float* src = row + oy * ow;
+                                for (int ox = 0; ox < ow; ox++)
+                                {
+                                    int ix = ox * s.StrideW - s.PadW + q;
+                                    if ((uint)ix < (uint)s.W) dst[ix] += src[ox];
+                                }
+                            }
+                        }
+                    }
+                    if ((long)crs * pixels < 1 << 16) for (int c = 0; c < s.C; c++) Col2im(c);
+                    else Parallel.For(0, s.C, Col2im);
+                }
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(col); }
+    }
+
+    /// <summary>
+    /// Version 2 of backward-weight: per image, dw (K, C*R*S) += dy_n (K, OH*OW) · im2col(x_n)ᵀ (OH*OW, C*R*S) on the
+    /// blocked host GEMM with beta = 1. dy_n is packed as A; op(B) is read straight from the image by
+    /// <see cref="Im2colTransposedB"/> (a 1x1 stride-1 unpadded conv reads x_n (C, H*W) transposed directly), so no
+    /// col buffer exists. Parallel tasks own disjoint slices of dw (columns, or rows when C*R*S is narrow) and every
+    /// task walks all images, so dw needs no reduction across threads. db sums dy per channel, one channel per task.
+    /// </summary>
+    public static unsafe void BackwardWeightHost_V2Im2colGemm(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+    {
+        CheckBackwardWeight(dw, db, dy, x, s);
+        int m = s.K, n = s.C * s.R * s.S, pixels = s.OutH * s.OutW;
+        bool direct = s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0;
+        int mPad = HostGemmKernels.PaddedRows(m);
+        float[] aBuf = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * pixels + 16)));
+        try
+        {
+            fixed (float* pdw = dw) fixed (float* pdb = db) fixed (float* pdy = dy) fixed (float* px = x) fixed (float* aRaw = aBuf)
+            {
+                float* ap = (float*)(((nint)aRaw + 63) & ~(nint)63);
+                nint app = (nint)ap, dwp = (nint)pdw, xp = (nint)px, dyp = (nint)pdy;
+                long imageIn = (long)s.C * s.H * s.W, imageOut = (long)m * pixels;
+                double flopsPerImage = s.BackwardWeightFlops / s.N;
+                HostGemmKernels.Split(m, n, flopsPerImage, out int rowTasks, out int colTasks);
+                for (int img = 0; img < s.N; img++)
+                {
+                    HostGemmKernels.PackA(ap, pdy + img * imageOut, pixels, 1, m, pixels, 1f);
+                    float* xi = px + img * imageIn;
+                    nint xip = (nint)xi;
+                    void Task(int t)
+                    {
+                        HostGemmKernels.Range(m, HostGemmKernels.MR, rowTasks, t / colTasks, out int i0, out int i1);
+                        HostGemmKernels.Range(n, HostGemmKernels.NR, colTasks, t % colTasks, out int j0, out int j1);
+                        if (i0 >= i1 || j0 >= j1) return;
+                        if (direct)
+                            HostGemmKernels.Run((float*)app, m, pixels, new StridedB(xip, 1, pixels), i0, i1, j0, j1, (float*)dwp, n, 1f, default, false);
+                        else
+                            HostGemmKernels.Run((float*)app, m, pixels, new Im2colTransposedB(xip, s), i0, i1, j0, j1, (float*)dwp, n, 1f, default, false);
+                    }
+                    if (rowTasks * colTasks == 1) Task(0);
+                    else Parallel.For(0, rowTasks * colTasks, Task);
+                }
+                if (db.Length != 0)
+                {
+                    nint dbp = (nint)pdb;
+                    void Bias(int k)
+                    {
+                        double sum = 0;
+                        for (int img = 0; img < s.N; img++)
+                            sum += PlaneSum((float*)dyp + img * imageOut + (long)k * pixels, pixels);
+                        ((float*)dbp)[k] += (float)sum;
+                    }
+                    if (s.OutputLength < 1 << 16) for (int k = 0; k < m; k++) Bias(k);
+                    else Parallel.For(0, m, Bias);
+                }
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(aBuf); }
+    }
+
+    /// <summary>Σ p[0 .. count) with 4 vector accumulators, summed in double at the end.</summary>
+    static unsafe double PlaneSum(float* p, int count)
+    {
+        int lanes = System.Numerics.Vector<float>.Count, i = 0;
+        System.Numerics.Vector<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (; i + 4 * lanes <= count; i += 4 * lanes)
+        {
+            a0 += System.Numerics.Vector.Load(p + i); a1 += System.Numerics.Vector.Load(p + i + lanes);
+            a2 += System.Numerics.Vector.Load(p + i + 2 * lanes); a3 += System.Numerics.Vector.Load(p + i + 3 * lanes);
+        }
+        double sum = System.Numerics.Vector.Sum(a0 + a1) + (double)System.Numerics.Vector.Sum(a2 + a3);
+        for (; i < count; i++) sum += p[i];
+        return sum;
+    }
+}
 
 // ===== ILGPU kernels =====
 
@@ -217,11 +516,7 @@ public sealed class Conv2dGpu
     public void Forward(Conv2dVersion version, ArrayView<float> y, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
         ConvShape s, bool relu)
     {
-        if (s.N <= 0 || s.C <= 0 || s.K <= 0 || s.R <= 0 || s.S <= 0 || s.StrideH <= 0 || s.StrideW <= 0
-            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
-            throw new ArgumentException($"conv2d: invalid shape {s}");
-        if ((long)s.C * s.R * s.S > int.MaxValue)
-            throw new ArgumentException($"conv2d: C*R*S exceeds 2^31-1 for {s}");
+        s.Validate();
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         Check.Length("w", w.Length, s.WeightLength, s);
