@@ -469,6 +469,22 @@ public enum Conv2dVersion
     V2ImplicitGemm,
 }
 
+/// <summary>Convolution backward kernel versions (backward-data and backward-weight), selectable by name.</summary>
+public enum Conv2dBackwardVersion
+{
+    /// <summary>One thread per dx element gathering over (k, r, q); one thread per dw element reducing over
+    /// (n, oy, ox), plus one per db element: the reference kernels.</summary>
+    V1Naive,
+    /// <summary>
+    /// Implicit GEMM on 64 x 64 shared-memory tiles, 4 x 4 register blocks, 256-thread groups. Data:
+    /// dx (C, N*H*W) = Wᵀ (C, K*R*S) x gather(dy) (K*R*S, N*H*W), dy gathered straight into shared memory (0 where
+    /// stride skips an input or the tap falls outside dy). Weight: dw (K, C*R*S) += dy (K, N*OH*OW) x im2col(x)ᵀ,
+    /// the reduction split over grid.z with atomic adds so long reductions still fill the device; db in a
+    /// group-per-channel reduction.
+    /// </summary>
+    V2Tiled,
+}
+
 /// <summary>Kernel arguments of a convolution: the shape plus derived sizes, computed once on the host.</summary>
 internal readonly struct ConvArgs
 {
@@ -494,18 +510,36 @@ internal readonly struct ConvArgs
 public sealed class Conv2dGpu
 {
     private const int Tile = 64, TileK = 16, Threads = Accelerators.TiledGroupSize;
+    /// <summary>Longest reduction one backward-weight group walks: VGG16's conv1_2 at batch 8 (N·OH·OW = 401408)
+    /// becomes 392 groups per output tile, and the tests' 2·24·24 = 1152 already runs split.</summary>
+    private const int MaxSplitLength = 1024;
 
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs> _naive;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>? _implicitGemm;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs> _dataNaive;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int> _weightNaive;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>? _dataTiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>? _weightTiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ConvArgs>? _biasGrad;
 
     public Conv2dGpu(Accelerator accelerator)
     {
         _acc = accelerator;
         _naive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(NaiveKernel);
+        _dataNaive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(BackwardDataNaiveKernel);
+        _weightNaive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightNaiveKernel);
         if (accelerator.MaxNumThreadsPerGroup >= Threads)
+        {
             _implicitGemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(ImplicitGemmKernel);
+            _dataTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(BackwardDataTiledKernel);
+            _weightTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightTiledKernel);
+            _biasGrad = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ConvArgs>(BiasGradTiledKernel);
+        }
     }
+
+    /// <summary>The fastest backward version this accelerator can run.</summary>
+    public Conv2dBackwardVersion DefaultBackwardVersion => _dataTiled != null ? Conv2dBackwardVersion.V2Tiled : Conv2dBackwardVersion.V1Naive;
 
     /// <summary>The fastest version this accelerator can run.</summary>
     public Conv2dVersion DefaultVersion => _implicitGemm != null ? Conv2dVersion.V2ImplicitGemm : Conv2dVersion.V1Naive;
@@ -674,5 +708,393 @@ public sealed class Conv2dGpu
         long n = col / plane;
         long pix = col - n * plane;
         y[(n * s.K + k) * plane + pix] = s.Relu != 0 && v < 0f ? 0f : v;
+    }
+
+    // ===== Backward: dx overwrites, dw and db accumulate =====
+
+    /// <summary>dx (N, C, H, W) = conv_transpose(dy (N, K, OH, OW), w (K, C, R, S)), overwriting dx, with the default version.</summary>
+    public void BackwardData(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvShape s)
+        => BackwardData(DefaultBackwardVersion, dx, dy, w, s);
+
+    public void BackwardData(Conv2dBackwardVersion version, ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvShape s)
+    {
+        s.Validate();
+        if ((long)s.K * s.R * s.S > int.MaxValue) throw new ArgumentException($"conv2d backward-data: K*R*S exceeds 2^31-1 for {s}");
+        Check.Length("dx", dx.Length, s.InputLength, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("w", w.Length, s.WeightLength, s);
+        var args = new ConvArgs(s, relu: false);
+        switch (version)
+        {
+            case Conv2dBackwardVersion.V1Naive:
+            {
+                int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+                _dataNaive(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, w, args);
+                break;
+            }
+            case Conv2dBackwardVersion.V2Tiled:
+            {
+                if (_dataTiled == null) Accelerators.RequireTiledGroup(_acc, "conv2d backward-data V2Tiled");
+                long colTiles = ((long)s.N * s.H * s.W + Tile - 1) / Tile;
+                if (colTiles > int.MaxValue) throw new ArgumentException($"conv2d backward-data: N*H*W too large for one launch: {s}");
+                var grid = new Index2D((int)colTiles, (s.C + Tile - 1) / Tile);
+                _dataTiled!(new KernelConfig(grid, new Index2D(Threads, 1)), dx, dy, w, args);
+                break;
+            }
+            default:
+                throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d backward-data: unknown version");
+        }
+    }
+
+    /// <summary>dw (K, C, R, S) += Σ_n dy_n · im2col(x_n)ᵀ and, when <paramref name="hasBias"/>, db (K) += Σ dy over
+    /// (n, oy, ox), with the default version. Without bias db is not read and may be empty.</summary>
+    public void BackwardWeight(ArrayView<float> dw, ArrayView<float> db, ArrayView<float> dy, ArrayView<float> x, ConvShape s, bool hasBias = true)
+        => BackwardWeight(DefaultBackwardVersion, dw, db, dy, x, s, hasBias);
+
+    public void BackwardWeight(Conv2dBackwardVersion version, ArrayView<float> dw, ArrayView<float> db, ArrayView<float> dy, ArrayView<float> x,
+        ConvShape s, bool hasBias = true)
+    {
+        s.Validate();
+        Check.Length("dw", dw.Length, s.WeightLength, s);
+        if (hasBias) Check.Length("db", db.Length, s.K, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+        var args = new ConvArgs(s, relu: false);
+        switch (version)
+        {
+            case Conv2dBackwardVersion.V1Naive:
+            {
+                int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+                long items = s.WeightLength + (hasBias ? s.K : 0);
+                _weightNaive(Accelerators.GridStride(_acc, items, gs), dw, db, dy, x, args, hasBias ? 1 : 0);
+                break;
+            }
+            case Conv2dBackwardVersion.V2Tiled:
+            {
+                if (_weightTiled == null) Accelerators.RequireTiledGroup(_acc, "conv2d backward-weight V2Tiled");
+                int colTiles = (args.Crs + Tile - 1) / Tile, rowTiles = (s.K + Tile - 1) / Tile;
+                int splitLen = WeightSplitLength(args.Pixels, (long)colTiles * rowTiles);
+                int splits = (int)((args.Pixels + splitLen - 1) / splitLen);
+                var grid = new Index3D(colTiles, rowTiles, splits);
+                _weightTiled!(new KernelConfig(grid, new Index3D(Threads, 1, 1)), dw, dy, x, args, splitLen);
+                if (hasBias) _biasGrad!(new KernelConfig(new Index1D(s.K), new Index1D(Threads)), db, dy, args);
+                break;
+            }
+            default:
+                throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d backward-weight: unknown version");
+        }
+    }
+
+    /// <summary>
+    /// Reduction length per group of the tiled backward-weight (a multiple of the 16-deep slice): at most
+    /// <see cref="MaxSplitLength"/>, and shorter when that is needed for output tiles x splits to give every
+    /// multiprocessor several groups; never under 8 slices, so the atomic adds (one per output per split) stay
+    /// below 1/128 of the multiply-adds.
+    /// </summary>
+    private int WeightSplitLength(long reduction, long outputTiles)
+    {
+        long wantGroups = 4L * Math.Max(1, _acc.NumMultiprocessors);
+        long splits = Math.Max(Math.Max(1, wantGroups / outputTiles), (reduction + MaxSplitLength - 1) / MaxSplitLength);
+        long len = (reduction + splits - 1) / splits;
+        len = Math.Max(8L * TileK, (len + TileK - 1) / TileK * TileK);
+        return (int)Math.Min(len, int.MaxValue / 2 / TileK * TileK);
+    }
+
+    /// <summary>Reference kernel: grid-stride over dx's elements, the loops of <see cref="Conv2d.BackwardDataHost_V1Naive"/>.</summary>
+    private static void BackwardDataNaiveKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvArgs s)
+    {
+        long plane = (long)s.H * s.W, total = (long)s.N * s.C * plane;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            long nc = e / plane;
+            int pix = (int)(e - nc * plane);
+            int n = (int)(nc / s.C), c = (int)(nc - (long)n * s.C);
+            int iy = pix / s.W, ix = pix - iy * s.W;
+            float acc = 0f;
+            for (int k = 0; k < s.K; k++)
+            for (int r = 0; r < s.R; r++)
+            {
+                int ty = iy + s.PadH - r;
+                if (ty < 0 || ty % s.StrideH != 0 || ty / s.StrideH >= s.OutH) continue;
+                int oy = ty / s.StrideH;
+                for (int q = 0; q < s.S; q++)
+                {
+                    int tx = ix + s.PadW - q;
+                    if (tx < 0 || tx % s.StrideW != 0 || tx / s.StrideW >= s.OutW) continue;
+                    acc += dy[(((long)n * s.K + k) * s.OutH + oy) * s.OutW + tx / s.StrideW]
+                         * w[(((long)k * s.C + c) * s.R + r) * s.S + q];
+                }
+            }
+            dx[e] = acc;
+        }
+    }
+
+    /// <summary>Reference kernel: grid-stride over dw's elements then db's (when hasBias), the loops of
+    /// <see cref="Conv2d.BackwardWeightHost_V1Naive"/>; each adds its sum to the element.</summary>
+    private static void BackwardWeightNaiveKernel(ArrayView<float> dw, ArrayView<float> db, ArrayView<float> dy, ArrayView<float> x,
+        ConvArgs s, int hasBias)
+    {
+        long weights = (long)s.K * s.Crs, total = weights + (hasBias != 0 ? s.K : 0);
+        long stride = (long)Grid.DimX * Group.DimX;
+        long plane = (long)s.OutH * s.OutW;
+        int rs = s.R * s.S;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            if (e >= weights)
+            {
+                int kb = (int)(e - weights);
+                float sum = 0f;
+                for (int n = 0; n < s.N; n++)
+                    for (long p = 0; p < plane; p++) sum += dy[((long)n * s.K + kb) * plane + p];
+                db[kb] += sum;
+                continue;
+            }
+            int k = (int)(e / s.Crs), j = (int)(e - (long)k * s.Crs);
+            int c = j / rs, rem = j - c * rs, r = rem / s.S, q = rem - r * s.S;
+            float acc = 0f;
+            for (int n = 0; n < s.N; n++)
+            {
+                long dyk = ((long)n * s.K + k) * plane, xc = ((long)n * s.C + c) * s.H * s.W;
+                for (int oy = 0; oy < s.OutH; oy++)
+                {
+                    int iy = oy * s.StrideH - s.PadH + r;
+                    if (iy < 0 || iy >= s.H) continue;
+                    for (int ox = 0; ox < s.OutW; ox++)
+                    {
+                        int ix = ox * s.StrideW - s.PadW + q;
+                        if (ix < 0 || ix >= s.W) continue;
+                        acc += dy[dyk + (long)oy * s.OutW + ox] * x[xc + (long)iy * s.W + ix];
+                    }
+                }
+            }
+            dw[e] += acc;
+        }
+    }
+
+    /// <summary>
+    /// Backward-data as an implicit GEMM, the forward kernel's layout with the roles changed. Group (bx, by) owns
+    /// input channels by*64 .. +64 and dx pixels (flattened (n, iy, ix)) bx*64 .. +64; thread t = (tx = t % 16,
+    /// ty = t / 16) owns channels ty + 16 ii and pixels tx + 16 jj. Per 16-deep slice of p = (k, r, q):
+    /// Ws (16, 64) = w[k, c, r, q] for the group's channels; Ys (16, 64) = dy[n, k, oy, ox] with
+    /// oy = (iy + padH - r) / strideH, ox likewise, 0 when the division is inexact or (oy, ox) is outside dy. Each
+    /// thread keeps one pixel for loading, so (n, iy, ix) is decoded once.
+    /// </summary>
+    private static void BackwardDataTiledKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvArgs s)
+    {
+        var Ws = SharedMemory.Allocate<float>(TileK * Tile);
+        var Ys = SharedMemory.Allocate<float>(TileK * Tile);
+        int t = Group.IdxX, tx = t % 16, ty = t / 16;
+        int row0 = Grid.IdxY * Tile;
+        long col0 = (long)Grid.IdxX * Tile;
+        int rs = s.R * s.S, krs = s.K * rs;
+        long plane = (long)s.H * s.W, pixels = s.N * plane, outPlane = (long)s.OutH * s.OutW;
+
+        int lj = t % Tile;
+        long lcol = col0 + lj;
+        bool colValid = lcol < pixels;
+        int ln = 0, tyBase = 0, txBase = 0;
+        if (colValid)
+        {
+            ln = (int)(lcol / plane);
+            int pix = (int)(lcol - ln * plane);
+            int iy = pix / s.W, ix = pix - iy * s.W;
+            tyBase = iy + s.PadH;
+            txBase = ix + s.PadW;
+        }
+        long dyn = (long)ln * s.K * outPlane;
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+        for (int k0 = 0; k0 < krs; k0 += TileK)
+        {
+            {
+                int p = t % TileK, gp = k0 + p;
+                int k = gp / rs, rem = gp - k * rs;
+                for (int r = 0; r < 4; r++)
+                {
+                    int i = t / TileK + 16 * r, gc = row0 + i;
+                    Ws[p * Tile + i] = gc < s.C && gp < krs ? w[((long)k * s.C + gc) * rs + rem] : 0f;
+                }
+            }
+            for (int r = 0; r < 4; r++)
+            {
+                int p = t / Tile + 4 * r, gp = k0 + p;
+                float v = 0f;
+                if (colValid && gp < krs)
+                {
+                    int k = gp / rs, rem = gp - k * rs;
+                    int kr = rem / s.S, kq = rem - kr * s.S;
+                    int yy = tyBase - kr, xx = txBase - kq;
+                    if (yy >= 0 && xx >= 0 && yy % s.StrideH == 0 && xx % s.StrideW == 0)
+                    {
+                        int oy = yy / s.StrideH, ox = xx / s.StrideW;
+                        if (oy < s.OutH && ox < s.OutW)
+                            v = dy[dyn + k * outPlane + (long)oy * s.OutW + ox];
+                    }
+                }
+                Ys[p * Tile + lj] = v;
+            }
+            Group.Barrier();
+
+            for (int p = 0; p < TileK; p++)
+            {
+                int ao = p * Tile + ty, bo = p * Tile + tx;
+                float a0 = Ws[ao], a1 = Ws[ao + 16], a2 = Ws[ao + 32], a3 = Ws[ao + 48];
+                float b0 = Ys[bo], b1 = Ys[bo + 16], b2 = Ys[bo + 32], b3 = Ys[bo + 48];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+
+        long oc = col0 + tx;
+        StoreDataRow(dx, s, plane, pixels, row0 + ty, oc, c00, c01, c02, c03);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 16, oc, c10, c11, c12, c13);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 32, oc, c20, c21, c22, c23);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 48, oc, c30, c31, c32, c33);
+    }
+
+    private static void StoreDataRow(ArrayView<float> dx, ConvArgs s, long plane, long pixels, int c, long col,
+        float v0, float v1, float v2, float v3)
+    {
+        if (c >= s.C) return;
+        for (int jj = 0; jj < 4; jj++)
+        {
+            long cj = col + 16 * jj;
+            if (cj >= pixels) return;
+            long n = cj / plane;
+            dx[(n * s.C + c) * plane + (cj - n * plane)] = jj == 0 ? v0 : jj == 1 ? v1 : jj == 2 ? v2 : v3;
+        }
+    }
+
+    /// <summary>
+    /// Backward-weight as an implicit GEMM with split reduction. Group (bx, by, bz) owns dw rows (output channels)
+    /// by*64 .. +64, columns j = (c, r, q) bx*64 .. +64, and the reduction range (flattened (n, oy, ox))
+    /// [bz*splitLen, +splitLen). Per 16-deep slice g: Ds (16, 64) = dy[n, k, oy, ox], Xs (16, 64) =
+    /// x[n, c, oy*strideH - padH + r, ox*strideW - padW + q] (0 in the padding). Thread t loads reduction index
+    /// g = slice + t % 16 (decoded once per slice) for rows / columns t / 16 + 16 i, whose (c, r, q) are decoded
+    /// once per kernel. Results are added to dw atomically when the reduction is split over several groups.
+    /// </summary>
+    private static void BackwardWeightTiledKernel(ArrayView<float> dw, ArrayView<float> dy, ArrayView<float> x, ConvArgs s, int splitLen)
+    {
+        var Ds = SharedMemory.Allocate<float>(TileK * Tile);
+        var Xs = SharedMemory.Allocate<float>(TileK * Tile);
+        int t = Group.IdxX, tx = t % 16, ty = t / 16;
+        int row0 = Grid.IdxY * Tile, col0 = Grid.IdxX * Tile;
+        long g0 = (long)Grid.IdxZ * splitLen, g1 = Math.Min(s.Pixels, g0 + splitLen);
+        int rs = s.R * s.S;
+        long plane = (long)s.OutH * s.OutW, hw = (long)s.H * s.W;
+
+        int lp = t % TileK, li = t / TileK;
+        // This thread's 4 load columns j = col0 + li + 16 u: channel offset and filter tap (r, q); -1 past C*R*S.
+        int j0 = col0 + li, j1 = j0 + 16, j2 = j0 + 32, j3 = j0 + 48;
+        long xo0 = ColumnChannel(j0, s, rs) * hw, xo1 = ColumnChannel(j1, s, rs) * hw;
+        long xo2 = ColumnChannel(j2, s, rs) * hw, xo3 = ColumnChannel(j3, s, rs) * hw;
+        int r0 = ColumnRow(j0, s, rs), r1 = ColumnRow(j1, s, rs), r2 = ColumnRow(j2, s, rs), r3 = ColumnRow(j3, s, rs);
+        int q0 = ColumnCol(j0, s, rs), q1 = ColumnCol(j1, s, rs), q2 = ColumnCol(j2, s, rs), q3 = ColumnCol(j3, s, rs);
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+        for (long gs = g0; gs < g1; gs += TileK)
+        {
+            long g = gs + lp;
+            bool valid = g < g1;
+            int n = 0, iyBase = 0, ixBase = 0;
+            long dyBase = 0, xBase = 0;
+            if (valid)
+            {
+                n = (int)(g / plane);
+                int pix = (int)(g - n * plane);
+                int oy = pix / s.OutW, ox = pix - oy * s.OutW;
+                iyBase = oy * s.StrideH - s.PadH;
+                ixBase = ox * s.StrideW - s.PadW;
+                dyBase = (long)n * s.K * plane + pix;
+                xBase = (long)n * s.C * hw;
+            }
+            for (int u = 0; u < 4; u++)
+            {
+                int k = row0 + li + 16 * u;
+                Ds[lp * Tile + li + 16 * u] = valid && k < s.K ? dy[dyBase + k * plane] : 0f;
+            }
+            Xs[lp * Tile + li] = valid ? Im2colValue(x, s, xBase, xo0, r0, q0, iyBase, ixBase) : 0f;
+            Xs[lp * Tile + li + 16] = valid ? Im2colValue(x, s, xBase, xo1, r1, q1, iyBase, ixBase) : 0f;
+            Xs[lp * Tile + li + 32] = valid ? Im2colValue(x, s, xBase, xo2, r2, q2, iyBase, ixBase) : 0f;
+            Xs[lp * Tile + li + 48] = valid ? Im2colValue(x, s, xBase, xo3, r3, q3, iyBase, ixBase) : 0f;
+            Group.Barrier();
+
+            for (int p = 0; p < TileK; p++)
+            {
+                int ao = p * Tile + ty, bo = p * Tile + tx;
+                float a0 = Ds[ao], a1 = Ds[ao + 16], a2 = Ds[ao + 32], a3 = Ds[ao + 48];
+                float b0 = Xs[bo], b1 = Xs[bo + 16], b2 = Xs[bo + 32], b3 = Xs[bo + 48];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+
+        bool atomic = Grid.DimZ > 1;
+        int oc = col0 + tx;
+        AddWeightRow(dw, s, atomic, row0 + ty, oc, c00, c01, c02, c03);
+        AddWeightRow(dw, s, atomic, row0 + ty + 16, oc, c10, c11, c12, c13);
+        AddWeightRow(dw, s, atomic, row0 + ty + 32, oc, c20, c21, c22, c23);
+        AddWeightRow(dw, s, atomic, row0 + ty + 48, oc, c30, c31, c32, c33);
+    }
+
+    private static long ColumnChannel(int j, ConvArgs s, int rs) => j < s.Crs ? j / rs : -1;
+    private static int ColumnRow(int j, ConvArgs s, int rs) => (j - j / rs * rs) / s.S;
+    private static int ColumnCol(int j, ConvArgs s, int rs) => (j - j / rs * rs) % s.S;
+
+    /// <summary>im2col(x)(j, g) for a column whose channel offset is xo (negative past C*R*S) and tap (r, q).</summary>
+    private static float Im2colValue(ArrayView<float> x, ConvArgs s, long xBase, long xo, int r, int q, int iyBase, int ixBase)
+    {
+        int iy = iyBase + r, ix = ixBase + q;
+        if (xo < 0 || iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) return 0f;
+        return x[xBase + xo + (long)iy * s.W + ix];
+    }
+
+    private static void AddWeightRow(ArrayView<float> dw, ConvArgs s, bool atomic, int k, int col,
+        float v0, float v1, float v2, float v3)
+    {
+        if (k >= s.K) return;
+        for (int jj = 0; jj < 4; jj++)
+        {
+            int j = col + 16 * jj;
+            if (j >= s.Crs) return;
+            float v = jj == 0 ? v0 : jj == 1 ? v1 : jj == 2 ? v2 : v3;
+            long e = (long)k * s.Crs + j;
+            if (atomic) Atomic.Add(ref dw[e], v);
+            else dw[e] += v;
+        }
+    }
+
+    /// <summary>db[k] += Σ_{n, oy, ox} dy[n, k, oy, ox]: one group of 256 threads per channel, each striding over the
+    /// channel's planes, then a tree reduction in shared memory.</summary>
+    private static void BiasGradTiledKernel(ArrayView<float> db, ArrayView<float> dy, ConvArgs s)
+    {
+        var partial = SharedMemory.Allocate<float>(Threads);
+        int t = Group.IdxX, k = Grid.IdxX;
+        long plane = (long)s.OutH * s.OutW;
+        float sum = 0f;
+        for (int n = 0; n < s.N; n++)
+        {
+            long b = ((long)n * s.K + k) * plane;
+            for (long p = t; p < plane; p += Threads) sum += dy[b + p];
+        }
+        partial[t] = sum;
+        Group.Barrier();
+        for (int half = Threads / 2; half > 0; half /= 2)
+        {
+            if (t < half) partial[t] += partial[t + half];
+            Group.Barrier();
+        }
+        if (t == 0) db[k] += partial[0];
     }
 }

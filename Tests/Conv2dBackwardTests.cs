@@ -12,7 +12,7 @@ namespace Tp7.Tests;
 /// double-precision forward on tiny shapes, the fast host versions against V1 on odd shapes, the gradient rule,
 /// and every ILGPU version against its host twin on the 256-thread CPU simulator.
 /// </summary>
-public sealed class Conv2dBackwardTests
+public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<CpuSimulatorFixture>
 {
     static float[] Random(int seed, long n, float scale = 1f)
     {
@@ -249,5 +249,73 @@ public sealed class Conv2dBackwardTests
         var e3 = Assert.Throws<ArgumentException>(() =>
             Conv2d.BackwardDataHost(new float[s.InputLength], new float[s.OutputLength - 1], new float[s.WeightLength], s));
         Assert.StartsWith($"dy: buffer has {s.OutputLength - 1} elements, expected {s.OutputLength}", e3.Message);
+    }
+
+    // ---------- 4. ILGPU kernels against the host twin on the CPU simulator ----------
+
+    private static int _seed = 500;
+
+    // Small, since the simulator runs each of a group's 256 threads as an OS thread: up to 2 x 2 tiles of dx
+    // (C up to 70 crosses a 64-row tile) and dw (K up to 70, C·R·S up to 8·16), long reductions split over groups.
+    static Gen<ConvShape> SimulatorShapes =>
+        from n in Gen.Elements(1, 1, 2)
+        from c in Gen.Elements(1, 3, 8, 70)
+        from h in Gen.Choose(1, 11)
+        from w in Gen.Choose(1, 11)
+        from k in Gen.Elements(1, 5, 17, 70)
+        from r in Gen.Choose(1, 4)
+        from q in Gen.Choose(1, 4)
+        from sh in Gen.Choose(1, 3)
+        from sw in Gen.Choose(1, 3)
+        from ph in Gen.Choose(0, 2)
+        from pw in Gen.Choose(0, 2)
+        let s = new ConvShape(n, c > 8 && k > 17 ? 8 : c, h, w, k, r, q, sh, sw, ph, pw)
+        where s.OutH > 0 && s.OutW > 0
+        select s;
+
+    static Gen<Conv2dBackwardVersion> GpuVersions => Gen.Elements(Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled);
+
+    static void AssertPassed(SelfTestResult r) => Assert.True(r.Passed, r.ToString());
+
+    [Property(MaxTest = 16)]
+    public Property GpuBackwardDataMatchesHost()
+        => Prop.ForAll(SimulatorShapes.ToArbitrary(), GpuVersions.ToArbitrary(), (s, v) => AssertPassed(
+            KernelSelfTest.ConvBackwardDataCase(fx.Accelerator, fx.Conv, v, "generated", s, Interlocked.Increment(ref _seed), timed: false)));
+
+    [Property(MaxTest = 16)]
+    public Property GpuBackwardWeightMatchesHost()
+        => Prop.ForAll(SimulatorShapes.ToArbitrary(), GpuVersions.ToArbitrary(), Gen.Elements(true, true, false).ToArbitrary(), (s, v, bias) => AssertPassed(
+            KernelSelfTest.ConvBackwardWeightCase(fx.Accelerator, fx.Conv, v, "generated", s, bias, Interlocked.Increment(ref _seed), timed: false)));
+
+    /// <summary>Both versions on fixed shapes that reach every tile edge: dx rows past one 64-channel tile, dw
+    /// rows and columns past one tile, and a reduction (N·OH·OW = 2·24·24) split over several groups.</summary>
+    [Theory]
+    [InlineData(1, 65, 5, 7, 3, 3, 3, 1, 1, 1, 1)]
+    [InlineData(2, 8, 24, 24, 65, 3, 3, 1, 1, 1, 1)]
+    [InlineData(1, 3, 9, 8, 4, 2, 3, 2, 1, 0, 2)]
+    public void GpuBackwardMatchesHostOnTileEdges(int n, int c, int h, int w, int k, int r, int q, int sh, int sw, int ph, int pw)
+    {
+        var s = new ConvShape(n, c, h, w, k, r, q, sh, sw, ph, pw);
+        foreach (var v in new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled })
+        {
+            AssertPassed(KernelSelfTest.ConvBackwardDataCase(fx.Accelerator, fx.Conv, v, "edges", s, 41, timed: false));
+            AssertPassed(KernelSelfTest.ConvBackwardWeightCase(fx.Accelerator, fx.Conv, v, "edges", s, hasBias: true, 42, timed: false));
+        }
+    }
+
+    [Fact]
+    public void GpuLaunchersRejectWrongLengthsNamingTheTensor()
+    {
+        var s = ConvShape.Square(1, 3, 8, 8, 4, 3, 1, 1);
+        using var dx = fx.Accelerator.Allocate1D<float>(s.InputLength);
+        using var dy = fx.Accelerator.Allocate1D<float>(s.OutputLength + 1);
+        using var w = fx.Accelerator.Allocate1D<float>(s.WeightLength);
+        using var db = fx.Accelerator.Allocate1D<float>(s.K);
+        var e = Assert.Throws<ArgumentException>(() => fx.Conv.BackwardData(dx.View, dy.View, w.View, s));
+        Assert.StartsWith($"dy: buffer has {s.OutputLength + 1} elements, expected {s.OutputLength} for conv N=1", e.Message);
+        var e2 = Assert.Throws<ArgumentException>(() => fx.Conv.BackwardWeight(w.View, db.View, dy.View.SubView(0, s.OutputLength), dx.View.SubView(1, s.InputLength - 1), s));
+        Assert.StartsWith($"x: buffer has {s.InputLength - 1} elements, expected {s.InputLength}", e2.Message);
+        var e3 = Assert.Throws<ArgumentException>(() => fx.Conv.BackwardData(dx.View, dy.View, w.View, ConvShape.Square(1, 3, 2, 2, 4, 5)));
+        Assert.StartsWith("conv2d: invalid shape", e3.Message);
     }
 }
