@@ -318,4 +318,24 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
         var e3 = Assert.Throws<ArgumentException>(() => fx.Conv.BackwardData(dx.View, dy.View, w.View, ConvShape.Square(1, 3, 2, 2, 4, 5)));
         Assert.StartsWith("conv2d: invalid shape", e3.Message);
     }
+
+    /// <summary>Without bias the launcher takes an empty db view and never touches it.</summary>
+    [Fact]
+    public void GpuBackwardWeightWithoutBiasTakesAnEmptyDb()
+    {
+        var s = new ConvShape(2, 3, 7, 6, 5, 3, 2, 2, 1, 1, 0);
+        float[] dyHost = Random(61, s.OutputLength), xHost = Random(62, s.InputLength);
+        var expected = new float[s.WeightLength];
+        Conv2d.BackwardWeightHost(expected, Span<float>.Empty, dyHost, xHost, s);
+        using var dy = fx.Accelerator.Allocate1D(dyHost);
+        using var x = fx.Accelerator.Allocate1D(xHost);
+        foreach (var v in new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled })
+        {
+            using var dw = fx.Accelerator.Allocate1D<float>(s.WeightLength);
+            dw.MemSetToZero();
+            fx.Conv.BackwardWeight(v, dw.View, ArrayView<float>.Empty, dy.View, x.View, s, hasBias: false);
+            fx.Accelerator.Synchronize();
+            AssertPassed(Comparison.Of(dw.GetAsArray1D(), expected, Tolerance.Dot((long)s.N * s.OutH * s.OutW)), $"dw {v} without bias", s);
+        }
+    }
 }
