@@ -6,8 +6,9 @@ namespace Tp7.Bench;
 /// <summary>
 /// The CPU backend's hot ops: GEMM, every distinct VGG16 conv layer at batch 8 (fp32), pool and relu.
 /// Validates each fast version against its V1 specification on a small shape, then times medians.
-/// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3] (quick: fewer reps,
-/// skips the GEMM 4096 case; versions: conv forward versions to time one after another in this process).
+/// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3] [--backward] (quick: fewer
+/// reps, skips the GEMM 4096 case; versions: conv forward versions to time one after another in this process;
+/// backward: time the conv layers' backward-data and backward-weight (the host entry points) instead of the forward).
 /// </summary>
 public sealed class HostOpsBench : IBenchmark
 {
@@ -42,7 +43,7 @@ public sealed class HostOpsBench : IBenchmark
     public int Run(string[] args)
     {
         int batch = 8, reps = 3;
-        bool quick = false;
+        bool quick = false, backward = false;
         string? only = null;
         string[] versions = ["auto"];
         for (int i = 0; i < args.Length; i++)
@@ -53,6 +54,7 @@ public sealed class HostOpsBench : IBenchmark
                 case "--quick": quick = true; reps = 1; break;
                 case "--only": only = args[++i]; break;
                 case "--versions": versions = args[++i].Split(','); break;
+                case "--backward": backward = true; break;
                 default: Console.Error.WriteLine($"hostops: unknown argument '{args[i]}'"); return 2;
             }
         Console.WriteLine($"device: host CPU, {Environment.ProcessorCount} cores, AVX2 {Avx2.IsSupported}, FMA {Fma.IsSupported}; fp32; batch {batch}; median of {reps}");
@@ -61,6 +63,12 @@ public sealed class HostOpsBench : IBenchmark
         var rng = new Random(1);
         float[] Rand(long n) { var v = new float[n]; for (long i = 0; i < n; i++) v[i] = rng.NextSingle() - 0.5f; return v; }
 
+        if (backward)
+        {
+            ConvBackwards(batch, reps, only, Rand);
+            Footer();
+            return 0;
+        }
         if (only == null || only.Split(',').Contains("gemm")) Gemms(quick, reps, Rand);
         Convs(batch, reps, only, versions, Rand);
         if (only == null) PoolRelu(batch, reps, Rand);
@@ -124,6 +132,30 @@ public sealed class HostOpsBench : IBenchmark
         }
     }
 
+    /// <summary>Backward-data (dx = conv_transpose(dy, w)) and backward-weight (dw += dy · im2col(x)ᵀ, db += Σ dy) of each
+    /// selected VGG16 layer, timed back to back; totals for all 13 layers follow.</summary>
+    static void ConvBackwards(int batch, int reps, string? only, Func<long, float[]> Rand)
+    {
+        Console.WriteLine($"\nVGG16 conv layers backward, batch {batch}, 3x3 pad 1 (GFLOP/s count the direct convolution's 2·K·C·9 per output)");
+        double totalData = 0, totalWeight = 0, totalCpu = 0, totalFlops = 0;
+        foreach (var (name, c, k, hw, count) in VggConvs)
+        {
+            if (only != null && !only.Split(',').Contains(name)) continue;
+            var s = ConvShape.Square(batch, c, hw, hw, k, 3, 1, 1);
+            var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var dy = Rand(s.OutputLength);
+            var dx = new float[s.InputLength]; var dw = new float[s.WeightLength]; var db = new float[k];
+            var (td, cd) = Measure(() => Conv2d.BackwardDataHost(dx, dy, w, s), reps);
+            var (tw, cw) = Measure(() => Conv2d.BackwardWeightHost(dw, db, dy, x, s), reps);
+            totalData += td * count; totalWeight += tw * count; totalCpu += (cd + cw) * count;
+            totalFlops += (s.BackwardDataFlops + s.BackwardWeightFlops) * count;
+            Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  data {td * 1e3,8:F1} ms {s.BackwardDataFlops / td / 1e9,6:F1} GFLOP/s" +
+                              $"   weight {tw * 1e3,8:F1} ms {s.BackwardWeightFlops / tw / 1e9,6:F1} GFLOP/s   per busy core {(s.BackwardDataFlops + s.BackwardWeightFlops) / (cd + cw) / 1e9,5:F1}");
+        }
+        string what = only == null ? "all 13 conv layers" : "selected layers (x count)";
+        Console.WriteLine($"  {what}: backward-data {totalData:F3} s + backward-weight {totalWeight:F3} s = {totalData + totalWeight:F3} s for batch {batch}, " +
+                          $"{totalFlops / (totalData + totalWeight) / 1e9:F1} GFLOP/s sustained, {totalFlops / totalCpu / 1e9:F1} per busy core");
+    }
+
     static void PoolRelu(int batch, int reps, Func<long, float[]> Rand)
     {
         Console.WriteLine("\npool / relu (VGG pool1 input, batch " + batch + ")");
@@ -175,6 +207,18 @@ public sealed class HostOpsBench : IBenchmark
             Compare("conv V2 2x13x21x17 -> 19", e, f);
             Conv2d.ForwardHost_V3Winograd(f, x, w, b, s, true);
             Compare("conv V3 Winograd 2x13x21x17 -> 19", e, f);
+        }
+        {
+            // Backward on a shape whose dx goes through the flipped forward on Winograd (K ≥ 64).
+            var s = ConvShape.Square(2, 13, 21, 17, 64, 3, 1, 1);
+            var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var dy = Rand(s.OutputLength);
+            var e = new float[s.InputLength]; var f = new float[s.InputLength];
+            Conv2d.BackwardDataHost_V1Naive(e, dy, w, s); Conv2d.BackwardDataHost(f, dy, w, s);
+            Compare("conv backward-data 2x13x21x17 <- 64", e, f);
+            var ew = new float[s.WeightLength]; var fw = new float[s.WeightLength]; var eb = new float[s.K]; var fb = new float[s.K];
+            Conv2d.BackwardWeightHost_V1Naive(ew, eb, dy, x, s); Conv2d.BackwardWeightHost(fw, fb, dy, x, s);
+            Compare("conv backward-weight 2x13x21x17 -> 64", ew, fw);
+            Compare("conv backward-bias 64", eb, fb);
         }
         return ok;
     }

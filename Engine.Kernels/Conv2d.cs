@@ -3,9 +3,10 @@ using ILGPU.Runtime;
 
 namespace Tp7.Engine.Kernels;
 
-// Convolution: forward (and later backward-data, backward-weight).
+// Convolution: forward, backward-data (dx) and backward-weight (dw, db).
 // Gradient rule for every backward in this file: gradients of parameters accumulate (+=),
-// gradients of activations overwrite (=); ZeroGrad clears them.
+// gradients of activations overwrite (=); ZeroGrad clears them. So BackwardData* writes every element of dx
+// (its prior content is ignored) and BackwardWeight* adds into dw and db.
 
 // ===== Host twin: the CPU backend and the specification the ILGPU kernels are tested against =====
 public static partial class Conv2d
@@ -41,7 +42,6 @@ public static partial class Conv2d
     {
         CheckForward(y, x, w, b, s);
         int m = s.K, n = s.OutH * s.OutW, k = s.C * s.R * s.S;
-        if (s.N == 0 || m == 0 || n == 0) return;
         bool direct = s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0;
         int mPad = HostGemmKernels.PaddedRows(m);
         float[] aBuf = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * k + 16)));
@@ -92,16 +92,13 @@ public static partial class Conv2d
         CheckForward(y, x, w, b, s);
         if (!HostWinograd.Supports(s))
             throw new ArgumentException($"conv2d V3Winograd computes 3x3 stride-1 pad-1 convolutions only, not {s}");
-        if (s.N == 0 || s.K == 0) return;
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
             HostWinograd.Forward(py, px, pw, pb, s, relu, portable: false);
     }
 
     static void CheckForward(ReadOnlySpan<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b, ConvShape s)
     {
-        if (s.N < 0 || s.C <= 0 || s.H <= 0 || s.W <= 0 || s.K < 0 || s.R <= 0 || s.S <= 0 || s.StrideH <= 0 || s.StrideW <= 0
-            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
-            throw new ArgumentException($"invalid convolution shape: {s}");
+        s.Validate();
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         Check.Length("w", w.Length, s.WeightLength, s);
@@ -115,10 +112,7 @@ public static partial class Conv2d
     public static unsafe void ForwardHost_V1Naive(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
-        Check.Length("y", y.Length, s.OutputLength, s);
-        Check.Length("x", x.Length, s.InputLength, s);
-        Check.Length("w", w.Length, s.WeightLength, s);
-        Check.Length("b", b.Length, s.K, s);
+        CheckForward(y, x, w, b, s);
         int oh = s.OutH, ow = s.OutW;
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
         {
@@ -153,8 +147,313 @@ public static partial class Conv2d
     }
 }
 
+// ===== Host twin, backward: dx overwrites, dw and db accumulate =====
+public static partial class Conv2d
+{
+    static void CheckBackwardData(ReadOnlySpan<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        s.Validate();
+        Check.Length("dx", dx.Length, s.InputLength, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("w", w.Length, s.WeightLength, s);
+    }
 
+    static void CheckBackwardWeight(ReadOnlySpan<float> dw, ReadOnlySpan<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+    {
+        s.Validate();
+        Check.Length("dw", dw.Length, s.WeightLength, s);
+        if (db.Length != 0) Check.Length("db", db.Length, s.K, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+    }
 
+    /// <summary>
+    /// dx (N, C, H, W) = conv_transpose(dy (N, K, OH, OW), w (K, C, R, S)), overwriting dx: the host backend's
+    /// entry point. Rule: stride-1 layers whose padding is at most the kernel size minus one (every VGG16 layer)
+    /// run as a forward convolution (<see cref="BackwardDataHost_V3FlippedForward"/>, Winograd for 3x3 with K ≥ 64);
+    /// the rest (strided, over-padded) go through GEMM + col2im (<see cref="BackwardDataHost_V2Col2im"/>).
+    /// </summary>
+    public static void BackwardDataHost(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        if (FlippedForwardSupports(s)) BackwardDataHost_V3FlippedForward(dx, dy, w, s);
+        else BackwardDataHost_V2Col2im(dx, dy, w, s);
+    }
+
+    /// <summary>
+    /// dw (K, C, R, S) += Σ_n dy_n (K, OH*OW) · im2col(x_n)ᵀ (OH*OW, C*R*S); db (K) += Σ_{n, oy, ox} dy, skipped when
+    /// <paramref name="db"/> is empty (a conv without bias). The host backend's entry point.
+    /// </summary>
+    public static void BackwardWeightHost(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+        => BackwardWeightHost_V2Im2colGemm(dw, db, dy, x, s);
+
+    /// <summary>
+    /// Version 1 of backward-data, the specification: each dx element gathers every (k, r, q) whose output pixel
+    /// it fed, dx[n, c, iy, ix] = Σ_{k, r, q} dy[n, k, oy, ox] · w[k, c, r, q] where oy·strideH - padH + r = iy and
+    /// ox·strideW - padW + q = ix. One (n, c) plane per task.
+    /// </summary>
+    public static unsafe void BackwardDataHost_V1Naive(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        CheckBackwardData(dx, dy, w, s);
+        int oh = s.OutH, ow = s.OutW;
+        fixed (float* pdx = dx) fixed (float* pdy = dy) fixed (float* pw = w)
+        {
+            nint dxp = (nint)pdx, dyp = (nint)pdy, wp = (nint)pw;
+            Parallel.For(0, s.N * s.C, nc =>
+            {
+                int n = nc / s.C, c = nc % s.C;
+                float* dxo = (float*)dxp + (long)nc * s.H * s.W;
+                float* dyn = (float*)dyp + (long)n * s.K * oh * ow;
+                for (int iy = 0; iy < s.H; iy++)
+                for (int ix = 0; ix < s.W; ix++)
+                {
+                    float acc = 0f;
+                    for (int k = 0; k < s.K; k++)
+                    for (int r = 0; r < s.R; r++)
+                    {
+                        int ty = iy + s.PadH - r;
+                        if (ty < 0 || ty % s.StrideH != 0 || ty / s.StrideH >= oh) continue;
+                        int oy = ty / s.StrideH;
+                        for (int q = 0; q < s.S; q++)
+                        {
+                            int tx = ix + s.PadW - q;
+                            if (tx < 0 || tx % s.StrideW != 0 || tx / s.StrideW >= ow) continue;
+                            acc += dyn[((long)k * oh + oy) * ow + tx / s.StrideW] * ((float*)wp)[(((long)k * s.C + c) * s.R + r) * s.S + q];
+                        }
+                    }
+                    dxo[(long)iy * s.W + ix] = acc;
+                }
+            });
+        }
+    }
+
+    /// <summary>
+    /// Version 1 of backward-weight, the specification: dw[k, c, r, q] += Σ_{n, oy, ox} dy[n, k, oy, ox] ·
+    /// x[n, c, oy·strideH - padH + r, ox·strideW - padW + q] (0 in the padding), db[k] += Σ_{n, oy, ox} dy[n, k, oy, ox].
+    /// One output channel k per task.
+    /// </summary>
+    public static unsafe void BackwardWeightHost_V1Naive(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+    {
+        CheckBackwardWeight(dw, db, dy, x, s);
+        int oh = s.OutH, ow = s.OutW;
+        bool hasBias = db.Length != 0;
+        fixed (float* pdw = dw) fixed (float* pdb = db) fixed (float* pdy = dy) fixed (float* px = x)
+        {
+            nint dwp = (nint)pdw, dbp = (nint)pdb, dyp = (nint)pdy, xp = (nint)px;
+            Parallel.For(0, s.K, k =>
+            {
+                for (int c = 0; c < s.C; c++)
+                for (int r = 0; r < s.R; r++)
+                for (int q = 0; q < s.S; q++)
+                {
+                    float acc = 0f;
+                    for (int n = 0; n < s.N; n++)
+                    {
+                        float* dyk = (float*)dyp + ((long)n * s.K + k) * oh * ow;
+                        float* xc = (float*)xp + ((long)n * s.C + c) * s.H * s.W;
+                        for (int oy = 0; oy < oh; oy++)
+                        {
+                            int iy = oy * s.StrideH - s.PadH + r;
+                            if ((uint)iy >= (uint)s.H) continue;
+                            for (int ox = 0; ox < ow; ox++)
+                            {
+                                int ix = ox * s.StrideW - s.PadW + q;
+                                if ((uint)ix >= (uint)s.W) continue;
+                                acc += dyk[(long)oy * ow + ox] * xc[(long)iy * s.W + ix];
+                            }
+                        }
+                    }
+                    ((float*)dwp)[(((long)k * s.C + c) * s.R + r) * s.S + q] += acc;
+                }
+                if (!hasBias) return;
+                float sum = 0f;
+                for (int n = 0; n < s.N; n++)
+                {
+                    float* dyk = (float*)dyp + ((long)n * s.K + k) * oh * ow;
+                    for (long p = 0; p < (long)oh * ow; p++) sum += dyk[p];
+                }
+                ((float*)dbp)[k] += sum;
+            });
+        }
+    }
+
+    /// <summary>Stride 1 with padding ≤ kernel - 1 on both axes: the shapes <see cref="BackwardDataHost_V3FlippedForward"/> computes.</summary>
+    internal static bool FlippedForwardSupports(ConvShape s)
+        => s.StrideH == 1 && s.StrideW == 1 && s.PadH <= s.R - 1 && s.PadW <= s.S - 1;
+
+    /// <summary>The forward convolution that computes backward-data of a stride-1 <paramref name="s"/>: input dy
+    /// (N, K, OH, OW), filters (C, K, R, S), padding R-1-padH, S-1-padW; its output is (N, C, H, W).</summary>
+    internal static ConvShape FlippedForwardShape(ConvShape s)
+        => new(s.N, s.K, s.OutH, s.OutW, s.C, s.R, s.S, 1, 1, s.R - 1 - s.PadH, s.S - 1 - s.PadW);
+
+    /// <summary>
+    /// Version 3 of backward-data, stride 1 and padding ≤ kernel - 1 only: with stride 1 the transposed convolution
+    /// is a plain convolution of dy with the filters transposed (K ↔ C) and rotated by 180°,
+    /// dx[n, c, iy, ix] = Σ_{k, r', q'} dy[n, k, iy - (R-1-padH) + r', ix - (S-1-padW) + q'] · w[k, c, R-1-r', S-1-q'],
+    /// so it runs on <see cref="ForwardHost"/> (Winograd for 3x3 pad 1 with K ≥ 64, im2col GEMM otherwise) with a
+    /// zero bias. The flipped filters (C, K, R, S) live in a pooled buffer.
+    /// </summary>
+    public static unsafe void BackwardDataHost_V3FlippedForward(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        CheckBackwardData(dx, dy, w, s);
+        if (!FlippedForwardSupports(s))
+            throw new ArgumentException($"conv2d backward-data V3FlippedForward computes stride-1 convolutions with padding ≤ kernel - 1 only, not {s}");
+        var t = FlippedForwardShape(s);
+        int len = checked((int)s.WeightLength);
+        float[] wt = System.Buffers.ArrayPool<float>.Shared.Rent(len);
+        float[] zero = System.Buffers.ArrayPool<float>.Shared.Rent(s.C);
+        try
+        {
+            Array.Clear(zero, 0, s.C);
+            int rs = s.R * s.S;
+            fixed (float* pw = w) fixed (float* pt = wt)
+            {
+                nint wp = (nint)pw, tp = (nint)pt;
+                // wt (C, K, R, S): wt[c, k, r, q] = w[k, c, R-1-r, S-1-q].
+                void FlipChannel(int c)
+                {
+                    for (int k = 0; k < s.K; k++)
+                    {
+                        float* src = (float*)wp + ((long)k * s.C + c) * rs;
+                        float* dst = (float*)tp + ((long)c * s.K + k) * rs;
+                        for (int i = 0; i < rs; i++) dst[rs - 1 - i] = src[i];
+                    }
+                }
+                if (len < 1 << 16) for (int c = 0; c < s.C; c++) FlipChannel(c);
+                else Parallel.For(0, s.C, FlipChannel);
+            }
+            ForwardHost(dx, dy, wt.AsSpan(0, len), zero.AsSpan(0, s.C), t, relu: false);
+        }
+        finally
+        {
+            System.Buffers.ArrayPool<float>.Shared.Return(wt);
+            System.Buffers.ArrayPool<float>.Shared.Return(zero);
+        }
+    }
+
+    /// <summary>
+    /// Version 2 of backward-data, any stride and padding: per image, dcol (C*R*S, OH*OW) = Wᵀ (C*R*S, K) · dy_n
+    /// (K, OH*OW) on the blocked host GEMM, then col2im scatters dcol back into dx_n (C, H, W), one channel per task
+    /// (channels own disjoint planes, so the scatter needs no synchronisation). dcol is one pooled buffer.
+    /// </summary>
+    public static unsafe void BackwardDataHost_V2Col2im(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    {
+        CheckBackwardData(dx, dy, w, s);
+        int crs = s.C * s.R * s.S, oh = s.OutH, ow = s.OutW, pixels = oh * ow, rs = s.R * s.S;
+        float[] col = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)crs * pixels)));
+        try
+        {
+            fixed (float* pdx = dx) fixed (float* pdy = dy) fixed (float* pw = w) fixed (float* pc = col)
+            {
+                nint dxp = (nint)pdx, cp = (nint)pc;
+                long hw = (long)s.H * s.W;
+                for (int n = 0; n < s.N; n++)
+                {
+                    HostGemmKernels.Gemm(pc, pw, pdy + (long)n * s.K * pixels, new GemmShape(crs, pixels, s.K, TransA: true), default);
+                    float* dxn = (float*)dxp + n * s.C * hw;
+                    void Col2im(int c)
+                    {
+                        float* plane = dxn + c * hw;
+                        new Span<float>(plane, checked((int)hw)).Clear();
+                        for (int r = 0; r < s.R; r++)
+                        for (int q = 0; q < s.S; q++)
+                        {
+                            float* row = (float*)cp + ((long)c * rs + r * s.S + q) * pixels;
+                            for (int oy = 0; oy < oh; oy++)
+                            {
+                                int iy = oy * s.StrideH - s.PadH + r;
+                                if ((uint)iy >= (uint)s.H) continue;
+                                float* dst = plane + (long)iy * s.W;
+                                float* src = row + oy * ow;
+                                for (int ox = 0; ox < ow; ox++)
+                                {
+                                    int ix = ox * s.StrideW - s.PadW + q;
+                                    if ((uint)ix < (uint)s.W) dst[ix] += src[ox];
+                                }
+                            }
+                        }
+                    }
+                    if ((long)crs * pixels < 1 << 16) for (int c = 0; c < s.C; c++) Col2im(c);
+                    else Parallel.For(0, s.C, Col2im);
+                }
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(col); }
+    }
+
+    /// <summary>
+    /// Version 2 of backward-weight: per image, dw (K, C*R*S) += dy_n (K, OH*OW) · im2col(x_n)ᵀ (OH*OW, C*R*S) on the
+    /// blocked host GEMM with beta = 1. dy_n is packed as A; op(B) is read straight from the image by
+    /// <see cref="Im2colTransposedB"/> (a 1x1 stride-1 unpadded conv reads x_n (C, H*W) transposed directly), so no
+    /// col buffer exists. Parallel tasks own disjoint slices of dw (columns, or rows when C*R*S is narrow) and every
+    /// task walks all images, so dw needs no reduction across threads. db sums dy per channel, one channel per task.
+    /// </summary>
+    public static unsafe void BackwardWeightHost_V2Im2colGemm(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+    {
+        CheckBackwardWeight(dw, db, dy, x, s);
+        int m = s.K, n = s.C * s.R * s.S, pixels = s.OutH * s.OutW;
+        bool direct = s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0;
+        int mPad = HostGemmKernels.PaddedRows(m);
+        float[] aBuf = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * pixels + 16)));
+        try
+        {
+            fixed (float* pdw = dw) fixed (float* pdb = db) fixed (float* pdy = dy) fixed (float* px = x) fixed (float* aRaw = aBuf)
+            {
+                float* ap = (float*)(((nint)aRaw + 63) & ~(nint)63);
+                nint app = (nint)ap, dwp = (nint)pdw, xp = (nint)px, dyp = (nint)pdy;
+                long imageIn = (long)s.C * s.H * s.W, imageOut = (long)m * pixels;
+                double flopsPerImage = s.BackwardWeightFlops / s.N;
+                HostGemmKernels.Split(m, n, flopsPerImage, out int rowTasks, out int colTasks);
+                for (int img = 0; img < s.N; img++)
+                {
+                    HostGemmKernels.PackA(ap, pdy + img * imageOut, pixels, 1, m, pixels, 1f);
+                    float* xi = px + img * imageIn;
+                    nint xip = (nint)xi;
+                    void Task(int t)
+                    {
+                        HostGemmKernels.Range(m, HostGemmKernels.MR, rowTasks, t / colTasks, out int i0, out int i1);
+                        HostGemmKernels.Range(n, HostGemmKernels.NR, colTasks, t % colTasks, out int j0, out int j1);
+                        if (i0 >= i1 || j0 >= j1) return;
+                        if (direct)
+                            HostGemmKernels.Run((float*)app, m, pixels, new StridedB(xip, 1, pixels), i0, i1, j0, j1, (float*)dwp, n, 1f, default, false);
+                        else
+                            HostGemmKernels.Run((float*)app, m, pixels, new Im2colTransposedB(xip, s), i0, i1, j0, j1, (float*)dwp, n, 1f, default, false);
+                    }
+                    if (rowTasks * colTasks == 1) Task(0);
+                    else Parallel.For(0, rowTasks * colTasks, Task);
+                }
+                if (db.Length != 0)
+                {
+                    nint dbp = (nint)pdb;
+                    void Bias(int k)
+                    {
+                        double sum = 0;
+                        for (int img = 0; img < s.N; img++)
+                            sum += PlaneSum((float*)dyp + img * imageOut + (long)k * pixels, pixels);
+                        ((float*)dbp)[k] += (float)sum;
+                    }
+                    if (s.OutputLength < 1 << 16) for (int k = 0; k < m; k++) Bias(k);
+                    else Parallel.For(0, m, Bias);
+                }
+            }
+        }
+        finally { System.Buffers.ArrayPool<float>.Shared.Return(aBuf); }
+    }
+
+    /// <summary>Σ p[0 .. count) with 4 vector accumulators, summed in double at the end.</summary>
+    static unsafe double PlaneSum(float* p, int count)
+    {
+        int lanes = System.Numerics.Vector<float>.Count, i = 0;
+        System.Numerics.Vector<float> a0 = default, a1 = default, a2 = default, a3 = default;
+        for (; i + 4 * lanes <= count; i += 4 * lanes)
+        {
+            a0 += System.Numerics.Vector.Load(p + i); a1 += System.Numerics.Vector.Load(p + i + lanes);
+            a2 += System.Numerics.Vector.Load(p + i + 2 * lanes); a3 += System.Numerics.Vector.Load(p + i + 3 * lanes);
+        }
+        double sum = System.Numerics.Vector.Sum(a0 + a1) + (double)System.Numerics.Vector.Sum(a2 + a3);
+        for (; i < count; i++) sum += p[i];
+        return sum;
+    }
+}
 
 // ===== ILGPU kernels =====
 
@@ -168,6 +467,22 @@ public enum Conv2dVersion
     /// gathered straight from X into shared memory (no im2col buffer); 64 x 64 tiles, 4 x 4 register blocks.
     /// </summary>
     V2ImplicitGemm,
+}
+
+/// <summary>Convolution backward kernel versions (backward-data and backward-weight), selectable by name.</summary>
+public enum Conv2dBackwardVersion
+{
+    /// <summary>One thread per dx element gathering over (k, r, q); one thread per dw element reducing over
+    /// (n, oy, ox), plus one per db element: the reference kernels.</summary>
+    V1Naive,
+    /// <summary>
+    /// Implicit GEMM on 64 x 64 shared-memory tiles, 4 x 4 register blocks, 256-thread groups. Data:
+    /// dx (C, N*H*W) = Wᵀ (C, K*R*S) x gather(dy) (K*R*S, N*H*W), dy gathered straight into shared memory (0 where
+    /// stride skips an input or the tap falls outside dy). Weight: dw (K, C*R*S) += dy (K, N*OH*OW) x im2col(x)ᵀ,
+    /// the reduction split over grid.z with atomic adds so long reductions still fill the device; db in a
+    /// group-per-channel reduction.
+    /// </summary>
+    V2Tiled,
 }
 
 /// <summary>Kernel arguments of a convolution: the shape plus derived sizes, computed once on the host.</summary>
@@ -195,18 +510,36 @@ internal readonly struct ConvArgs
 public sealed class Conv2dGpu
 {
     private const int Tile = 64, TileK = 16, Threads = Accelerators.TiledGroupSize;
+    /// <summary>Longest reduction one backward-weight group walks: VGG16's conv1_2 at batch 8 (N·OH·OW = 401408)
+    /// becomes 392 groups per output tile, and the tests' 2·24·24 = 1152 already runs split.</summary>
+    private const int MaxSplitLength = 1024;
 
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs> _naive;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>? _implicitGemm;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs> _dataNaive;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int> _weightNaive;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>? _dataTiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>? _weightTiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ConvArgs>? _biasGrad;
 
     public Conv2dGpu(Accelerator accelerator)
     {
         _acc = accelerator;
         _naive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(NaiveKernel);
+        _dataNaive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(BackwardDataNaiveKernel);
+        _weightNaive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightNaiveKernel);
         if (accelerator.MaxNumThreadsPerGroup >= Threads)
+        {
             _implicitGemm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(ImplicitGemmKernel);
+            _dataTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(BackwardDataTiledKernel);
+            _weightTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightTiledKernel);
+            _biasGrad = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ConvArgs>(BiasGradTiledKernel);
+        }
     }
+
+    /// <summary>The fastest backward version this accelerator can run.</summary>
+    public Conv2dBackwardVersion DefaultBackwardVersion => _dataTiled != null ? Conv2dBackwardVersion.V2Tiled : Conv2dBackwardVersion.V1Naive;
 
     /// <summary>The fastest version this accelerator can run.</summary>
     public Conv2dVersion DefaultVersion => _implicitGemm != null ? Conv2dVersion.V2ImplicitGemm : Conv2dVersion.V1Naive;
@@ -217,11 +550,7 @@ public sealed class Conv2dGpu
     public void Forward(Conv2dVersion version, ArrayView<float> y, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
         ConvShape s, bool relu)
     {
-        if (s.N <= 0 || s.C <= 0 || s.K <= 0 || s.R <= 0 || s.S <= 0 || s.StrideH <= 0 || s.StrideW <= 0
-            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
-            throw new ArgumentException($"conv2d: invalid shape {s}");
-        if ((long)s.C * s.R * s.S > int.MaxValue)
-            throw new ArgumentException($"conv2d: C*R*S exceeds 2^31-1 for {s}");
+        s.Validate();
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         Check.Length("w", w.Length, s.WeightLength, s);
@@ -379,5 +708,393 @@ public sealed class Conv2dGpu
         long n = col / plane;
         long pix = col - n * plane;
         y[(n * s.K + k) * plane + pix] = s.Relu != 0 && v < 0f ? 0f : v;
+    }
+
+    // ===== Backward: dx overwrites, dw and db accumulate =====
+
+    /// <summary>dx (N, C, H, W) = conv_transpose(dy (N, K, OH, OW), w (K, C, R, S)), overwriting dx, with the default version.</summary>
+    public void BackwardData(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvShape s)
+        => BackwardData(DefaultBackwardVersion, dx, dy, w, s);
+
+    public void BackwardData(Conv2dBackwardVersion version, ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvShape s)
+    {
+        s.Validate();
+        if ((long)s.K * s.R * s.S > int.MaxValue) throw new ArgumentException($"conv2d backward-data: K*R*S exceeds 2^31-1 for {s}");
+        Check.Length("dx", dx.Length, s.InputLength, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("w", w.Length, s.WeightLength, s);
+        var args = new ConvArgs(s, relu: false);
+        switch (version)
+        {
+            case Conv2dBackwardVersion.V1Naive:
+            {
+                int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+                _dataNaive(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, w, args);
+                break;
+            }
+            case Conv2dBackwardVersion.V2Tiled:
+            {
+                if (_dataTiled == null) Accelerators.RequireTiledGroup(_acc, "conv2d backward-data V2Tiled");
+                long colTiles = ((long)s.N * s.H * s.W + Tile - 1) / Tile;
+                if (colTiles > int.MaxValue) throw new ArgumentException($"conv2d backward-data: N*H*W too large for one launch: {s}");
+                var grid = new Index2D((int)colTiles, (s.C + Tile - 1) / Tile);
+                _dataTiled!(new KernelConfig(grid, new Index2D(Threads, 1)), dx, dy, w, args);
+                break;
+            }
+            default:
+                throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d backward-data: unknown version");
+        }
+    }
+
+    /// <summary>dw (K, C, R, S) += Σ_n dy_n · im2col(x_n)ᵀ and, when <paramref name="hasBias"/>, db (K) += Σ dy over
+    /// (n, oy, ox), with the default version. Without bias db is not read and may be empty.</summary>
+    public void BackwardWeight(ArrayView<float> dw, ArrayView<float> db, ArrayView<float> dy, ArrayView<float> x, ConvShape s, bool hasBias = true)
+        => BackwardWeight(DefaultBackwardVersion, dw, db, dy, x, s, hasBias);
+
+    public void BackwardWeight(Conv2dBackwardVersion version, ArrayView<float> dw, ArrayView<float> db, ArrayView<float> dy, ArrayView<float> x,
+        ConvShape s, bool hasBias = true)
+    {
+        s.Validate();
+        Check.Length("dw", dw.Length, s.WeightLength, s);
+        if (hasBias) Check.Length("db", db.Length, s.K, s);
+        Check.Length("dy", dy.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+        var args = new ConvArgs(s, relu: false);
+        switch (version)
+        {
+            case Conv2dBackwardVersion.V1Naive:
+            {
+                int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+                long items = s.WeightLength + (hasBias ? s.K : 0);
+                _weightNaive(Accelerators.GridStride(_acc, items, gs), dw, db, dy, x, args, hasBias ? 1 : 0);
+                break;
+            }
+            case Conv2dBackwardVersion.V2Tiled:
+            {
+                if (_weightTiled == null) Accelerators.RequireTiledGroup(_acc, "conv2d backward-weight V2Tiled");
+                int colTiles = (args.Crs + Tile - 1) / Tile, rowTiles = (s.K + Tile - 1) / Tile;
+                int splitLen = WeightSplitLength(args.Pixels, (long)colTiles * rowTiles);
+                int splits = (int)((args.Pixels + splitLen - 1) / splitLen);
+                var grid = new Index3D(colTiles, rowTiles, splits);
+                _weightTiled!(new KernelConfig(grid, new Index3D(Threads, 1, 1)), dw, dy, x, args, splitLen);
+                if (hasBias) _biasGrad!(new KernelConfig(new Index1D(s.K), new Index1D(Threads)), db, dy, args);
+                break;
+            }
+            default:
+                throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d backward-weight: unknown version");
+        }
+    }
+
+    /// <summary>
+    /// Reduction length per group of the tiled backward-weight (a multiple of the 16-deep slice): at most
+    /// <see cref="MaxSplitLength"/>, and shorter when that is needed for output tiles x splits to give every
+    /// multiprocessor several groups; never under 8 slices, so the atomic adds (one per output per split) stay
+    /// below 1/128 of the multiply-adds.
+    /// </summary>
+    private int WeightSplitLength(long reduction, long outputTiles)
+    {
+        long wantGroups = 4L * Math.Max(1, _acc.NumMultiprocessors);
+        long splits = Math.Max(Math.Max(1, wantGroups / outputTiles), (reduction + MaxSplitLength - 1) / MaxSplitLength);
+        long len = (reduction + splits - 1) / splits;
+        len = Math.Max(8L * TileK, (len + TileK - 1) / TileK * TileK);
+        return (int)Math.Min(len, int.MaxValue / 2 / TileK * TileK);
+    }
+
+    /// <summary>Reference kernel: grid-stride over dx's elements, the loops of <see cref="Conv2d.BackwardDataHost_V1Naive"/>.</summary>
+    private static void BackwardDataNaiveKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvArgs s)
+    {
+        long plane = (long)s.H * s.W, total = (long)s.N * s.C * plane;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            long nc = e / plane;
+            int pix = (int)(e - nc * plane);
+            int n = (int)(nc / s.C), c = (int)(nc - (long)n * s.C);
+            int iy = pix / s.W, ix = pix - iy * s.W;
+            float acc = 0f;
+            for (int k = 0; k < s.K; k++)
+            for (int r = 0; r < s.R; r++)
+            {
+                int ty = iy + s.PadH - r;
+                if (ty < 0 || ty % s.StrideH != 0 || ty / s.StrideH >= s.OutH) continue;
+                int oy = ty / s.StrideH;
+                for (int q = 0; q < s.S; q++)
+                {
+                    int tx = ix + s.PadW - q;
+                    if (tx < 0 || tx % s.StrideW != 0 || tx / s.StrideW >= s.OutW) continue;
+                    acc += dy[(((long)n * s.K + k) * s.OutH + oy) * s.OutW + tx / s.StrideW]
+                         * w[(((long)k * s.C + c) * s.R + r) * s.S + q];
+                }
+            }
+            dx[e] = acc;
+        }
+    }
+
+    /// <summary>Reference kernel: grid-stride over dw's elements then db's (when hasBias), the loops of
+    /// <see cref="Conv2d.BackwardWeightHost_V1Naive"/>; each adds its sum to the element.</summary>
+    private static void BackwardWeightNaiveKernel(ArrayView<float> dw, ArrayView<float> db, ArrayView<float> dy, ArrayView<float> x,
+        ConvArgs s, int hasBias)
+    {
+        long weights = (long)s.K * s.Crs, total = weights + (hasBias != 0 ? s.K : 0);
+        long stride = (long)Grid.DimX * Group.DimX;
+        long plane = (long)s.OutH * s.OutW;
+        int rs = s.R * s.S;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            if (e >= weights)
+            {
+                int kb = (int)(e - weights);
+                float sum = 0f;
+                for (int n = 0; n < s.N; n++)
+                    for (long p = 0; p < plane; p++) sum += dy[((long)n * s.K + kb) * plane + p];
+                db[kb] += sum;
+                continue;
+            }
+            int k = (int)(e / s.Crs), j = (int)(e - (long)k * s.Crs);
+            int c = j / rs, rem = j - c * rs, r = rem / s.S, q = rem - r * s.S;
+            float acc = 0f;
+            for (int n = 0; n < s.N; n++)
+            {
+                long dyk = ((long)n * s.K + k) * plane, xc = ((long)n * s.C + c) * s.H * s.W;
+                for (int oy = 0; oy < s.OutH; oy++)
+                {
+                    int iy = oy * s.StrideH - s.PadH + r;
+                    if (iy < 0 || iy >= s.H) continue;
+                    for (int ox = 0; ox < s.OutW; ox++)
+                    {
+                        int ix = ox * s.StrideW - s.PadW + q;
+                        if (ix < 0 || ix >= s.W) continue;
+                        acc += dy[dyk + (long)oy * s.OutW + ox] * x[xc + (long)iy * s.W + ix];
+                    }
+                }
+            }
+            dw[e] += acc;
+        }
+    }
+
+    /// <summary>
+    /// Backward-data as an implicit GEMM, the forward kernel's layout with the roles changed. Group (bx, by) owns
+    /// input channels by*64 .. +64 and dx pixels (flattened (n, iy, ix)) bx*64 .. +64; thread t = (tx = t % 16,
+    /// ty = t / 16) owns channels ty + 16 ii and pixels tx + 16 jj. Per 16-deep slice of p = (k, r, q):
+    /// Ws (16, 64) = w[k, c, r, q] for the group's channels; Ys (16, 64) = dy[n, k, oy, ox] with
+    /// oy = (iy + padH - r) / strideH, ox likewise, 0 when the division is inexact or (oy, ox) is outside dy. Each
+    /// thread keeps one pixel for loading, so (n, iy, ix) is decoded once.
+    /// </summary>
+    private static void BackwardDataTiledKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvArgs s)
+    {
+        var Ws = SharedMemory.Allocate<float>(TileK * Tile);
+        var Ys = SharedMemory.Allocate<float>(TileK * Tile);
+        int t = Group.IdxX, tx = t % 16, ty = t / 16;
+        int row0 = Grid.IdxY * Tile;
+        long col0 = (long)Grid.IdxX * Tile;
+        int rs = s.R * s.S, krs = s.K * rs;
+        long plane = (long)s.H * s.W, pixels = s.N * plane, outPlane = (long)s.OutH * s.OutW;
+
+        int lj = t % Tile;
+        long lcol = col0 + lj;
+        bool colValid = lcol < pixels;
+        int ln = 0, tyBase = 0, txBase = 0;
+        if (colValid)
+        {
+            ln = (int)(lcol / plane);
+            int pix = (int)(lcol - ln * plane);
+            int iy = pix / s.W, ix = pix - iy * s.W;
+            tyBase = iy + s.PadH;
+            txBase = ix + s.PadW;
+        }
+        long dyn = (long)ln * s.K * outPlane;
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+        for (int k0 = 0; k0 < krs; k0 += TileK)
+        {
+            {
+                int p = t % TileK, gp = k0 + p;
+                int k = gp / rs, rem = gp - k * rs;
+                for (int r = 0; r < 4; r++)
+                {
+                    int i = t / TileK + 16 * r, gc = row0 + i;
+                    Ws[p * Tile + i] = gc < s.C && gp < krs ? w[((long)k * s.C + gc) * rs + rem] : 0f;
+                }
+            }
+            for (int r = 0; r < 4; r++)
+            {
+                int p = t / Tile + 4 * r, gp = k0 + p;
+                float v = 0f;
+                if (colValid && gp < krs)
+                {
+                    int k = gp / rs, rem = gp - k * rs;
+                    int kr = rem / s.S, kq = rem - kr * s.S;
+                    int yy = tyBase - kr, xx = txBase - kq;
+                    if (yy >= 0 && xx >= 0 && yy % s.StrideH == 0 && xx % s.StrideW == 0)
+                    {
+                        int oy = yy / s.StrideH, ox = xx / s.StrideW;
+                        if (oy < s.OutH && ox < s.OutW)
+                            v = dy[dyn + k * outPlane + (long)oy * s.OutW + ox];
+                    }
+                }
+                Ys[p * Tile + lj] = v;
+            }
+            Group.Barrier();
+
+            for (int p = 0; p < TileK; p++)
+            {
+                int ao = p * Tile + ty, bo = p * Tile + tx;
+                float a0 = Ws[ao], a1 = Ws[ao + 16], a2 = Ws[ao + 32], a3 = Ws[ao + 48];
+                float b0 = Ys[bo], b1 = Ys[bo + 16], b2 = Ys[bo + 32], b3 = Ys[bo + 48];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+
+        long oc = col0 + tx;
+        StoreDataRow(dx, s, plane, pixels, row0 + ty, oc, c00, c01, c02, c03);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 16, oc, c10, c11, c12, c13);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 32, oc, c20, c21, c22, c23);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 48, oc, c30, c31, c32, c33);
+    }
+
+    private static void StoreDataRow(ArrayView<float> dx, ConvArgs s, long plane, long pixels, int c, long col,
+        float v0, float v1, float v2, float v3)
+    {
+        if (c >= s.C) return;
+        for (int jj = 0; jj < 4; jj++)
+        {
+            long cj = col + 16 * jj;
+            if (cj >= pixels) return;
+            long n = cj / plane;
+            dx[(n * s.C + c) * plane + (cj - n * plane)] = jj == 0 ? v0 : jj == 1 ? v1 : jj == 2 ? v2 : v3;
+        }
+    }
+
+    /// <summary>
+    /// Backward-weight as an implicit GEMM with split reduction. Group (bx, by, bz) owns dw rows (output channels)
+    /// by*64 .. +64, columns j = (c, r, q) bx*64 .. +64, and the reduction range (flattened (n, oy, ox))
+    /// [bz*splitLen, +splitLen). Per 16-deep slice g: Ds (16, 64) = dy[n, k, oy, ox], Xs (16, 64) =
+    /// x[n, c, oy*strideH - padH + r, ox*strideW - padW + q] (0 in the padding). Thread t loads reduction index
+    /// g = slice + t % 16 (decoded once per slice) for rows / columns t / 16 + 16 i, whose (c, r, q) are decoded
+    /// once per kernel. Results are added to dw atomically when the reduction is split over several groups.
+    /// </summary>
+    private static void BackwardWeightTiledKernel(ArrayView<float> dw, ArrayView<float> dy, ArrayView<float> x, ConvArgs s, int splitLen)
+    {
+        var Ds = SharedMemory.Allocate<float>(TileK * Tile);
+        var Xs = SharedMemory.Allocate<float>(TileK * Tile);
+        int t = Group.IdxX, tx = t % 16, ty = t / 16;
+        int row0 = Grid.IdxY * Tile, col0 = Grid.IdxX * Tile;
+        long g0 = (long)Grid.IdxZ * splitLen, g1 = Math.Min(s.Pixels, g0 + splitLen);
+        int rs = s.R * s.S;
+        long plane = (long)s.OutH * s.OutW, hw = (long)s.H * s.W;
+
+        int lp = t % TileK, li = t / TileK;
+        // This thread's 4 load columns j = col0 + li + 16 u: channel offset and filter tap (r, q); -1 past C*R*S.
+        int j0 = col0 + li, j1 = j0 + 16, j2 = j0 + 32, j3 = j0 + 48;
+        long xo0 = ColumnChannel(j0, s, rs) * hw, xo1 = ColumnChannel(j1, s, rs) * hw;
+        long xo2 = ColumnChannel(j2, s, rs) * hw, xo3 = ColumnChannel(j3, s, rs) * hw;
+        int r0 = ColumnRow(j0, s, rs), r1 = ColumnRow(j1, s, rs), r2 = ColumnRow(j2, s, rs), r3 = ColumnRow(j3, s, rs);
+        int q0 = ColumnCol(j0, s, rs), q1 = ColumnCol(j1, s, rs), q2 = ColumnCol(j2, s, rs), q3 = ColumnCol(j3, s, rs);
+
+        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
+        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+
+        for (long gs = g0; gs < g1; gs += TileK)
+        {
+            long g = gs + lp;
+            bool valid = g < g1;
+            int n = 0, iyBase = 0, ixBase = 0;
+            long dyBase = 0, xBase = 0;
+            if (valid)
+            {
+                n = (int)(g / plane);
+                int pix = (int)(g - n * plane);
+                int oy = pix / s.OutW, ox = pix - oy * s.OutW;
+                iyBase = oy * s.StrideH - s.PadH;
+                ixBase = ox * s.StrideW - s.PadW;
+                dyBase = (long)n * s.K * plane + pix;
+                xBase = (long)n * s.C * hw;
+            }
+            for (int u = 0; u < 4; u++)
+            {
+                int k = row0 + li + 16 * u;
+                Ds[lp * Tile + li + 16 * u] = valid && k < s.K ? dy[dyBase + k * plane] : 0f;
+            }
+            Xs[lp * Tile + li] = valid ? Im2colValue(x, s, xBase, xo0, r0, q0, iyBase, ixBase) : 0f;
+            Xs[lp * Tile + li + 16] = valid ? Im2colValue(x, s, xBase, xo1, r1, q1, iyBase, ixBase) : 0f;
+            Xs[lp * Tile + li + 32] = valid ? Im2colValue(x, s, xBase, xo2, r2, q2, iyBase, ixBase) : 0f;
+            Xs[lp * Tile + li + 48] = valid ? Im2colValue(x, s, xBase, xo3, r3, q3, iyBase, ixBase) : 0f;
+            Group.Barrier();
+
+            for (int p = 0; p < TileK; p++)
+            {
+                int ao = p * Tile + ty, bo = p * Tile + tx;
+                float a0 = Ds[ao], a1 = Ds[ao + 16], a2 = Ds[ao + 32], a3 = Ds[ao + 48];
+                float b0 = Xs[bo], b1 = Xs[bo + 16], b2 = Xs[bo + 32], b3 = Xs[bo + 48];
+                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
+            }
+            Group.Barrier();
+        }
+
+        bool atomic = Grid.DimZ > 1;
+        int oc = col0 + tx;
+        AddWeightRow(dw, s, atomic, row0 + ty, oc, c00, c01, c02, c03);
+        AddWeightRow(dw, s, atomic, row0 + ty + 16, oc, c10, c11, c12, c13);
+        AddWeightRow(dw, s, atomic, row0 + ty + 32, oc, c20, c21, c22, c23);
+        AddWeightRow(dw, s, atomic, row0 + ty + 48, oc, c30, c31, c32, c33);
+    }
+
+    private static long ColumnChannel(int j, ConvArgs s, int rs) => j < s.Crs ? j / rs : -1;
+    private static int ColumnRow(int j, ConvArgs s, int rs) => (j - j / rs * rs) / s.S;
+    private static int ColumnCol(int j, ConvArgs s, int rs) => (j - j / rs * rs) % s.S;
+
+    /// <summary>im2col(x)(j, g) for a column whose channel offset is xo (negative past C*R*S) and tap (r, q).</summary>
+    private static float Im2colValue(ArrayView<float> x, ConvArgs s, long xBase, long xo, int r, int q, int iyBase, int ixBase)
+    {
+        int iy = iyBase + r, ix = ixBase + q;
+        if (xo < 0 || iy < 0 || iy >= s.H || ix < 0 || ix >= s.W) return 0f;
+        return x[xBase + xo + (long)iy * s.W + ix];
+    }
+
+    private static void AddWeightRow(ArrayView<float> dw, ConvArgs s, bool atomic, int k, int col,
+        float v0, float v1, float v2, float v3)
+    {
+        if (k >= s.K) return;
+        for (int jj = 0; jj < 4; jj++)
+        {
+            int j = col + 16 * jj;
+            if (j >= s.Crs) return;
+            float v = jj == 0 ? v0 : jj == 1 ? v1 : jj == 2 ? v2 : v3;
+            long e = (long)k * s.Crs + j;
+            if (atomic) Atomic.Add(ref dw[e], v);
+            else dw[e] += v;
+        }
+    }
+
+    /// <summary>db[k] += Σ_{n, oy, ox} dy[n, k, oy, ox]: one group of 256 threads per channel, each striding over the
+    /// channel's planes, then a tree reduction in shared memory.</summary>
+    private static void BiasGradTiledKernel(ArrayView<float> db, ArrayView<float> dy, ConvArgs s)
+    {
+        var partial = SharedMemory.Allocate<float>(Threads);
+        int t = Group.IdxX, k = Grid.IdxX;
+        long plane = (long)s.OutH * s.OutW;
+        float sum = 0f;
+        for (int n = 0; n < s.N; n++)
+        {
+            long b = ((long)n * s.K + k) * plane;
+            for (long p = t; p < plane; p += Threads) sum += dy[b + p];
+        }
+        partial[t] = sum;
+        Group.Barrier();
+        for (int half = Threads / 2; half > 0; half /= 2)
+        {
+            if (t < half) partial[t] += partial[t + half];
+            Group.Barrier();
+        }
+        if (t == 0) db[k] += partial[0];
     }
 }

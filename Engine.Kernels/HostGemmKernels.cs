@@ -136,6 +136,67 @@ internal readonly unsafe struct Im2colB(nint image, ConvShape s) : IPackB
 }
 
 /// <summary>
+/// The transposed im2col matrix of one image, for backward-weight's dw += dy · im2col(x)ᵀ: op(B) is (OH*OW, C*R*S)
+/// with B(p = oy*OW + ox, j = (c*R + r)*S + q) = x[c, oy*strideH - padH + r, ox*strideW - padW + q] (0 outside).
+/// Each panel column j is one filter tap, whose values along p run along input rows: each column is gathered
+/// one output row (segment) at a time, stride-1 segments as plain copies, and written with stride NR.
+/// </summary>
+internal readonly unsafe struct Im2colTransposedB(nint image, ConvShape s) : IPackB
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Pack(float* dst, int pc, int kc, int jc, int nc)
+    {
+        const int NR = HostGemmKernels.NR;
+        int ow = s.OutW, h = s.H, w = s.W, rs = s.R * s.S, sw = s.StrideW;
+        long hw = (long)h * w;
+        float* x = (float*)image;
+        int oy0 = pc / ow, ox0 = pc - oy0 * ow;
+        for (int jp = 0; jp < nc; jp += NR, dst += (long)kc * NR)
+        {
+            int width = Math.Min(NR, nc - jp);
+            for (int t = 0; t < NR; t++)
+            {
+                float* d = dst + t;
+                if (t >= width)
+                {
+                    for (int p = 0; p < kc; p++) d[p * NR] = 0f;
+                    continue;
+                }
+                int j = jc + jp + t, c = j / rs, rem = j - c * rs, r = rem / s.S, q = rem - r * s.S;
+                float* plane = x + c * hw;
+                int oy = oy0, ox = ox0;
+                for (int p = 0; p < kc; oy++, ox = 0)
+                {
+                    int len = Math.Min(kc - p, ow - ox), iy = oy * s.StrideH - s.PadH + r, ix = ox * sw - s.PadW + q;
+                    float* dp = d + (long)p * NR;
+                    p += len;
+                    if ((uint)iy >= (uint)h)
+                    {
+                        for (int u = 0; u < len; u++) dp[u * NR] = 0f;
+                        continue;
+                    }
+                    float* row = plane + (long)iy * w;
+                    if (sw == 1)
+                    {
+                        int lo = Math.Clamp(-ix, 0, len), hi = Math.Clamp(w - ix, lo, len);
+                        int u = 0;
+                        for (; u < lo; u++) dp[u * NR] = 0f;
+                        for (; u < hi; u++) dp[u * NR] = row[ix + u];
+                        for (; u < len; u++) dp[u * NR] = 0f;
+                    }
+                    else
+                        for (int u = 0; u < len; u++)
+                        {
+                            int xx = ix + u * sw;
+                            dp[u * NR] = (uint)xx < (uint)w ? row[xx] : 0f;
+                        }
+                }
+            }
+        }
+    }
+}
+
+/// <summary>
 /// Host SGEMM in the Goto/BLIS structure (Goto and van de Geijn, "Anatomy of high-performance matrix
 /// multiplication", ACM TOMS 34(3), 2008; Van Zee and van de Geijn, "BLIS", ACM TOMS 41(3), 2015):
 /// alpha·op(A) is packed once into MR-row panels; for each (NC columns, KC depth) block op(B) is packed into

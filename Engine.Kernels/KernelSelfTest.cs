@@ -105,6 +105,8 @@ public static class KernelSelfTest
             ? new[] { GemmVersion.V1Naive, GemmVersion.V2Tiled } : new[] { GemmVersion.V1Naive };
         var convVersions = acc.MaxNumThreadsPerGroup >= Accelerators.TiledGroupSize
             ? new[] { Conv2dVersion.V1Naive, Conv2dVersion.V2ImplicitGemm } : new[] { Conv2dVersion.V1Naive };
+        var convBackwardVersions = acc.MaxNumThreadsPerGroup >= Accelerators.TiledGroupSize
+            ? new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled } : new[] { Conv2dBackwardVersion.V1Naive };
 
         // GEMM: every transpose on odd sizes, plus alpha/beta with padded leading dimensions.
         var gemmShapes = new List<GemmShape>();
@@ -145,6 +147,12 @@ public static class KernelSelfTest
         foreach (var (name, s, relu) in convShapes)
             foreach (var v in convVersions)
                 results.Add(ConvCase(acc, conv, v, name, s, relu, seed++, timed));
+        foreach (var (name, s, relu) in convShapes)
+            foreach (var v in convBackwardVersions)
+            {
+                results.Add(ConvBackwardDataCase(acc, conv, v, name, s, seed++, timed));
+                results.Add(ConvBackwardWeightCase(acc, conv, v, name, s, hasBias: !relu || quick, seed++, timed));
+            }
 
         var poolShapes = new List<PoolShape>
         {
@@ -217,6 +225,47 @@ public static class KernelSelfTest
         using var dy = acc.Allocate1D<float>(s.OutputLength);
         return Measure(acc, "conv2d", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}", dy, Filled(s.OutputLength, float.NaN),
             expected, Tolerance.Dot(fanIn), () => conv.Forward(v, dy.View, dx.View, dw.View, db.View, s, relu), timed);
+    }
+
+    /// <summary>dx = conv_transpose(dy, w) against <see cref="Conv2d.BackwardDataHost"/>; dx starts as NaN (it is overwritten).</summary>
+    public static SelfTestResult ConvBackwardDataCase(Accelerator acc, Conv2dGpu conv, Conv2dBackwardVersion v, string name, ConvShape s, int seed, bool timed = true)
+    {
+        var rng = new Random(seed);
+        long reduction = (long)s.K * s.R * s.S;
+        var dyHost = RandomArray(rng, s.OutputLength);
+        var w = RandomArray(rng, s.WeightLength, 1f / MathF.Sqrt(reduction));
+        var expected = new float[s.InputLength];
+        Conv2d.BackwardDataHost(expected, dyHost, w, s);
+        using var dy = acc.Allocate1D(dyHost);
+        using var dw = acc.Allocate1D(w);
+        using var dx = acc.Allocate1D<float>(s.InputLength);
+        return Measure(acc, "conv2d_backward_data", v.ToString(), $"{name}: {s}", dx, Filled(s.InputLength, float.NaN),
+            expected, Tolerance.Dot(reduction), () => conv.BackwardData(v, dx.View, dy.View, dw.View, s), timed);
+    }
+
+    /// <summary>
+    /// dw += dy · im2col(x)ᵀ and db += Σ dy against <see cref="Conv2d.BackwardWeightHost"/>, both starting from the same
+    /// random gradients (they accumulate). dw and db share one buffer (dw then db) so one comparison covers both;
+    /// without bias db must come back unchanged.
+    /// </summary>
+    public static SelfTestResult ConvBackwardWeightCase(Accelerator acc, Conv2dGpu conv, Conv2dBackwardVersion v, string name, ConvShape s,
+        bool hasBias, int seed, bool timed = true)
+    {
+        var rng = new Random(seed);
+        long reduction = (long)s.N * s.OutH * s.OutW;
+        var dyHost = RandomArray(rng, s.OutputLength);
+        var xHost = RandomArray(rng, s.InputLength);
+        var init = RandomArray(rng, s.WeightLength + s.K);
+        var expected = (float[])init.Clone();
+        Conv2d.BackwardWeightHost(expected.AsSpan(0, (int)s.WeightLength),
+            hasBias ? expected.AsSpan((int)s.WeightLength, s.K) : Span<float>.Empty, dyHost, xHost, s);
+        using var dy = acc.Allocate1D(dyHost);
+        using var x = acc.Allocate1D(xHost);
+        using var grads = acc.Allocate1D<float>(init.Length);
+        var dwView = grads.View.SubView(0, s.WeightLength);
+        var dbView = grads.View.SubView(s.WeightLength, s.K);
+        return Measure(acc, "conv2d_backward_weight", v.ToString(), $"{name}: {s}{(hasBias ? " +bias" : "")}", grads, init,
+            expected, Tolerance.Dot(reduction), () => conv.BackwardWeight(v, dwView, dbView, dy.View, x.View, s, hasBias), timed);
     }
 
     public static SelfTestResult MaxPoolCase(Accelerator acc, PoolingGpu pool, PoolShape s, int seed, bool timed = true)
