@@ -11,7 +11,7 @@ foreach (var command in new[]
 {
     DevicesCommand.Create(), InfoCommand.Create(), ClassifyCommand.Create(), FeatureMapsCommand.Create(),
     BenchCommand.Create(), ExtractCommand.Create(), SvmCommand.Create(), RunCommand.Create(),
-    SelfTestCommand.Create(),
+    SelfTestCommand.Create(), FinetuneCommand.Create(),
 })
     root.Subcommands.Add(command);
 return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

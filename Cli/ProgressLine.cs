@@ -12,13 +12,16 @@ sealed class ProgressLine
     int lastDecile = -1;
     DateTime lastDraw;
 
-    public void Report(string stageName, ExtractProgress p)
+    public void Report(string stageName, ExtractProgress p) => Report(stageName, p, null);
+
+    /// <param name="detail">Replaces the img/s and ETA of an extraction (e.g. loss, img/s and ETA of training).</param>
+    public void Report(string stageName, ExtractProgress p, string? detail)
     {
         if (stageName != stage) { Finish(); stage = stageName; lastDecile = -1; }
         double rate = p.Seconds > 0 ? p.Done / p.Seconds : 0;
         string eta = rate > 0 && p.Done < p.Total ? TimeSpan.FromSeconds((p.Total - p.Done) / rate).ToString(@"m\:ss") : "-";
         int width = 30, filled = p.Total > 0 ? width * p.Done / p.Total : width;
-        string line = $"{stage,-15} [{new string('#', filled)}{new string('.', width - filled)}] {p.Done}/{p.Total}  {rate,6:F1} img/s  ETA {eta}";
+        string line = $"{stage,-15} [{new string('#', filled)}{new string('.', width - filled)}] {p.Done}/{p.Total}  " + (detail ?? $"{rate,6:F1} img/s  ETA {eta}");
         if (interactive)
         {
             if ((DateTime.UtcNow - lastDraw).TotalMilliseconds < 100 && p.Done < p.Total) return;

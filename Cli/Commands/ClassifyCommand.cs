@@ -22,10 +22,14 @@ static class ClassifyCommand
         command.SetHandler(parse =>
         {
             var paths = parse.GetValue(images)!;
-            int k = Math.Clamp(parse.GetValue(top), 1, Vgg16Architecture.NumClasses);
             int b = Math.Max(1, parse.GetValue(batch));
             var p = Preprocessing.ImageNet;
             using var session = ModelSession.Open(parse, device, weights);
+            // A fine-tuned model names its own classes (finetune writes them into the file's metadata).
+            int classes = session.Model.NumClasses;
+            IReadOnlyList<string> names = session.Weights.ClassNames ?? (classes == Vgg16Architecture.NumClasses ? ImageNetClasses.Names
+                : throw new ArgumentException($"{session.WeightsDescription}: a {classes}-class head without class names in its metadata"));
+            int k = Math.Clamp(parse.GetValue(top), 1, classes);
             if (parse.GetValue(profile)) session.Model.Profiler = new LayerProfiler();
 
             var results = new List<object>();
@@ -59,15 +63,15 @@ static class ClassifyCommand
                 computeSeconds += Stopwatch.GetElapsedTime(t0).TotalSeconds;
                 for (int j = 0; j < ok.Length; j++)
                 {
-                    var row = probs.AsSpan(j * Vgg16Architecture.NumClasses, Vgg16Architecture.NumClasses).ToArray();
+                    var row = probs.AsSpan(j * classes, classes).ToArray();
                     var best = TopK(row, k);
                     var path = chunk[ok[j]];
-                    results.Add(new { path, top = best.Select(i => new { index = i, name = ImageNetClasses.Names[i], prob = row[i] }) });
+                    results.Add(new { path, top = best.Select(i => new { index = i, name = names[i], prob = row[i] }) });
                     if (!parse.GetValue(json))
                     {
                         Console.WriteLine(path);
                         for (int r = 0; r < best.Length; r++)
-                            Console.WriteLine($"  {r + 1}. {row[best[r]],8:P2}  {best[r],4}  {ImageNetClasses.Names[best[r]]}");
+                            Console.WriteLine($"  {r + 1}. {row[best[r]],8:P2}  {best[r],4}  {names[best[r]]}");
                     }
                 }
             }

@@ -67,7 +67,7 @@ static class RunCommand
     }
 
     /// <summary>The committed demo set: ./data/demo, else data/demo in the repository above the program.</summary>
-    static string FindDemo()
+    public static string FindDemo()
         => WeightsLocator.LocalFolders(Path.Combine("data", "demo")).FirstOrDefault(Directory.Exists)
            ?? throw new DirectoryNotFoundException("no --data given and the demo set data/demo was not found (run from the repository)");
 

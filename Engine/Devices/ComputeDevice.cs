@@ -1,14 +1,12 @@
-using Tp7.Engine.Kernels;
-
 namespace Tp7.Engine.Devices;
 
 public enum DeviceKind { Host, Cuda, OpenCL, IlgpuCpu }
 
 /// <summary>
-/// A backend that owns memory and runs the ops. <see cref="HostDevice"/> runs the SIMD host twins;
-/// <see cref="IlgpuDevice"/> runs our ILGPU kernels on CUDA, OpenCL or ILGPU's CPU accelerator.
-/// Ops are enqueued in order; <see cref="Download"/> and <see cref="Synchronize"/> wait for them.
-/// Argument order of every op: outputs, inputs, dimensions.
+/// A backend: memory, copies, one in-order stream and its synchronisation. Devices do not know the ops: each op
+/// (Engine/Graph/Ops) brings its own host and ILGPU implementations and asks the device for spans
+/// (<see cref="HostDevice.Span"/>) or views and compiled kernels (<see cref="IlgpuDevice.View"/>,
+/// <see cref="IlgpuDevice.Kernels{T}"/>), as ggml's backends do with graph_compute and supports_op.
 /// </summary>
 public abstract class ComputeDevice : IDisposable
 {
@@ -22,14 +20,11 @@ public abstract class ComputeDevice : IDisposable
     public abstract DeviceTensor Allocate(long length);
     public abstract void Upload(DeviceTensor destination, ReadOnlySpan<float> source);
     public abstract void Download(DeviceTensor source, Span<float> destination);
+    /// <summary>Sets every element to zero (ZeroGrad of a whole gradient block is one call).</summary>
+    public abstract void Clear(DeviceTensor tensor);
+    /// <summary>Copies <paramref name="source"/> into <paramref name="destination"/> on the device (same length).</summary>
+    public abstract void Copy(DeviceTensor destination, DeviceTensor source);
     public abstract void Synchronize();
-
-    public abstract void Conv2d(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, ConvShape s, bool relu);
-    public abstract void MaxPool(DeviceTensor y, DeviceTensor x, PoolShape s);
-    public abstract void AdaptiveAvgPool(DeviceTensor y, DeviceTensor x, int n, int c, int h, int w, int oh, int ow);
-    public abstract void Linear(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, int n, int inFeatures, int outFeatures, bool relu);
-    public abstract void Relu(DeviceTensor y, DeviceTensor x);
-    public abstract void Softmax(DeviceTensor y, DeviceTensor x, int rows, int cols);
 
     public float[] Download(DeviceTensor source)
     {
@@ -49,21 +44,32 @@ public abstract class ComputeDevice : IDisposable
 }
 
 /// <summary>
-/// A float buffer on a device, or a prefix view of one (views do not own memory; disposing them is a no-op).
+/// A float buffer on a device, or a view of a range of one (views do not own memory; disposing them is a no-op).
 /// Ops receive views of exactly the length the shape needs, so launchers can check lengths strictly.
 /// </summary>
 public abstract class DeviceTensor : IDisposable
 {
+    /// <summary>Elements in this view.</summary>
     public long Length { get; }
-    protected DeviceTensor(long length) => Length = length;
+    /// <summary>Where the view starts in its buffer, in elements.</summary>
+    public long Offset { get; }
+
+    protected DeviceTensor(long offset, long length)
+    {
+        Offset = offset;
+        Length = length;
+    }
+
+    /// <summary>A view of <paramref name="length"/> elements starting <paramref name="offset"/> elements into this one.</summary>
+    public abstract DeviceTensor Slice(long offset, long length);
 
     /// <summary>A view of the first <paramref name="length"/> elements.</summary>
-    public abstract DeviceTensor Prefix(long length);
+    public DeviceTensor Prefix(long length) => Slice(0, length);
 
-    protected void CheckPrefix(long length)
+    protected void CheckSlice(long offset, long length)
     {
-        if (length < 0 || length > Length)
-            throw new ArgumentOutOfRangeException(nameof(length), $"view of {length} elements on a tensor of {Length}");
+        if (offset < 0 || length < 0 || offset + length > Length)
+            throw new ArgumentOutOfRangeException(nameof(length), $"view of [{offset}, {offset + length}) on a tensor of {Length} elements");
     }
 
     public abstract void Dispose();

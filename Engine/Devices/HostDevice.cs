@@ -16,7 +16,7 @@ public sealed class HostDevice : ComputeDevice
     {
         if (length > Array.MaxLength)
             throw new InsufficientMemoryException($"host tensor of {length} floats exceeds the .NET array limit; use a smaller batch");
-        return new HostTensor(GC.AllocateUninitializedArray<float>((int)length), length);
+        return new HostTensor(GC.AllocateUninitializedArray<float>((int)length), 0, length);
     }
 
     public override void Upload(DeviceTensor destination, ReadOnlySpan<float> source)
@@ -33,31 +33,34 @@ public sealed class HostDevice : ComputeDevice
 
     public override void Synchronize() { }
 
-    public override void Conv2d(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, ConvShape s, bool relu)
-        => Kernels.Conv2d.ForwardHost(Span(y), Span(x), Span(w), Span(b), s, relu);
+    public override void Clear(DeviceTensor tensor)
+    {
+        var span = Span(tensor);
+        if (span.Length < 1 << 20) { span.Clear(); return; }
+        var h = (HostTensor)tensor;
+        const int Chunk = 1 << 20;
+        Parallel.For(0, (int)((h.Length + Chunk - 1) / Chunk), c =>
+        {
+            long start = c * (long)Chunk;
+            h.Data.AsSpan((int)(h.Offset + start), (int)Math.Min(Chunk, h.Length - start)).Clear();
+        });
+    }
 
-    public override void MaxPool(DeviceTensor y, DeviceTensor x, PoolShape s)
-        => Pooling.MaxForwardHost(Span(y), Span(x), s);
+    public override void Copy(DeviceTensor destination, DeviceTensor source)
+    {
+        Check.Length("copy destination", destination.Length, source.Length, "host tensor");
+        Span(source).CopyTo(Span(destination));
+    }
 
-    public override void AdaptiveAvgPool(DeviceTensor y, DeviceTensor x, int n, int c, int h, int w, int oh, int ow)
-        => Pooling.AdaptiveAvgForwardHost(Span(y), Span(x), n, c, h, w, oh, ow);
-
-    public override void Linear(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, int n, int inFeatures, int outFeatures, bool relu)
-        => Kernels.Linear.ForwardHost(Span(y), Span(x), Span(w), Span(b), n, inFeatures, outFeatures, relu);
-
-    public override void Relu(DeviceTensor y, DeviceTensor x) => Activations.ReluHost(Span(y), Span(x));
-
-    public override void Softmax(DeviceTensor y, DeviceTensor x, int rows, int cols)
-        => Activations.SoftmaxHost(Span(y), Span(x), rows, cols);
-
-    static Span<float> Span(DeviceTensor t) => t is HostTensor h
-        ? h.Data.AsSpan(0, (int)h.Length)
+    /// <summary>The elements of a host tensor (what the ops' host twins read and write).</summary>
+    public static Span<float> Span(DeviceTensor t) => t is HostTensor h
+        ? h.Data.AsSpan((int)h.Offset, (int)h.Length)
         : throw new ArgumentException("tensor belongs to another device than the host backend");
 
-    sealed class HostTensor(float[] data, long length) : DeviceTensor(length)
+    sealed class HostTensor(float[] data, long offset, long length) : DeviceTensor(offset, length)
     {
         public float[] Data { get; } = data;
-        public override DeviceTensor Prefix(long length) { CheckPrefix(length); return new HostTensor(Data, length); }
+        public override DeviceTensor Slice(long offset, long length) { CheckSlice(offset, length); return new HostTensor(Data, Offset + offset, length); }
         public override void Dispose() { }
     }
 }

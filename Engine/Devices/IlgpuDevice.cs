@@ -16,10 +16,7 @@ public sealed class IlgpuDevice : ComputeDevice
 {
     readonly Context context;
     readonly bool ownsContext;
-    readonly Lazy<Conv2dGpu> conv;
-    readonly Lazy<PoolingGpu> pooling;
-    readonly Lazy<LinearGpu> linear;
-    readonly Lazy<ActivationsGpu> activations;
+    readonly Dictionary<Type, object> kernels = [];
 
     public Accelerator Accelerator { get; }
     public override string Name => Accelerator.Name;
@@ -37,10 +34,6 @@ public sealed class IlgpuDevice : ComputeDevice
             AcceleratorType.OpenCL => DeviceKind.OpenCL,
             _ => DeviceKind.IlgpuCpu,
         };
-        conv = new(() => new Conv2dGpu(Accelerator));
-        pooling = new(() => new PoolingGpu(Accelerator));
-        linear = new(() => new LinearGpu(Accelerator));
-        activations = new(() => new ActivationsGpu(Accelerator));
     }
 
     /// <summary>
@@ -61,7 +54,7 @@ public sealed class IlgpuDevice : ComputeDevice
     {
         try
         {
-            return new GpuTensor(Accelerator.Allocate1D<float>(Math.Max(1, length)), length);
+            return new GpuTensor(Accelerator.Allocate1D<float>(Math.Max(1, length)), 0, length);
         }
         catch (Exception e) when (e is AcceleratorException or OutOfMemoryException or InvalidOperationException)
         {
@@ -87,29 +80,41 @@ public sealed class IlgpuDevice : ComputeDevice
 
     public override void Synchronize() => Accelerator.Synchronize();
 
-    public override void Conv2d(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, ConvShape s, bool relu)
-        => conv.Value.Forward(View(y), View(x), View(w), View(b), s, relu);
+    public override void Clear(DeviceTensor tensor)
+    {
+        if (tensor.Length > 0) View(tensor).MemSetToZero(Accelerator.DefaultStream);
+    }
 
-    public override void MaxPool(DeviceTensor y, DeviceTensor x, PoolShape s)
-        => pooling.Value.MaxForward(View(y), View(x), s);
+    public override void Copy(DeviceTensor destination, DeviceTensor source)
+    {
+        Check.Length("copy destination", destination.Length, source.Length, Name);
+        if (source.Length > 0) View(source).CopyTo(Accelerator.DefaultStream, View(destination));
+    }
 
-    public override void AdaptiveAvgPool(DeviceTensor y, DeviceTensor x, int n, int c, int h, int w, int oh, int ow)
-        => pooling.Value.AdaptiveAvgForward(View(y), View(x), n, c, h, w, oh, ow);
+    /// <summary>
+    /// An op family's compiled kernels on this accelerator (e.g. <see cref="Conv2dGpu"/>), created on first use with
+    /// <paramref name="create"/> and kept for the device's lifetime: kernels are never compiled on the hot path.
+    /// </summary>
+    public T Kernels<T>(Func<Accelerator, T> create) where T : class
+    {
+        lock (kernels)
+        {
+            if (kernels.TryGetValue(typeof(T), out var k)) return (T)k;
+            var made = create(Accelerator);
+            kernels[typeof(T)] = made;
+            return made;
+        }
+    }
 
-    public override void Linear(DeviceTensor y, DeviceTensor x, DeviceTensor w, DeviceTensor b, int n, int inFeatures, int outFeatures, bool relu)
-        => linear.Value.Forward(View(y), View(x), View(w), View(b), n, inFeatures, outFeatures, relu);
-
-    public override void Relu(DeviceTensor y, DeviceTensor x) => activations.Value.Relu(View(y), View(x));
-
-    public override void Softmax(DeviceTensor y, DeviceTensor x, int rows, int cols)
-        => activations.Value.Softmax(View(y), View(x), rows, cols);
-
-    static ArrayView<float> View(DeviceTensor t) => t is GpuTensor g
-        ? g.Buffer.View.SubView(0, g.Length)
+    /// <summary>The accelerator view of a tensor (what the ops' ILGPU launchers take).</summary>
+    public static ArrayView<float> View(DeviceTensor t) => t is GpuTensor g
+        ? g.Buffer.View.SubView(g.Offset, g.Length)
         : throw new ArgumentException("tensor belongs to another device than this ILGPU accelerator");
 
     public override void Dispose()
     {
+        foreach (var k in kernels.Values) (k as IDisposable)?.Dispose();
+        kernels.Clear();
         Accelerator.Dispose();
         if (ownsContext) context.Dispose();
         base.Dispose();
@@ -119,12 +124,12 @@ public sealed class IlgpuDevice : ComputeDevice
     {
         readonly bool owner;
         public MemoryBuffer1D<float, Stride1D.Dense> Buffer { get; }
-        public GpuTensor(MemoryBuffer1D<float, Stride1D.Dense> buffer, long length, bool owner = true) : base(length)
+        public GpuTensor(MemoryBuffer1D<float, Stride1D.Dense> buffer, long offset, long length, bool owner = true) : base(offset, length)
         {
             Buffer = buffer;
             this.owner = owner;
         }
-        public override DeviceTensor Prefix(long length) { CheckPrefix(length); return new GpuTensor(Buffer, length, owner: false); }
+        public override DeviceTensor Slice(long offset, long length) { CheckSlice(offset, length); return new GpuTensor(Buffer, Offset + offset, length, owner: false); }
         public override void Dispose() { if (owner) Buffer.Dispose(); }
     }
 }

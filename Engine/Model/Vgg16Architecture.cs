@@ -61,6 +61,18 @@ public static class Vgg16Architecture
               .SelectMany(l => new[] { (l.WeightKey!, l.WeightShape!), (l.BiasKey!, l.BiasShape!) })
               .ToList();
 
+    /// <summary>The parameter tensors of VGG16 with a head (classifier.6) of <paramref name="numClasses"/> rows.</summary>
+    public static IReadOnlyList<(string Key, long[] Shape)> ParameterSpecsFor(int numClasses)
+        => numClasses == NumClasses ? ParameterSpecs
+            : ParameterSpecs.Select(p => p.Key switch
+            {
+                HeadWeight => (p.Key, new long[] { numClasses, p.Shape[1] }),
+                HeadBias => (p.Key, new long[] { numClasses }),
+                _ => p,
+            }).ToList();
+
+    public const string HeadWeight = "classifier.6.weight", HeadBias = "classifier.6.bias";
+
     /// <summary>Tap names users may extract features at, in forward order.</summary>
     public static IReadOnlyList<string> TapNames { get; } = Layers.Select(l => l.Tap).ToList();
 

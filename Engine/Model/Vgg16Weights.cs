@@ -10,10 +10,19 @@ public sealed class Vgg16Weights
 
     public string Source { get; }
 
-    public Vgg16Weights(IReadOnlyDictionary<string, float[]> tensors, string source)
+    /// <summary>Rows of classifier.6: 1,000 for ImageNet weights, the classes of a fine-tuned head.</summary>
+    public int NumClasses { get; }
+    /// <summary>Names of the head's classes when the file says them (a fine-tuned model), else null (ImageNet's).</summary>
+    public IReadOnlyList<string>? ClassNames { get; }
+
+    public Vgg16Weights(IReadOnlyDictionary<string, float[]> tensors, string source, IReadOnlyList<string>? classNames = null)
     {
         var problems = new List<string>();
-        foreach (var (key, shape) in Vgg16Architecture.ParameterSpecs)
+        NumClasses = tensors.TryGetValue(Vgg16Architecture.HeadBias, out var hb) && hb.Length > 0 ? hb.Length : Vgg16Architecture.NumClasses;
+        if (classNames != null && classNames.Count != NumClasses)
+            problems.Add($"{classNames.Count} class names for a head of {NumClasses} rows");
+        ClassNames = classNames;
+        foreach (var (key, shape) in Vgg16Architecture.ParameterSpecsFor(NumClasses))
         {
             long expected = shape.Aggregate(1L, (a, b) => a * b);
             if (!tensors.TryGetValue(key, out var t)) problems.Add($"{key}: missing");

@@ -56,8 +56,24 @@ public static class WeightsLocator
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such weights file; {HowToGet}");
         using var file = SafeTensorsFile.Open(path);
-        TensorSpecCheck.Verify(file, Vgg16Architecture.ParameterSpecs);
-        var tensors = Vgg16Architecture.ParameterSpecs.ToDictionary(p => p.Key, p => file.ReadFloat32(p.Key));
-        return new Vgg16Weights(tensors, path);
+        int classes = HeadRows(file);
+        TensorSpecCheck.Verify(file, Vgg16Architecture.ParameterSpecsFor(classes));
+        var tensors = Vgg16Architecture.ParameterSpecsFor(classes).ToDictionary(p => p.Key, p => file.ReadFloat32(p.Key));
+        return new Vgg16Weights(tensors, path, ClassNames(file));
+    }
+
+    /// <summary>Rows of classifier.6 in a file (1,000 when the key is missing: the spec check then names it).</summary>
+    public static int HeadRows(SafeTensorsFile file)
+        => file.Contains(Vgg16Architecture.HeadWeight) && file.Info(Vgg16Architecture.HeadWeight).Shape is [var rows, _] && rows is > 0 and <= int.MaxValue
+            ? (int)rows : Vgg16Architecture.NumClasses;
+
+    /// <summary>
+    /// Class names a fine-tuned model carries in its metadata ("classes": a JSON list), or null (ImageNet's 1,000).
+    /// </summary>
+    public static IReadOnlyList<string>? ClassNames(SafeTensorsFile file)
+    {
+        if (!file.Metadata.TryGetValue("classes", out var json)) return null;
+        try { return System.Text.Json.JsonSerializer.Deserialize<string[]>(json); }
+        catch (System.Text.Json.JsonException e) { throw new InvalidDataException($"{file.Path}: metadata 'classes' is not a JSON list of names ({e.Message})"); }
     }
 }

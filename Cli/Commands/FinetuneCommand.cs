@@ -1,0 +1,144 @@
+using System.CommandLine;
+using System.Globalization;
+using Spectre.Console;
+using Tp7.Engine.Data;
+using Tp7.Engine.Features;
+using Tp7.Engine.Model;
+using Tp7.Engine.Reporting;
+using Tp7.Engine.Training;
+
+namespace Tp7.Cli.Commands;
+
+/// <summary>`tp7 finetune`: VGG16 with a new fully connected head, trained frozen or end to end.</summary>
+static class FinetuneCommand
+{
+    public static Command Create()
+    {
+        var data = new Option<string?>("--data") { Description = "Dataset folder (train/ + test/, or class folders with --train-per-class); default: the committed demo set" };
+        var trainDir = new Option<string?>("--train") { Description = "Training folder of class folders" };
+        var testDir = new Option<string?>("--test") { Description = "Test folder of class folders" };
+        var perClass = new Option<int?>("--train-per-class") { Description = "Split --data: this many training images per class, the rest for testing" };
+        var seed = new Option<int>("--seed") { Description = "Seed of the split, the new head, shuffling, dropout and augmentation", DefaultValueFactory = _ => 0 };
+        var tune = new Option<string>("--tune") { Description = "head (new fc8 on cached relu7 features), classifier (fc6-fc8), all (full backpropagation), from:TAP (e.g. from:conv4_1)", DefaultValueFactory = _ => "head" };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the training images", DefaultValueFactory = _ => 10 };
+        var batch = new Option<int>("--batch") { Description = "Images per optimiser step", DefaultValueFactory = _ => 32 };
+        var lr = new Option<double>("--lr") { Description = "Learning rate", DefaultValueFactory = _ => 0.01 };
+        var momentum = new Option<double>("--momentum") { Description = "SGD momentum", DefaultValueFactory = _ => 0.9 };
+        var wd = new Option<double>("--wd") { Description = "Weight decay (SGD: L2 added to the gradient; AdamW: decoupled)", DefaultValueFactory = _ => 5e-4 };
+        var optimizer = new Option<string>("--optimizer") { Description = "sgd or adamw", DefaultValueFactory = _ => "sgd" };
+        optimizer.AcceptOnlyFromAmong("sgd", "adamw");
+        var schedule = new Option<string>("--schedule") { Description = "Learning rate per epoch: none, step (x0.1 every --step-size epochs), cosine", DefaultValueFactory = _ => "none" };
+        schedule.AcceptOnlyFromAmong("none", "step", "cosine");
+        var stepSize = new Option<int>("--step-size") { Description = "Epochs between step-schedule decays", DefaultValueFactory = _ => 10 };
+        var augment = new Option<string?>("--augment") { Description = "flip, crop or flip,crop (seeded; not with --tune head)" };
+        var dropout = new Option<float>("--dropout") { Description = "Drop probability of classifier.2/.5 in training", DefaultValueFactory = _ => 0.5f };
+        var noShuffle = new Option<bool>("--no-shuffle") { Description = "Batches in listing order (classes sorted, files by ordinal name)" };
+        var maxSteps = new Option<int?>("--max-steps") { Description = "Stop after this many optimiser steps and write every output" };
+        var size = new Option<int>("--size") { Description = "Input height and width", DefaultValueFactory = _ => 224 };
+        var init = new Option<string?>("--init") { Description = "Start from this torchvision-keyed VGG16 (its classifier.6 is the initial head when it has one row per class)" };
+        var resume = new Option<string?>("--resume") { Description = "Continue the run whose --out folder this is" };
+        var output = new Option<string>("--out") { Description = "Output folder", DefaultValueFactory = _ => "out/finetune" };
+        var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the feature cache (--tune head)" };
+        var command = new Command("finetune", "Replace VGG16's last layer and train it (frozen features or full backpropagation)")
+        {
+            data, trainDir, testDir, perClass, seed, tune, epochs, batch, lr, momentum, wd, optimizer, schedule, stepSize, augment,
+            dropout, noShuffle, maxSteps, size, init, resume, output, noCache,
+        };
+        var device = new DeviceOptions(command);
+        command.SetHandler(parse =>
+        {
+            var aug = (parse.GetValue(augment) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            foreach (var a in aug)
+                if (a is not ("flip" or "crop")) throw new ArgumentException($"--augment: '{a}' is not flip or crop");
+            var settings = new FinetuneSettings
+            {
+                Tune = parse.GetValue(tune)!, Epochs = parse.GetValue(epochs), Batch = parse.GetValue(batch), Lr = parse.GetValue(lr),
+                Momentum = parse.GetValue(momentum), WeightDecay = parse.GetValue(wd), Optimizer = parse.GetValue(optimizer)!,
+                Schedule = parse.GetValue(schedule)!, StepSize = parse.GetValue(stepSize), Flip = aug.Contains("flip"), Crop = aug.Contains("crop"),
+                Dropout = parse.GetValue(dropout), Shuffle = !parse.GetValue(noShuffle), MaxSteps = parse.GetValue(maxSteps),
+                Seed = parse.GetValue(seed), Size = parse.GetValue(size),
+            };
+            settings.Validate();
+            if (settings.Schedule == "step" && settings.StepSize < 1) throw new ArgumentException($"--step-size must be >= 1, got {settings.StepSize}");
+            var outDir = parse.GetValue(output)!;
+            CheckWritable(outDir);
+            var resumeDir = parse.GetValue(resume);
+            if (resumeDir != null && !File.Exists(Path.Combine(resumeDir, Finetune.CheckpointName)))
+                throw new FileNotFoundException($"--resume: {Path.Combine(resumeDir, Finetune.CheckpointName)}: no checkpoint there (finetune writes one after each epoch)");
+
+            Dataset ds;
+            if (parse.GetValue(trainDir) is { } tr)
+                ds = DatasetLoader.Open(tr, parse.GetValue(testDir) ?? throw new ArgumentException("--train needs --test"));
+            else
+                ds = DatasetLoader.Open(parse.GetValue(data) ?? RunCommand.FindDemo(), parse.GetValue(perClass), parse.GetValue(seed));
+            Console.WriteLine($"data: {ds.Root} ({ds.Layout}): {ds.Classes.Count} classes, {ds.Train.Count} train, {ds.Test.Count} test images");
+            if (ds.Classes.Count < 2) throw new ArgumentException($"{ds.Root}: {ds.Classes.Count} class; fine-tuning a classifier needs at least 2");
+
+            string? path = parse.GetValue(init) ?? WeightsLocator.FindDefault();
+            Vgg16Weights start;
+            string sha;
+            if (path == null)
+            {
+                start = Vgg16Weights.RandomInit(0);
+                sha = "in-memory-random-init-seed0";
+            }
+            else
+            {
+                start = WeightsLocator.Load(path);
+                sha = FeatureCache.HashFile(path);
+            }
+            bool random = path == null || WeightsLocator.IsRandomInit(path);
+            if (random)
+                Console.Error.WriteLine($"warning: {start.Source} holds RANDOM weights, not ImageNet-trained ones: the accuracy means little. {WeightsLocator.HowToGet}");
+            start = Finetune.StartingWeights(start, ds.Classes.Count, settings.Seed);
+
+            using var dev = device.Open(parse);
+            var progress = new ProgressLine();
+            var job = new Finetune(ds, settings, outDir, dev, line => { progress.Finish(); Console.Error.WriteLine(line); })
+            {
+                Cache = parse.GetValue(noCache) ? null : FeatureCache.Default(),
+                ExtractProgress = progress.Report,
+                Progress = p => progress.Report($"epoch {p.Epoch}/{p.Epochs}", new ExtractProgress(p.Step, p.StepsPerEpoch, 0),
+                    $"loss {p.Loss:F4}  {p.ImagesPerSecond,6:F1} img/s  ETA {TimeSpan.FromSeconds(Math.Max(0, p.EtaSeconds)):h\\:mm\\:ss}"),
+            };
+            var result = job.Run(start, sha, resumeDir);
+            progress.Finish();
+            FinetuneReportWriter.Write(outDir, result);
+            Print(result, outDir);
+            if (random) Console.WriteLine($"NOTE: training started from RANDOM weights ({start.Source}); the accuracy means little. {WeightsLocator.HowToGet}");
+            return 0;
+        });
+        return command;
+    }
+
+    static void CheckWritable(string dir)
+    {
+        try
+        {
+            Directory.CreateDirectory(dir);
+            var probe = Path.Combine(dir, $".tp7-write-test-{Environment.ProcessId}");
+            File.WriteAllText(probe, "");
+            File.Delete(probe);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new IOException($"--out {dir}: cannot write there ({e.Message})");
+        }
+    }
+
+    static void Print(FinetuneResult r, string outDir)
+    {
+        var rep = r.Report;
+        var names = r.Dataset.Classes;
+        var table = new Table().AddColumn("class").AddColumn(new TableColumn("test").RightAligned()).AddColumn(new TableColumn("accuracy").RightAligned())
+            .AddColumn(new TableColumn("precision").RightAligned()).AddColumn(new TableColumn("F1").RightAligned());
+        for (int k = 0; k < names.Count; k++)
+            table.AddRow(Markup.Escape(names[k]), rep.Support[k].ToString(), rep.Recall[k].ToString("P1", CultureInfo.InvariantCulture),
+                rep.Precision[k].ToString("P1", CultureInfo.InvariantCulture), rep.F1[k].ToString("F3", CultureInfo.InvariantCulture));
+        AnsiConsole.Write(table);
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
+            $"accuracy: {rep.Accuracy:P2} ({rep.NumSamples} test images, {names.Count} classes), --tune {r.Settings.Tune}, {r.Epochs.Count} epoch(s), {r.Steps} steps{(r.StoppedAtMaxSteps ? " (stopped at --max-steps)" : "")}"));
+        Console.WriteLine($"model: {r.ModelPath} (torchvision keys, classifier.6 of shape ({names.Count}, 4096), class names in its metadata)");
+        Console.WriteLine($"report: {Path.Combine(outDir, "index.html")} (report.json, predictions.csv, curves.png, confusion.png); checkpoint: {Path.Combine(outDir, Finetune.CheckpointName)}");
+    }
+}
