@@ -125,7 +125,7 @@ public sealed class ExecutionPlan
                 if (!op.HasBackward) throw new NotSupportedException($"{node.Name}: op {node.Op} has no backward pass, so it cannot be trained through");
                 backward.Add(i);
                 foreach (var v in node.Inputs)
-                    if (needsGrad.Contains(v) && !Graph.IsParameter(v) && Graph.Consumers(v).Count(c => run[nodes.IndexOf(c)]) > 1)
+                    if (needsGrad.Contains(v) && !Graph.IsParameter(v) && ForwardNodes.Sum(j => nodes[j].Inputs.Count(u => u == v)) > 1)
                         throw new NotSupportedException($"{node.Name}: '{v}' feeds several nodes; summing their gradients is not supported yet");
                 if (IsView(i)) gradRoot[node.Inputs[0]] = node.Outputs[0];
             }

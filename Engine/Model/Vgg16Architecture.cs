@@ -129,9 +129,8 @@ public static class Vgg16Architecture
         {
             s = l.Kind switch
             {
-                LayerKind.Conv => new ActShape(l.OutChannels,
-                    (s.H + 2 * l.Padding - l.Kernel) / l.Stride + 1, (s.W + 2 * l.Padding - l.Kernel) / l.Stride + 1),
-                LayerKind.MaxPool => new ActShape(s.C, (s.H - l.Kernel) / l.Stride + 1, (s.W - l.Kernel) / l.Stride + 1),
+                LayerKind.Conv => ConvShapeOf(l, 1, s.H, s.W) is var c ? new ActShape(l.OutChannels, c.OutH, c.OutW) : s,
+                LayerKind.MaxPool => new PoolShape(1, s.C, s.H, s.W, l.Kernel, l.Kernel, l.Stride, l.Stride) is var p ? new ActShape(s.C, p.OutH, p.OutW) : s,
                 LayerKind.AdaptiveAvgPool => new ActShape(s.C, PooledSize, PooledSize),
                 LayerKind.Flatten => new ActShape((int)s.Elements, 1, 1),
                 LayerKind.Linear => new ActShape(l.OutFeatures, 1, 1),
@@ -147,7 +146,7 @@ public static class Vgg16Architecture
     /// <summary>Multiply-adds of one layer for one sample, given its input and output shapes.</summary>
     public static double MultiplyAdds(LayerSpec l, ActShape input, ActShape output) => l.Kind switch
     {
-        LayerKind.Conv => (double)output.Elements * l.InChannels * l.Kernel * l.Kernel,
+        LayerKind.Conv => ConvShapeOf(l, 1, input.H, input.W).ForwardFlops / 2,
         LayerKind.Linear => (double)l.InFeatures * l.OutFeatures,
         _ => 0,
     };
