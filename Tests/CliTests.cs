@@ -242,6 +242,16 @@ public sealed class CliTests(ReferenceFiles refs, TinyDataset tiny, ITestOutputH
         Assert.Matches(@"(?m)^\s+1\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s*$", r.Stdout);
     }
 
+    /// <summary>`tp7 bench train` on a device other than the host checks a training step against the host first.</summary>
+    [Fact]
+    public void BenchTrainValidatesAStepAgainstTheHostBackend()
+    {
+        string dir = tiny.Work("bench-train");
+        var r = CliRunner.RunOk(dir, ["bench", "train", "--device", "ilgpu-cpu", "--size", "32", "--batch", "1", "--reps", "1", "--weights", refs.Weights]);
+        Assert.Matches(@"validation: loss \S+ vs host \S+, head gradient max \|diff\| \S+ of its max \(ok\)", r.Stdout);
+        Assert.Matches(@"median [0-9.]+ s/step, [0-9.]+ img/s", r.Stdout);
+    }
+
     [Fact]
     public void FeatureMapsWritesAPng()
     {

@@ -64,7 +64,94 @@ static class BenchCommand
             return 0;
         });
         bench.Subcommands.Add(forward);
+        bench.Subcommands.Add(CreateTrain());
         return bench;
+    }
+
+    /// <summary>
+    /// `tp7 bench train`: one full training step of VGG16 with a new head (zero_grad, forward in train mode, cross-entropy,
+    /// backward through every parameter, SGD with momentum), as ../shared/bench/torch_vgg16_anchor.py times PyTorch's.
+    /// On a device other than the host it first checks one small step's loss and head gradient against the host backend.
+    /// </summary>
+    static Command CreateTrain()
+    {
+        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 8 };
+        var reps = new Option<int>("--reps") { Description = "Timed steps (median reported)", DefaultValueFactory = _ => 3 };
+        var size = new Option<int>("--size") { Description = "Input height and width", DefaultValueFactory = _ => 224 };
+        var classes = new Option<int>("--classes") { Description = "Rows of the new head (the anchor uses 15, 15-Scene's)", DefaultValueFactory = _ => 15 };
+        var profile = new Option<bool>("--profile") { Description = "Also print a per-launch profile of one step (forward and backward)" };
+        var weights = CliCommon.Weights("Weights to start from (default: the default file if present, else random in memory)");
+        var train = new Command("train", "VGG16 training step: forward, backward, SGD with momentum") { batch, reps, size, classes, profile, weights };
+        var device = new DeviceOptions(train);
+        train.SetHandler(parse =>
+        {
+            int n = parse.GetValue(batch), s = parse.GetValue(size), r = Math.Max(1, parse.GetValue(reps)), k = parse.GetValue(classes);
+            if (n < 1) throw new ArgumentException($"--batch must be >= 1, got {n}");
+            if (s < 32) throw new ArgumentException($"--size must be >= 32, got {s}");
+            if (k < 2) throw new ArgumentException($"--classes must be >= 2, got {k}");
+            string? path = parse.GetValue(weights) ?? WeightsLocator.FindDefault();
+            var start = Tp7.Engine.Training.Finetune.StartingWeights(path != null ? WeightsLocator.Load(path) : Vgg16Weights.RandomInit(0), k, 0);
+            using var dev = device.Open(parse);
+            var rng = new Random(0);
+            if (dev.Kind != DeviceKind.Host) ValidateTrain(dev, start, k, rng);
+            using var model = new Vgg16(dev, start);
+            start = null!;
+            GC.Collect(2, GCCollectionMode.Aggressive, true, true);
+            var names = model.Network.Parameters.Entries.Select(e => e.Name).ToList();
+            using var trainer = new Tp7.Engine.Training.Trainer(model.Network, names,
+                st => Tp7.Engine.Training.Optimizer.Create("sgd", st, 0.9, 0), seed: 0);
+            var x = RandomInput(rng, n, s);
+            var y = Enumerable.Range(0, n).Select(_ => rng.Next(k)).ToArray();
+            var shape = new Tp7.Engine.Graph.Shape(n, 3, s, s);
+            double first = trainer.Step(x, shape, y, 0, 1e-3); // warm-up: kernels, plans, arena
+            Console.WriteLine($"VGG16 training step (forward + backward + SGD momentum 0.9), fp32, batch {n}, {s}x{s}, {k}-class head, {dev.Describe()}");
+            Console.WriteLine($"warm-up loss {first:F4} (random labels: about ln {k} = {Math.Log(k):F2})");
+            var times = new double[r];
+            for (int i = 0; i < r; i++)
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                trainer.Step(x, shape, y, i + 1, 1e-3);
+                dev.Synchronize();
+                times[i] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            }
+            Array.Sort(times);
+            double t = times[r / 2];
+            Console.WriteLine($"median {t:F3} s/step, {n / t:F2} img/s (steps: {string.Join(", ", times.Select(v => v.ToString("F3")))}); activations {model.Network.Executor.ArenaBytes >> 20} MiB, peak working set {Process.GetCurrentProcess().PeakWorkingSet64 >> 20} MiB");
+            if (parse.GetValue(profile))
+            {
+                model.Profiler = new LayerProfiler();
+                trainer.Step(x, shape, y, r + 1, 1e-3);
+                ProfileTable.Print(model.Profiler, n);
+                model.Profiler = null;
+            }
+            return 0;
+        });
+        return train;
+    }
+
+    /// <summary>One step at batch 2, 64x64 on the device and on the host: losses and the head's gradient must agree.</summary>
+    static void ValidateTrain(ComputeDevice dev, Vgg16Weights start, int classes, Random rng)
+    {
+        var x = RandomInput(rng, 2, 64);
+        var y = new[] { 0, classes - 1 };
+        var shape = new Tp7.Engine.Graph.Shape(2, 3, 64, 64);
+        (double Loss, float[] Grad) Run(ComputeDevice d)
+        {
+            using var m = new Vgg16(d, start);
+            foreach (var node in m.Network.Graph.Nodes.Where(nd => nd.Op == "Dropout")) node.Attributes.Set("p", 0f);
+            using var t = new Tp7.Engine.Training.Trainer(m.Network, m.Network.Parameters.Entries.Select(e => e.Name).ToList(), null);
+            var r = t.ForwardBackward(x, shape, y, 0);
+            return (r.Loss, m.Network.Parameters.Device.Download(m.Network.Parameters.Grad(Vgg16Architecture.HeadWeight)!.Data));
+        }
+        var got = Run(dev);
+        using var host = new HostDevice();
+        var want = Run(host);
+        double maxRef = want.Grad.Max(v => Math.Abs(v)), maxErr = 0;
+        for (int i = 0; i < want.Grad.Length; i++) maxErr = Math.Max(maxErr, Math.Abs(got.Grad[i] - want.Grad[i]));
+        double rel = maxErr / Math.Max(maxRef, 1e-30);
+        bool ok = Math.Abs(got.Loss - want.Loss) <= 1e-4 * Math.Abs(want.Loss) && rel <= 1e-3;
+        Console.WriteLine($"validation: loss {got.Loss:F6} vs host {want.Loss:F6}, head gradient max |diff| {rel:E2} of its max ({(ok ? "ok" : "MISMATCH")})");
+        if (!ok) throw new InvalidOperationException($"{dev.Name}: a training step differs from the host backend (loss {got.Loss} vs {want.Loss}, head gradient {rel:E2})");
     }
 
     static float[] RandomInput(Random rng, int n, int s)
