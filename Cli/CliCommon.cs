@@ -68,3 +68,40 @@ sealed class DeviceOptions
     public Tp7.Engine.Devices.ComputeDevice Open(ParseResult parse)
         => Tp7.Engine.Devices.DeviceCatalog.Open(parse.GetValue(Device)!, parse.GetValue(Index), line => Console.Error.WriteLine(line));
 }
+
+/// <summary>
+/// Where a dataset comes from, on every verb that trains: --data (train/ + test/, or class folders split with
+/// --train-per-class and --seed; default the committed demo set), or --train with --test.
+/// </summary>
+sealed class DatasetOptions
+{
+    public readonly Option<string?> Data = new("--data") { Description = "Dataset folder (train/ + test/, or class folders with --train-per-class); default: the committed demo set" };
+    public readonly Option<string?> Train = new("--train") { Description = "Training folder of class folders" };
+    public readonly Option<string?> Test = new("--test") { Description = "Test folder of class folders" };
+    public readonly Option<int?> PerClass = new("--train-per-class") { Description = "Split --data: this many training images per class, the rest for testing (15-Scene: 100)" };
+    public readonly Option<int> Seed;
+
+    public DatasetOptions(Command command, string seedDescription)
+    {
+        Seed = new("--seed") { Description = seedDescription, DefaultValueFactory = _ => 0 };
+        foreach (var o in new Option[] { Data, Train, Test, PerClass, Seed }) command.Options.Add(o);
+    }
+
+    /// <summary>Opens the dataset and prints its one-line summary and any empty class folders.</summary>
+    public Tp7.Engine.Data.Dataset Open(ParseResult parse)
+    {
+        Tp7.Engine.Data.Dataset ds;
+        if (parse.GetValue(Train) is { } tr)
+            ds = Tp7.Engine.Data.DatasetLoader.Open(tr, parse.GetValue(Test) ?? throw new ArgumentException("--train needs --test"));
+        else
+            ds = Tp7.Engine.Data.DatasetLoader.Open(parse.GetValue(Data) ?? FindDemo(), parse.GetValue(PerClass), parse.GetValue(Seed));
+        Console.WriteLine($"data: {ds.Root} ({ds.Layout}): {ds.Classes.Count} classes, {ds.Train.Count} train, {ds.Test.Count} test images");
+        foreach (var empty in ds.EmptyClassFolders) Console.Error.WriteLine($"warning: class folder without images ignored: {empty}");
+        return ds;
+    }
+
+    /// <summary>The committed demo set: ./data/demo, else data/demo in the repository above the program.</summary>
+    public static string FindDemo()
+        => Tp7.Engine.Model.WeightsLocator.LocalFolders(Path.Combine("data", "demo")).FirstOrDefault(Directory.Exists)
+           ?? throw new DirectoryNotFoundException("no --data given and the demo set data/demo was not found (run from the repository)");
+}

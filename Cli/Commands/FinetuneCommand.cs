@@ -14,11 +14,6 @@ static class FinetuneCommand
 {
     public static Command Create()
     {
-        var data = new Option<string?>("--data") { Description = "Dataset folder (train/ + test/, or class folders with --train-per-class); default: the committed demo set" };
-        var trainDir = new Option<string?>("--train") { Description = "Training folder of class folders" };
-        var testDir = new Option<string?>("--test") { Description = "Test folder of class folders" };
-        var perClass = new Option<int?>("--train-per-class") { Description = "Split --data: this many training images per class, the rest for testing" };
-        var seed = new Option<int>("--seed") { Description = "Seed of the split, the new head, shuffling, dropout and augmentation", DefaultValueFactory = _ => 0 };
         var tune = new Option<string>("--tune") { Description = "head (new fc8 on cached relu7 features), classifier (fc6-fc8), all (full backpropagation), from:TAP (e.g. from:conv4_1)", DefaultValueFactory = _ => "head" };
         var epochs = new Option<int>("--epochs") { Description = "Passes over the training images", DefaultValueFactory = _ => 10 };
         var batch = new Option<int>("--batch") { Description = "Images per optimiser step", DefaultValueFactory = _ => 32 };
@@ -41,9 +36,11 @@ static class FinetuneCommand
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the feature cache (--tune head)" };
         var command = new Command("finetune", "Replace VGG16's last layer and train it (frozen features or full backpropagation)")
         {
-            data, trainDir, testDir, perClass, seed, tune, epochs, batch, lr, momentum, wd, optimizer, schedule, stepSize, augment,
+            tune, epochs, batch, lr, momentum, wd, optimizer, schedule, stepSize, augment,
             dropout, noShuffle, maxSteps, size, init, resume, output, noCache,
         };
+        var dataset = new DatasetOptions(command, "Seed of the split, the new head, shuffling, dropout and augmentation");
+        var seed = dataset.Seed;
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
@@ -66,12 +63,7 @@ static class FinetuneCommand
             if (resumeDir != null && !File.Exists(Path.Combine(resumeDir, Finetune.CheckpointName)))
                 throw new FileNotFoundException($"--resume: {Path.Combine(resumeDir, Finetune.CheckpointName)}: no checkpoint there (finetune writes one after each epoch)");
 
-            Dataset ds;
-            if (parse.GetValue(trainDir) is { } tr)
-                ds = DatasetLoader.Open(tr, parse.GetValue(testDir) ?? throw new ArgumentException("--train needs --test"));
-            else
-                ds = DatasetLoader.Open(parse.GetValue(data) ?? RunCommand.FindDemo(), parse.GetValue(perClass), parse.GetValue(seed));
-            Console.WriteLine($"data: {ds.Root} ({ds.Layout}): {ds.Classes.Count} classes, {ds.Train.Count} train, {ds.Test.Count} test images");
+            var ds = dataset.Open(parse);
             if (ds.Classes.Count < 2) throw new ArgumentException($"{ds.Root}: {ds.Classes.Count} class; fine-tuning a classifier needs at least 2");
 
             string? path = parse.GetValue(init) ?? WeightsLocator.FindDefault();

@@ -15,11 +15,6 @@ static class RunCommand
 {
     public static Command Create()
     {
-        var data = new Option<string?>("--data") { Description = "Dataset folder (train/ + test/, or class folders with --train-per-class); default: the committed demo set" };
-        var trainDir = new Option<string?>("--train") { Description = "Training folder of class folders" };
-        var testDir = new Option<string?>("--test") { Description = "Test folder of class folders" };
-        var perClass = new Option<int?>("--train-per-class") { Description = "Split --data: this many training images per class, the rest for testing (15-Scene: 100)" };
-        var seed = new Option<int>("--seed") { Description = "Seed of the split and of the SVM's coordinate order", DefaultValueFactory = _ => 0 };
         var layer = new Option<string>("--layer") { Description = "pool5, fc6, relu6, fc7, relu7 or fc8", DefaultValueFactory = _ => "relu7" };
         var c = new Option<double>("--C") { Description = "SVM regularisation parameter", DefaultValueFactory = _ => 1.0 };
         var loss = new Option<string>("--loss") { Description = "squared_hinge or hinge", DefaultValueFactory = _ => "squared_hinge" };
@@ -30,20 +25,13 @@ static class RunCommand
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the feature cache" };
         var weights = CliCommon.Weights();
         var command = new Command("run", "Transfer learning end to end: VGG16 features + linear SVM + report")
-            { data, trainDir, testDir, perClass, seed, layer, c, loss, noL2, batch, output, noCache, weights };
+            { layer, c, loss, noL2, batch, output, noCache, weights };
+        var dataset = new DatasetOptions(command, "Seed of the split and of the SVM's coordinate order");
+        var seed = dataset.Seed;
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
-            Dataset ds;
-            if (parse.GetValue(trainDir) is { } tr)
-                ds = DatasetLoader.Open(tr, parse.GetValue(testDir) ?? throw new ArgumentException("--train needs --test"));
-            else
-            {
-                var dir = parse.GetValue(data) ?? FindDemo();
-                ds = DatasetLoader.Open(dir, parse.GetValue(perClass), parse.GetValue(seed));
-            }
-            Console.WriteLine($"data: {ds.Root} ({ds.Layout}): {ds.Classes.Count} classes, {ds.Train.Count} train, {ds.Test.Count} test images");
-            foreach (var empty in ds.EmptyClassFolders) Console.Error.WriteLine($"warning: class folder without images ignored: {empty}");
+            var ds = dataset.Open(parse);
 
             using var session = ModelSession.Open(parse, device, weights, allowInMemoryRandom: true);
             var settings = new RunSettings(parse.GetValue(layer)!, parse.GetValue(c),
@@ -65,11 +53,6 @@ static class RunCommand
         });
         return command;
     }
-
-    /// <summary>The committed demo set: ./data/demo, else data/demo in the repository above the program.</summary>
-    public static string FindDemo()
-        => WeightsLocator.LocalFolders(Path.Combine("data", "demo")).FirstOrDefault(Directory.Exists)
-           ?? throw new DirectoryNotFoundException("no --data given and the demo set data/demo was not found (run from the repository)");
 
     static void Print(RunResult r, string outDir, double reportSeconds)
     {
