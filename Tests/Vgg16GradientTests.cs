@@ -10,7 +10,8 @@ namespace Tp7.Tests;
 /// <summary>
 /// VGG16's backward pass against PyTorch's autograd (tools/make_reference.py, same random-init weights with random
 /// biases, eval mode, cross-entropy mean): the gradient of every parameter and of every tap, max |ours − torch| at
-/// most 1e-4 of max |torch|, at 32x32 (host backend and the ILGPU CPU accelerator) and for a batch of 2 at 224x224.
+/// most 1e-4 of max |torch|, at 32x32 (host backend and the ILGPU CPU accelerator). At 224x224 a pre-ReLU value within
+/// rounding of 0 can flip its mask end to end; <see cref="Vgg16LayerBackwardTests"/> checks each layer there in isolation.
 /// The tap check runs unfused (each tap must exist as a value); the parameter check also runs with the fused
 /// conv+ReLU epilogues users get.
 /// </summary>
@@ -28,9 +29,6 @@ public sealed class Vgg16GradientTests(ReferenceFiles refs, ITestOutputHelper ou
 
     [Fact]
     public void IlgpuCpuGradientsMatchPyTorchAt32() => Compare(IlgpuDevice.OpenCpuAccelerator(), refs.Random32, fused: true);
-
-    [Fact]
-    public void HostGradientsMatchPyTorchForABatchOf2At224() => Compare(new HostDevice(), refs.Random224, fused: false);
 
     void Compare(ComputeDevice device, string referencePath, bool fused)
     {
