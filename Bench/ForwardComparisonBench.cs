@@ -373,7 +373,7 @@ public sealed class ForwardComparisonBench : IBenchmark
     static string DefaultOnnx(string root, string weights, bool defaultWeights)
         => defaultWeights ? Path.Combine(Path.GetDirectoryName(weights) ?? Path.Combine(root, "weights"), "vgg16.onnx") : Path.ChangeExtension(weights, ".onnx");
 
-    static string RepositoryRoot()
+    internal static string RepositoryRoot()
     {
         foreach (var start in new[] { Directory.GetCurrentDirectory(), AppContext.BaseDirectory })
             for (var dir = new DirectoryInfo(start); dir != null; dir = dir.Parent)
@@ -381,13 +381,13 @@ public sealed class ForwardComparisonBench : IBenchmark
         throw new DirectoryNotFoundException("cannot find the repository root (Tp7.Native.sln) above the working directory or the program; run from the repository");
     }
 
-    static string LoadAverage()
+    internal static string LoadAverage()
     {
         try { return string.Join(" ", File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) + " (1, 5, 15 min)"; }
         catch (IOException) { return "unknown"; }
     }
 
-    static int PositiveInt(string name, string value)
+    internal static int PositiveInt(string name, string value)
         => int.TryParse(value, NumberStyles.Integer, CultureInfo.InvariantCulture, out var v) && v > 0
             ? v : throw new ArgumentException($"{name} '{value}' is not a positive integer");
 }
