@@ -273,15 +273,15 @@ public sealed class TrainComparisonBench : IBenchmark
         double forward = rows.Where(r => !r.Op.EndsWith(" backward", StringComparison.Ordinal)).Sum(r => r.Seconds);
         Console.WriteLine();
         Console.WriteLine($"profile of ours, one training step of batch {batch}, synchronised per launch (load average {ForwardComparisonBench.LoadAverage()}):");
-        Console.WriteLine($"{"layer",-10} {"kernel",-22} {"output",-20} {"ms",9} {"%",6} {"GFLOP/s",8} {"GB/s",7}");
+        Console.WriteLine($"{"layer",-10} {"kernel",-24} {"output",-20} {"ms",9} {"%",6} {"GFLOP/s",8} {"GB/s",7}");
         foreach (var r in rows)
-            Console.WriteLine($"{r.Layer,-10} {r.Op,-22} {r.Shape,-20} {r.Seconds * 1e3,9:F1} {100 * r.Seconds / stepSeconds,6:F1} " +
+            Console.WriteLine($"{r.Layer,-10} {r.Op,-24} {r.Shape,-20} {r.Seconds * 1e3,9:F1} {100 * r.Seconds / stepSeconds,6:F1} " +
                               $"{(r.GFlops > 0 ? r.GFlops.ToString("F1", CultureInfo.InvariantCulture) : ""),8} {r.GBytes,7:F1}");
         double other = stepSeconds - total;
-        Console.WriteLine($"{"forward",-10} {"",-22} {"",-20} {forward * 1e3,9:F1} {100 * forward / stepSeconds,6:F1}");
-        Console.WriteLine($"{"backward",-10} {"",-22} {"",-20} {(total - forward) * 1e3,9:F1} {100 * (total - forward) / stepSeconds,6:F1}");
-        Console.WriteLine($"{"other",-10} {"zero_grad, loss, SGD",-22} {"",-20} {other * 1e3,9:F1} {100 * other / stepSeconds,6:F1}");
-        Console.WriteLine($"{"step",-10} {"",-22} {"",-20} {stepSeconds * 1e3,9:F1} {100.0,6:F1} {profiler.Entries.Sum(e => e.Flops) / total / 1e9,8:F1}");
+        Console.WriteLine($"{"forward",-10} {"",-24} {"",-20} {forward * 1e3,9:F1} {100 * forward / stepSeconds,6:F1}");
+        Console.WriteLine($"{"backward",-10} {"",-24} {"",-20} {(total - forward) * 1e3,9:F1} {100 * (total - forward) / stepSeconds,6:F1}");
+        Console.WriteLine($"{"other",-10} {"zero_grad, loss, SGD",-24} {"",-20} {other * 1e3,9:F1} {100 * other / stepSeconds,6:F1}");
+        Console.WriteLine($"{"step",-10} {"",-24} {"",-20} {stepSeconds * 1e3,9:F1} {100.0,6:F1} {profiler.Entries.Sum(e => e.Flops) / total / 1e9,8:F1}");
     }
 
     // ------------------------------------------------------------------------------------------------ helpers
