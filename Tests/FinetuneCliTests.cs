@@ -93,4 +93,35 @@ public sealed class FinetuneCliTests(ReferenceFiles refs, ITestOutputHelper outp
         var ranked = cls.Stdout.Split('\n').Select(l => l.Trim()).Where(l => l.Length > 2 && char.IsDigit(l[0]) && l[1] == '.').ToList();
         Assert.Equal(3, ranked.Count); // --top 5 shows at most the 3 classes there are
     }
+
+    /// <summary>
+    /// Full backpropagation through the CLI, stopped by --max-steps: every output is written as at the end, and the
+    /// report says where it stopped; a diverging run (a huge --lr) stops naming the step.
+    /// </summary>
+    [Fact]
+    public void TuneAllStopsAtMaxStepsWritingEveryOutputAndADivergingRunNamesItsStep()
+    {
+        using var scratch = new ScratchDir("tp7-finetune-all");
+        string data = scratch["data"];
+        var classes = DemoData.CopySplit(data, classes: 3, train: 2, test: 3);
+        string outDir = scratch["out"];
+        var r = CliRunner.RunOk(scratch.Path, ["finetune", "--data", data, "--tune", "all", "--epochs", "4", "--size", "32", "--batch", "4",
+            "--max-steps", "3", "--augment", "flip,crop", "--init", refs.Weights, "--out", outDir], timeout: TimeSpan.FromMinutes(5));
+        output.WriteLine(r.ToString());
+        using (var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(outDir, "report.json"))))
+        {
+            Assert.Equal(3, report.RootElement.GetProperty("steps").GetInt32());
+            Assert.True(report.RootElement.GetProperty("stopped_at_max_steps").GetBoolean());
+            Assert.Equal(2, report.RootElement.GetProperty("epochs").GetArrayLength()); // 2 steps per epoch: epoch 2 stopped after its first
+        }
+        foreach (var f in new[] { "model.safetensors", "checkpoint.safetensors", "curves.png", "confusion.png", "index.html", "predictions.csv" })
+            Assert.True(File.Exists(Path.Combine(outDir, f)), $"{f} missing");
+        Assert.Contains("(stopped at --max-steps)", r.Stdout);
+
+        var bad = CliRunner.Run(scratch.Path, ["finetune", "--data", data, "--tune", "head", "--epochs", "3", "--size", "32", "--batch", "4",
+            "--lr", "1e30", "--init", refs.Weights, "--out", scratch["diverged"]], timeout: TimeSpan.FromMinutes(5));
+        output.WriteLine(bad.ToString());
+        Assert.NotEqual(0, bad.ExitCode);
+        Assert.Matches(@"loss is (NaN|∞|-∞|[0-9.E+]+) (at step \d+|after epoch \d+ \(step \d+\)): training diverged", bad.Stderr);
+    }
 }

@@ -40,7 +40,7 @@ public static class FinetuneReportWriter
             ["model"] = r.ModelPath,
             ["extra"] = extra,
         };
-        File.WriteAllText(Path.Combine(dir, "report.json"), JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true }));
+        File.WriteAllText(Path.Combine(dir, "report.json"), JsonSerializer.Serialize(doc, new JsonSerializerOptions { WriteIndented = true, NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals }));
 
         var csv = new StringBuilder("path,true,predicted\n");
         for (int i = 0; i < r.Predicted.Length; i++)

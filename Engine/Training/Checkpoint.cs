@@ -17,6 +17,8 @@ public sealed class Checkpoint
     public required long Steps { get; init; }
     public required int OptimizerSteps { get; init; }
     readonly Dictionary<string, float[]> tensors = [];
+    // A loss can be infinite in an epoch that still trained; the record must say so, not fail to be written.
+    static readonly JsonSerializerOptions Json = new() { NumberHandling = System.Text.Json.Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals };
 
     /// <summary>Settings that must match on resume (the epoch count and --max-steps may change).</summary>
     static string Fingerprint(FinetuneSettings s) => JsonSerializer.Serialize(s with { Epochs = 0, MaxSteps = null });
@@ -38,7 +40,7 @@ public sealed class Checkpoint
             ["version"] = "1",
             ["settings"] = Fingerprint(s),
             ["dataset"] = DatasetFingerprint(dataset),
-            ["epochs"] = JsonSerializer.Serialize(epochs),
+            ["epochs"] = JsonSerializer.Serialize(epochs, Json),
             ["steps"] = steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
             ["optimizer_steps"] = trainer.Optimizer.Steps.ToString(System.Globalization.CultureInfo.InvariantCulture),
         };
@@ -58,7 +60,7 @@ public sealed class Checkpoint
         var cp = new Checkpoint
         {
             Path = path,
-            Epochs = JsonSerializer.Deserialize<List<EpochRecord>>(Meta("epochs"))!,
+            Epochs = JsonSerializer.Deserialize<List<EpochRecord>>(Meta("epochs"), Json)!,
             Steps = long.Parse(Meta("steps"), System.Globalization.CultureInfo.InvariantCulture),
             OptimizerSteps = int.Parse(Meta("optimizer_steps"), System.Globalization.CultureInfo.InvariantCulture),
         };

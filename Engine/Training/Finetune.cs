@@ -327,6 +327,8 @@ public sealed class Finetune
                 if (s.MaxSteps is { } ms && step >= ms) { stopped = true; break; }
             }
             var (pred, testLoss) = evaluate();
+            if (!double.IsFinite(testLoss))
+                throw new ArithmeticException($"test loss is {testLoss} after epoch {epoch + 1} (step {step}): training diverged; the last good checkpoint stays in {outDir} (try a smaller --lr)");
             predicted = pred;
             double testAcc = pred.Length == 0 ? 0 : pred.Where((p, i) => p == TestLabel(i)).Count() / (double)pred.Length;
             epochs.Add(new EpochRecord(epoch + 1, lr, lossSum / Math.Max(1, seen), correct / (double)Math.Max(1, seen), testAcc, testLoss,
