@@ -59,21 +59,19 @@ public static class FinetuneReportWriter
         double[] x = r.Epochs.Select(e => (double)e.Epoch).ToArray();
         var loss = new Plot();
         var trainLoss = loss.Add.Scatter(x, r.Epochs.Select(e => e.TrainLoss).ToArray());
-        trainLoss.LegendText = "train";
+        trainLoss.LegendText = "train (running mean, train mode)";
         var testLoss = loss.Add.Scatter(x, r.Epochs.Select(e => e.TestLoss).ToArray());
         testLoss.LegendText = "test";
         loss.Title("cross-entropy loss");
-        loss.XLabel("epoch");
-        loss.ShowLegend();
+        Style(loss, x);
         var acc = new Plot();
         var trainAcc = acc.Add.Scatter(x, r.Epochs.Select(e => 100 * e.TrainAccuracy).ToArray());
-        trainAcc.LegendText = "train";
+        trainAcc.LegendText = "train (running, train mode)";
         var testAcc = acc.Add.Scatter(x, r.Epochs.Select(e => 100 * e.TestAccuracy).ToArray());
         testAcc.LegendText = "test";
         acc.Title("accuracy (%)");
-        acc.XLabel("epoch");
+        Style(acc, x);
         acc.Axes.SetLimitsY(0, 100);
-        acc.ShowLegend();
         var a = loss.GetImage(600, 420);
         var b = acc.GetImage(600, 420);
         using var surface = SkiaSharp.SKSurface.Create(new SkiaSharp.SKImageInfo(1200, 420));
@@ -84,6 +82,17 @@ public static class FinetuneReportWriter
         using var data = img.Encode(SkiaSharp.SKEncodedImageFormat.Png, 100);
         using var f = File.Create(path);
         data.SaveTo(f);
+    }
+
+    /// <summary>Whole-epoch ticks, and the legend below the axes where it hides no point.</summary>
+    static void Style(Plot plot, double[] epochs)
+    {
+        plot.XLabel("epoch");
+        int step = Math.Max(1, epochs.Length / 10);
+        var ticks = epochs.Where((_, i) => i % step == 0).ToArray();
+        plot.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks, ticks.Select(t => t.ToString(CultureInfo.InvariantCulture)).ToArray());
+        if (epochs.Length > 0) plot.Axes.SetLimitsX(epochs[0] - 0.25, epochs[^1] + 0.25);
+        plot.ShowLegend(Edge.Bottom);
     }
 
     static string Html(FinetuneResult r)
