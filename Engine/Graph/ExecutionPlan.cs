@@ -136,37 +136,37 @@ public sealed class ExecutionPlan
         int Bwd(int i) => 2 * F - i;
         var first = new Dictionary<string, int>(StringComparer.Ordinal);
         var last = new Dictionary<string, int>(StringComparer.Ordinal);
-        void Use(Dictionary<string, string> roots, string v, int t, bool grad)
+        void Use(string v, int t, bool grad)
         {
             string r = grad ? GradRoot(v) : Root(v);
             string key = (grad ? "d:" : "") + r;
             first[key] = first.TryGetValue(key, out var f) ? Math.Min(f, t) : t;
             last[key] = last.TryGetValue(key, out var l) ? Math.Max(l, t) : t;
         }
-        Use(root, InputName, -1, false);
+        Use(InputName, -1, false);
         foreach (var i in ForwardNodes)
         {
             var node = nodes[i];
             var op = OpRegistry.Get(node.Op);
-            foreach (var v in node.Inputs.Where(v => !Graph.IsParameter(v))) Use(root, v, i, false);
-            foreach (var v in node.Outputs) Use(root, v, i, false);
+            foreach (var v in node.Inputs.Where(v => !Graph.IsParameter(v))) Use(v, i, false);
+            foreach (var v in node.Outputs) Use(v, i, false);
             if (!Training || !backward.Contains(i)) continue;
             var inNeed = node.Inputs.Select(needsGrad.Contains).ToList();
             for (int k = 0; k < node.Inputs.Length; k++)
-                if (!Graph.IsParameter(node.Inputs[k]) && op.BackwardReadsInput(node, k, inNeed)) Use(root, node.Inputs[k], Bwd(i), false);
+                if (!Graph.IsParameter(node.Inputs[k]) && op.BackwardReadsInput(node, k, inNeed)) Use(node.Inputs[k], Bwd(i), false);
             for (int k = 0; k < node.Outputs.Length; k++)
-                if (op.BackwardReadsOutput(node, k)) Use(root, node.Outputs[k], Bwd(i), false);
+                if (op.BackwardReadsOutput(node, k)) Use(node.Outputs[k], Bwd(i), false);
         }
         if (Training)
         {
-            Use(root, Graph.Output, F, false);          // the loss reads the logits
-            Use(gradRoot, Graph.Output, F, true);       // and writes their gradient
+            Use(Graph.Output, F, false);          // the loss reads the logits
+            Use(Graph.Output, F, true);       // and writes their gradient
             foreach (var i in backward)
             {
                 var node = nodes[i];
-                foreach (var v in node.Outputs) Use(gradRoot, v, Bwd(i), true);
+                foreach (var v in node.Outputs) Use(v, Bwd(i), true);
                 foreach (var v in node.Inputs)
-                    if (needsGrad.Contains(v) && !Graph.IsParameter(v)) Use(gradRoot, v, Bwd(i), true);
+                    if (needsGrad.Contains(v) && !Graph.IsParameter(v)) Use(v, Bwd(i), true);
             }
         }
 
