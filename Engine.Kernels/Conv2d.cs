@@ -182,9 +182,17 @@ public static partial class Conv2d
     /// <summary>
     /// dw (K, C, R, S) += Σ_n dy_n (K, OH*OW) · im2col(x_n)ᵀ (OH*OW, C*R*S); db (K) += Σ_{n, oy, ox} dy, skipped when
     /// <paramref name="db"/> is empty (a conv without bias). The host backend's entry point.
+    /// Rule: V3 Winograd for 3x3 stride-1 pad-1 layers with C ≥ 64 on AVX2 + FMA machines, V2 otherwise (with C = 3,
+    /// conv1_1's 16 GEMMs are 3 columns wide; measured with `bench hostops --backward --versions v2,v3`, see
+    /// docs/benchmarks.md).
     /// </summary>
     public static void BackwardWeightHost(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
-        => BackwardWeightHost_V2Im2colGemm(dw, db, dy, x, s);
+    {
+        if (HostWinograd.Supports(s) && s.C >= 64 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)
+            BackwardWeightHost_V3Winograd(dw, db, dy, x, s);
+        else
+            BackwardWeightHost_V2Im2colGemm(dw, db, dy, x, s);
+    }
 
     /// <summary>
     /// Version 1 of backward-data, the specification: each dx element gathers every (k, r, q) whose output pixel

@@ -390,8 +390,9 @@ internal static unsafe class HostWinograd
         int C = s.C, K = s.K, mPad = HostGemmKernels.PaddedRows(K);
         int tilesH = (s.OutH + 1) / 2, tilesW = (s.OutW + 1) / 2;
         long total = (long)s.N * tilesH * tilesW, mLen = (long)Positions * K * C;
-        // Partitions: at most 8, and their M (16·K·C floats each) at most 64 MiB together.
-        int parts = (int)Math.Clamp((1L << 24) / mLen, 1, 8);
+        // Partitions: at most 8, at least 192 tiles each (every partition reads and writes all of its M, and the
+        // partitions' M are summed at the end), and their M (16·K·C floats each) at most 64 MiB together.
+        int parts = (int)Math.Clamp(Math.Min(total / 192, (1L << 24) / mLen), 1, 8);
         int T = (int)Math.Clamp((total + parts - 1) / parts + NR - 1, NR, BackwardChunkMax) / NR * NR;
         long chunks = (total + T - 1) / T;
         parts = (int)Math.Min(parts, chunks);
@@ -404,21 +405,18 @@ internal static unsafe class HostWinograd
             void Part(int p)
             {
                 float* m = (float*)mp + p * mLen;
-                new Span<float>(m, checked((int)mLen)).Clear();
-                // V (16, T/16, C, 16), U' (16, K, T), then one packed A (mPad, T).
-                float* v = ThreadWork((long)Positions * (C + K) * T + (long)mPad * T);
-                float* u = v + (long)Positions * C * T, a = u + (long)Positions * K * T;
-                for (long ch = chunks * p / parts; ch < chunks * (p + 1) / parts; ch++)
+                // V (16, T/16, C, 16), then U' (16, mPad, T) as 16 packed A matrices.
+                float* v = ThreadWork((long)Positions * (C + mPad) * T);
+                float* u = v + (long)Positions * C * T;
+                long first = chunks * p / parts;
+                for (long ch = first; ch < chunks * (p + 1) / parts; ch++)
                 {
                     long g0 = ch * T;
                     InputTransform(v, (float*)xp, s, g0, T, tilesH, tilesW, total);
                     GradientTransform(u, (float*)dyp, s, g0, T, tilesH, tilesW, total);
                     for (int xi = 0; xi < Positions; xi++)
-                    {
-                        HostGemmKernels.PackA(a, u + (long)xi * K * T, T, 1, K, T, 1f);
-                        HostGemmKernels.Run(a, K, T, new WinogradTilesB((nint)(v + (long)xi * C * T), C), 0, K, 0, C,
-                            m + xi * (long)K * C, C, 1f, default, false);
-                    }
+                        HostGemmKernels.Run(u + (long)xi * mPad * T, K, T, new WinogradTilesB((nint)(v + (long)xi * C * T), C), 0, K, 0, C,
+                            m + xi * (long)K * C, C, ch == first ? 0f : 1f, default, false);
                 }
             }
             if (parts == 1 || Environment.ProcessorCount == 1) for (int p = 0; p < parts; p++) Part(p);
@@ -439,17 +437,19 @@ internal static unsafe class HostWinograd
     internal static int BackwardChunkMax = 256;
 
     /// <summary>
-    /// U' (16, K, T) for tiles g0 .. g0+T-1: U'[ξ][k][t] = (A dY[k,t] Aᵀ)_ξ with dY the 2x2 output-gradient tile (0 past
-    /// OH, OW or the batch). With dY = [[a, b], [c, d]], the rows of A dY are [a, b], [a+c, b+d], [a-c, b-d], [-c, -d],
+    /// U' (16, PaddedRows(K), T) for tiles g0 .. g0+T-1, U'_ξ in the GEMM's packed-A layout (<see cref="HostGemmKernels.PackA"/>
+    /// with one depth block: element (k, t) at (k/6)·6·T + t·6 + k%6, rows past K zero): U'_ξ[k, t] = (A dY[k,t] Aᵀ)_ξ
+    /// with dY the 2x2 output-gradient tile (0 past OH, OW or the batch). With dY = [[a, b], [c, d]], the rows of A dY are [a, b], [a+c, b+d], [a-c, b-d], [-c, -d],
     /// and each row [p, q] becomes [p, p+q, p-q, -q]. Vector lanes run over 8 neighbouring tiles: interior groups load
     /// two dY rows and deinterleave even/odd columns; groups touching an edge go through a scalar gather.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     static void GradientTransform(float* u, float* dy, ConvShape s, long g0, int T, int tilesH, int tilesW, long total)
     {
-        int K = s.K, OH = s.OutH, OW = s.OutW, groups = T / Lanes;
-        long plane = (long)OH * OW, xiStride = (long)K * T;
+        int K = s.K, OH = s.OutH, OW = s.OutW, groups = T / Lanes, mPad = HostGemmKernels.PaddedRows(K);
+        long plane = (long)OH * OW, xiStride = (long)mPad * T;
         float* d = stackalloc float[4 * Lanes];
+        float* vals = stackalloc float[Positions * Lanes]; // one (k, group): U'_ξ of 8 tiles at ξ·8
         long* start = stackalloc long[groups];              // fast group: offset of its first dY element in plane k = 0; slow: -1
         long* offs = stackalloc long[groups * 4 * Lanes];   // slow group: each lane's 4 element offsets, -1 for 0
         for (int gi = 0; gi < groups; gi++)
@@ -473,9 +473,15 @@ internal static unsafe class HostWinograd
                     }
             }
         }
+        for (int k = K; k < mPad; k++)
+            for (int xi = 0; xi < Positions; xi++)
+            {
+                float* pad = u + xi * xiStride + (long)(k - k % MR) * T + k % MR;
+                for (int t = 0; t < T; t++) pad[t * MR] = 0f;
+            }
         for (int k = 0; k < K; k++)
         {
-            float* dyk = dy + k * plane, uk = u + (long)k * T;
+            float* dyk = dy + k * plane, uk = u + (long)(k - k % MR) * T + k % MR;
             for (int gi = 0; gi < groups; gi++)
             {
                 Vector256<float> a, b, c, e;
@@ -491,22 +497,29 @@ internal static unsafe class HostWinograd
                     for (int i = 0; i < 4 * Lanes; i++) d[i] = o[i] >= 0 ? dyk[o[i]] : 0f;
                     a = Vector256.Load(d); b = Vector256.Load(d + 8); c = Vector256.Load(d + 16); e = Vector256.Load(d + 24);
                 }
-                float* dst = uk + gi * Lanes;
-                GradientRow(dst, xiStride, a, b);
-                GradientRow(dst + 4 * xiStride, xiStride, a + c, b + e);
-                GradientRow(dst + 8 * xiStride, xiStride, a - c, b - e);
-                GradientRow(dst + 12 * xiStride, xiStride, -c, -e);
+                GradientRow(vals, a, b);
+                GradientRow(vals + 4 * Lanes, a + c, b + e);
+                GradientRow(vals + 8 * Lanes, a - c, b - e);
+                GradientRow(vals + 12 * Lanes, -c, -e);
+                // Lane l is tile gi·8 + l: stride MR in the packed panel.
+                float* dst = uk + gi * Lanes * MR;
+                for (int xi = 0; xi < Positions; xi++)
+                {
+                    float* src = vals + xi * Lanes, dx = dst + xi * xiStride;
+                    dx[0] = src[0]; dx[MR] = src[1]; dx[2 * MR] = src[2]; dx[3 * MR] = src[3];
+                    dx[4 * MR] = src[4]; dx[5 * MR] = src[5]; dx[6 * MR] = src[6]; dx[7 * MR] = src[7];
+                }
             }
         }
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void GradientRow(float* dst, long stride, Vector256<float> p, Vector256<float> q)
+    static void GradientRow(float* dst, Vector256<float> p, Vector256<float> q)
     {
         Vector256.Store(p, dst);
-        Vector256.Store(p + q, dst + stride);
-        Vector256.Store(p - q, dst + 2 * stride);
-        Vector256.Store(-q, dst + 3 * stride);
+        Vector256.Store(p + q, dst + Lanes);
+        Vector256.Store(p - q, dst + 2 * Lanes);
+        Vector256.Store(-q, dst + 3 * Lanes);
     }
 
     /// <summary>
@@ -518,6 +531,26 @@ internal static unsafe class HostWinograd
     {
         long plane = (long)K * C, mLen = Positions * plane;
         nint dwp = (nint)dw, mp = (nint)m;
+        int tasks = plane < 1 << 14 ? 1 : Math.Min(K, 4 * Environment.ProcessorCount);
+        // m[0] += m[1], then m[2], ...: the order of the scalar sum, in vectors, one slice of m per task.
+        void Sum(int i)
+        {
+            long e0 = mLen * i / tasks, e1 = mLen * (i + 1) / tasks, e = e0;
+            float* m0 = (float*)mp;
+            for (; e + 8 <= e1; e += 8)
+            {
+                var acc = Vector256.Load(m0 + e);
+                for (int p = 1; p < parts; p++) acc += Vector256.Load(m0 + p * mLen + e);
+                Vector256.Store(acc, m0 + e);
+            }
+            for (; e < e1; e++)
+                for (int p = 1; p < parts; p++) m0[e] += m0[p * mLen + e];
+        }
+        if (parts > 1)
+        {
+            if (tasks == 1) Sum(0);
+            else Parallel.For(0, tasks, Sum);
+        }
         void Rows(int k0, int k1)
         {
             float* mm = stackalloc float[Positions];
@@ -528,10 +561,7 @@ internal static unsafe class HostWinograd
                     long kc = (long)k * C + c;
                     for (int xi = 0; xi < Positions; xi++)
                     {
-                        float* e = (float*)mp + xi * plane + kc;
-                        float sum = e[0];
-                        for (int p = 1; p < parts; p++) sum += e[p * mLen];
-                        mm[xi] = sum;
+                        mm[xi] = ((float*)mp)[xi * plane + kc];
                     }
                     // Gᵀ M (3 x 4), column by column.
                     for (int j = 0; j < 4; j++)
@@ -552,7 +582,6 @@ internal static unsafe class HostWinograd
                     }
                 }
         }
-        int tasks = plane < 1 << 14 ? 1 : Math.Min(K, 4 * Environment.ProcessorCount);
         if (tasks == 1) Rows(0, K);
         else Parallel.For(0, tasks, i => Rows(K * i / tasks, K * (i + 1) / tasks));
     }
