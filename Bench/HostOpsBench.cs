@@ -7,8 +7,9 @@ namespace Tp7.Bench;
 /// The CPU backend's hot ops: GEMM, every distinct VGG16 conv layer at batch 8 (fp32), pool and relu.
 /// Validates each fast version against its V1 specification on a small shape, then times medians.
 /// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3] [--backward] (quick: fewer
-/// reps, skips the GEMM 4096 case; versions: conv forward versions to time one after another in this process;
-/// backward: time the conv layers' backward-data and backward-weight (the host entry points) instead of the forward).
+/// reps, skips the GEMM 4096 case; versions: conv forward versions to time one after another in this process, or with
+/// --backward the backward-weight versions; backward: time the conv layers' backward-data (the host entry point) and
+/// backward-weight instead of the forward).
 /// </summary>
 public sealed class HostOpsBench : IBenchmark
 {
@@ -65,7 +66,7 @@ public sealed class HostOpsBench : IBenchmark
 
         if (backward)
         {
-            ConvBackwards(batch, reps, only, Rand);
+            ConvBackwards(batch, reps, only, versions, Rand);
             Footer();
             return 0;
         }
@@ -132,12 +133,25 @@ public sealed class HostOpsBench : IBenchmark
         }
     }
 
-    /// <summary>Backward-data (dx = conv_transpose(dy, w)) and backward-weight (dw += dy · im2col(x)ᵀ, db += Σ dy) of each
-    /// selected VGG16 layer, timed back to back; totals for all 13 layers follow.</summary>
-    static void ConvBackwards(int batch, int reps, string? only, Func<long, float[]> Rand)
+    /// <summary>Backward-weight versions the bench can run by name; "auto" is the dispatcher <see cref="Conv2d.BackwardWeightHost"/>.</summary>
+    static readonly Dictionary<string, Action<float[], float[], float[], float[], ConvShape>> WeightVersions = new()
     {
+        ["auto"] = (dw, db, dy, x, s) => Conv2d.BackwardWeightHost(dw, db, dy, x, s),
+        ["v1"] = (dw, db, dy, x, s) => Conv2d.BackwardWeightHost_V1Naive(dw, db, dy, x, s),
+        ["v2"] = (dw, db, dy, x, s) => Conv2d.BackwardWeightHost_V2Im2colGemm(dw, db, dy, x, s),
+        ["v3"] = (dw, db, dy, x, s) => Conv2d.BackwardWeightHost_V3Winograd(dw, db, dy, x, s),
+    };
+
+    /// <summary>Backward-data (dx = conv_transpose(dy, w), the host entry point) and backward-weight (dw += dy · im2col(x)ᵀ,
+    /// db += Σ dy) under each requested version, of each selected VGG16 layer, timed back to back so the versions see
+    /// the same machine load; totals for the selected layers follow.</summary>
+    static void ConvBackwards(int batch, int reps, string? only, string[] versions, Func<long, float[]> Rand)
+    {
+        foreach (var v in versions)
+            if (!WeightVersions.ContainsKey(v)) throw new ArgumentException($"hostops --backward --versions: unknown backward-weight version '{v}' (known: {string.Join(", ", WeightVersions.Keys)})");
         Console.WriteLine($"\nVGG16 conv layers backward, batch {batch}, 3x3 pad 1 (GFLOP/s count the direct convolution's 2·K·C·9 per output)");
-        double totalData = 0, totalWeight = 0, totalCpu = 0, totalFlops = 0;
+        double totalData = 0, totalDataCpu = 0, totalFlops = 0;
+        var totalWeight = new double[versions.Length]; var totalWeightCpu = new double[versions.Length];
         foreach (var (name, c, k, hw, count) in VggConvs)
         {
             if (only != null && !only.Split(',').Contains(name)) continue;
@@ -145,15 +159,22 @@ public sealed class HostOpsBench : IBenchmark
             var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var dy = Rand(s.OutputLength);
             var dx = new float[s.InputLength]; var dw = new float[s.WeightLength]; var db = new float[k];
             var (td, cd) = Measure(() => Conv2d.BackwardDataHost(dx, dy, w, s), reps);
-            var (tw, cw) = Measure(() => Conv2d.BackwardWeightHost(dw, db, dy, x, s), reps);
-            totalData += td * count; totalWeight += tw * count; totalCpu += (cd + cw) * count;
-            totalFlops += (s.BackwardDataFlops + s.BackwardWeightFlops) * count;
-            Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  data {td * 1e3,8:F1} ms {s.BackwardDataFlops / td / 1e9,6:F1} GFLOP/s" +
-                              $"   weight {tw * 1e3,8:F1} ms {s.BackwardWeightFlops / tw / 1e9,6:F1} GFLOP/s   per busy core {(s.BackwardDataFlops + s.BackwardWeightFlops) / (cd + cw) / 1e9,5:F1}");
+            totalData += td * count; totalDataCpu += cd * count;
+            totalFlops += s.BackwardWeightFlops * count;
+            Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  data        {td * 1e3,8:F1} ms {s.BackwardDataFlops / td / 1e9,6:F1} GFLOP/s {s.BackwardDataFlops / cd / 1e9,6:F1} per busy core");
+            for (int vi = 0; vi < versions.Length; vi++)
+            {
+                var run = WeightVersions[versions[vi]];
+                var (tw, cw) = Measure(() => run(dw, db, dy, x, s), reps);
+                totalWeight[vi] += tw * count; totalWeightCpu[vi] += cw * count;
+                Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  weight {versions[vi],-4} {tw * 1e3,8:F1} ms {s.BackwardWeightFlops / tw / 1e9,6:F1} GFLOP/s {s.BackwardWeightFlops / cw / 1e9,6:F1} per busy core");
+            }
         }
         string what = only == null ? "all 13 conv layers" : "selected layers (x count)";
-        Console.WriteLine($"  {what}: backward-data {totalData:F3} s + backward-weight {totalWeight:F3} s = {totalData + totalWeight:F3} s for batch {batch}, " +
-                          $"{totalFlops / (totalData + totalWeight) / 1e9:F1} GFLOP/s sustained, {totalFlops / totalCpu / 1e9:F1} per busy core");
+        Console.WriteLine($"  {what}: backward-data {totalData:F3} s ({totalFlops / totalDataCpu / 1e9:F1} GFLOP/s per busy core)");
+        for (int vi = 0; vi < versions.Length; vi++)
+            Console.WriteLine($"  {what}: backward-weight {versions[vi]}: {totalWeight[vi]:F3} s ({totalFlops / totalWeight[vi] / 1e9:F1} GFLOP/s, " +
+                              $"{totalFlops / totalWeightCpu[vi] / 1e9:F1} per busy core); data + weight {totalData + totalWeight[vi]:F3} s for batch {batch}");
     }
 
     static void PoolRelu(int batch, int reps, Func<long, float[]> Rand)
@@ -218,6 +239,9 @@ public sealed class HostOpsBench : IBenchmark
             var ew = new float[s.WeightLength]; var fw = new float[s.WeightLength]; var eb = new float[s.K]; var fb = new float[s.K];
             Conv2d.BackwardWeightHost_V1Naive(ew, eb, dy, x, s); Conv2d.BackwardWeightHost(fw, fb, dy, x, s);
             Compare("conv backward-weight 2x13x21x17 -> 64", ew, fw);
+            var gw = new float[s.WeightLength]; var gb = new float[s.K];
+            Conv2d.BackwardWeightHost_V3Winograd(gw, gb, dy, x, s);
+            Compare("conv backward-weight V3 Winograd 2x13x21x17 -> 64", ew, gw);
             Compare("conv backward-bias 64", eb, fb);
         }
         return ok;

@@ -182,9 +182,17 @@ public static partial class Conv2d
     /// <summary>
     /// dw (K, C, R, S) += Σ_n dy_n (K, OH*OW) · im2col(x_n)ᵀ (OH*OW, C*R*S); db (K) += Σ_{n, oy, ox} dy, skipped when
     /// <paramref name="db"/> is empty (a conv without bias). The host backend's entry point.
+    /// Rule: V3 Winograd for 3x3 stride-1 pad-1 layers with C ≥ 64 on AVX2 + FMA machines, V2 otherwise (with C = 3,
+    /// conv1_1's 16 GEMMs are 3 columns wide; measured with `bench hostops --backward --versions v2,v3`, see
+    /// docs/benchmarks.md).
     /// </summary>
     public static void BackwardWeightHost(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
-        => BackwardWeightHost_V2Im2colGemm(dw, db, dy, x, s);
+    {
+        if (HostWinograd.Supports(s) && s.C >= 64 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)
+            BackwardWeightHost_V3Winograd(dw, db, dy, x, s);
+        else
+            BackwardWeightHost_V2Im2colGemm(dw, db, dy, x, s);
+    }
 
     /// <summary>
     /// Version 1 of backward-data, the specification: each dx element gathers every (k, r, q) whose output pixel
@@ -421,22 +429,48 @@ public static partial class Conv2d
                     if (rowTasks * colTasks == 1) Task(0);
                     else Parallel.For(0, rowTasks * colTasks, Task);
                 }
-                if (db.Length != 0)
-                {
-                    nint dbp = (nint)pdb;
-                    void Bias(int k)
-                    {
-                        double sum = 0;
-                        for (int img = 0; img < s.N; img++)
-                            sum += PlaneSum((float*)dyp + img * imageOut + (long)k * pixels, pixels);
-                        ((float*)dbp)[k] += (float)sum;
-                    }
-                    if (s.OutputLength < 1 << 16) for (int k = 0; k < m; k++) Bias(k);
-                    else Parallel.For(0, m, Bias);
-                }
+                if (db.Length != 0) BiasGradient(pdb, pdy, s);
             }
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(aBuf); }
+    }
+
+    /// <summary>
+    /// Version 3 of backward-weight: Winograd F(2x2, 3x3) in its filter-gradient form (Lavin and Gray, "Fast
+    /// Algorithms for Convolutional Neural Networks", CVPR 2016, section 5), for 3x3 stride-1 pad-1 convolutions only.
+    /// Differentiating the forward's tile Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A gives dg = Gᵀ [Σ_tiles (A dY Aᵀ) ⊙ (Bᵀ d B)] G:
+    /// 16 GEMMs M_ξ (K x C) += U'_ξ (K x tiles) · V_ξᵀ (tiles x C) on the packed 6x16 micro-kernel, 16 multiplies per
+    /// (k, c, 2x2 outputs) instead of 36; the transforms are written out in <see cref="HostWinograd.BackwardWeight"/>.
+    /// Tiles run in chunks split into a fixed number of partitions (by shape, not by core count or timing), so the
+    /// result is the same on every run. db sums dy per channel as in V2.
+    /// </summary>
+    public static unsafe void BackwardWeightHost_V3Winograd(Span<float> dw, Span<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
+    {
+        CheckBackwardWeight(dw, db, dy, x, s);
+        if (!HostWinograd.Supports(s))
+            throw new ArgumentException($"conv2d backward-weight V3Winograd computes 3x3 stride-1 pad-1 convolutions only, not {s}");
+        fixed (float* pdw = dw) fixed (float* pdb = db) fixed (float* pdy = dy) fixed (float* px = x)
+        {
+            HostWinograd.BackwardWeight(pdw, pdy, px, s);
+            if (db.Length != 0) BiasGradient(pdb, pdy, s);
+        }
+    }
+
+    /// <summary>db[k] += Σ_{n, oy, ox} dy[n, k, oy, ox], summed in double; one channel per task.</summary>
+    static unsafe void BiasGradient(float* db, float* dy, ConvShape s)
+    {
+        int pixels = s.OutH * s.OutW;
+        long imageOut = (long)s.K * pixels;
+        nint dbp = (nint)db, dyp = (nint)dy;
+        void Bias(int k)
+        {
+            double sum = 0;
+            for (int img = 0; img < s.N; img++)
+                sum += PlaneSum((float*)dyp + img * imageOut + (long)k * pixels, pixels);
+            ((float*)dbp)[k] += (float)sum;
+        }
+        if (s.OutputLength < 1 << 16) for (int k = 0; k < s.K; k++) Bias(k);
+        else Parallel.For(0, s.K, Bias);
     }
 
     /// <summary>Σ p[0 .. count) with 4 vector accumulators, summed in double at the end.</summary>

@@ -238,15 +238,19 @@ internal static unsafe class HostWinograd
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Load4(float* p, out Vector256<float> c0, out Vector256<float> c1, out Vector256<float> c2, out Vector256<float> c3)
     {
+        Deinterleave(p, out c0, out c1);
+        Deinterleave(p + 2, out c2, out c3);
+    }
+
+    /// <summary>p[0 .. 15] split into its even (p[2i]) and odd (p[2i+1]) elements.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Deinterleave(float* p, out Vector256<float> even, out Vector256<float> odd)
+    {
         var a0 = Avx.LoadVector256(p);
         var a1 = Avx.LoadVector256(p + 8);
-        var b0 = Avx.LoadVector256(p + 2);
-        var b1 = Avx.LoadVector256(p + 10);
         // Shuffle takes elements 0, 2 (or 1, 3) of each 128-bit half; Permute4x64 puts the halves back in order.
-        c0 = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0b10_00_10_00).AsDouble(), 0b11_01_10_00).AsSingle();
-        c1 = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0b11_01_11_01).AsDouble(), 0b11_01_10_00).AsSingle();
-        c2 = Avx2.Permute4x64(Avx.Shuffle(b0, b1, 0b10_00_10_00).AsDouble(), 0b11_01_10_00).AsSingle();
-        c3 = Avx2.Permute4x64(Avx.Shuffle(b0, b1, 0b11_01_11_01).AsDouble(), 0b11_01_10_00).AsSingle();
+        even = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0b10_00_10_00).AsDouble(), 0b11_01_10_00).AsSingle();
+        odd = Avx2.Permute4x64(Avx.Shuffle(a0, a1, 0b11_01_11_01).AsDouble(), 0b11_01_10_00).AsSingle();
     }
 
     /// <summary>Bᵀ d B for 8 tiles (d_rq = patch element (r, q), one tile per lane); position ξ = 4i + j goes to dst + ξ·stride.</summary>
@@ -362,5 +366,287 @@ internal static unsafe class HostWinograd
         var hi = Avx.UnpackHigh(a, b);  // a2 b2 a3 b3 | a6 b6 a7 b7
         Avx.Store(p, Avx.Permute2x128(lo, hi, 0x20));
         Avx.Store(p + 8, Avx.Permute2x128(lo, hi, 0x31));
+    }
+
+    // ===== Weight gradient =====
+
+    /// <summary>
+    /// dw (K, C, 3, 3) += the filter gradient by Winograd F(2x2, 3x3) (Lavin and Gray 2016, section 5, training): the
+    /// forward's tile Y = Aᵀ[(G g Gᵀ) ⊙ (Bᵀ d B)]A differentiated with respect to g gives, summed over tiles t,
+    /// <code>
+    ///   U'[k,t] = A dY[k,t] Aᵀ     (4x4 from the 2x2 dY tile; 0 past OH or OW)
+    ///   V[c,t]  = Bᵀ d[c,t] B      (the forward's input transform)
+    ///   M_ξ     = Σ_t U'_ξ[k,t] · V_ξ[c,t]   for each of the 16 positions ξ: a (K x tiles)·(tiles x C) GEMM
+    ///   dw[k,c] += Gᵀ M[k,c] G     (3x3)
+    /// </code>
+    /// The tiles (numbered over the batch like the forward's) are cut into chunks of T; the chunks are split into a
+    /// fixed number of contiguous partitions, each with its own M, walked in order, so the result depends on the
+    /// shape only, not on the timing or the number of cores. Per chunk: V (16, T/16, C, 16) by the forward's
+    /// <see cref="InputTransform"/>, U' (16, K, T), then M_ξ += U'_ξ · V_ξᵀ on the packed GEMM with beta = 1
+    /// (U'_ξ packed as A, V_ξ read by <see cref="WinogradTilesB"/>). The partitions' M are summed in order at the end.
+    /// </summary>
+    internal static void BackwardWeight(float* dw, float* dy, float* x, ConvShape s)
+    {
+        int C = s.C, K = s.K, mPad = HostGemmKernels.PaddedRows(K);
+        int tilesH = (s.OutH + 1) / 2, tilesW = (s.OutW + 1) / 2;
+        long total = (long)s.N * tilesH * tilesW, mLen = (long)Positions * K * C;
+        // Partitions: at most 8, at least 192 tiles each (every partition reads and writes all of its M, and the
+        // partitions' M are summed at the end), and their M (16·K·C floats each) at most 64 MiB together.
+        int parts = (int)Math.Clamp(Math.Min(total / 192, (1L << 24) / mLen), 1, 8);
+        int T = (int)Math.Clamp((total + parts - 1) / parts + NR - 1, NR, BackwardChunkMax) / NR * NR;
+        long chunks = (total + T - 1) / T;
+        parts = (int)Math.Min(parts, chunks);
+        float[] mRaw = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)(parts * mLen + 16)));
+        var mHandle = System.Runtime.InteropServices.GCHandle.Alloc(mRaw, System.Runtime.InteropServices.GCHandleType.Pinned);
+        try
+        {
+            float* mAll = (float*)((mHandle.AddrOfPinnedObject() + 63) & ~(nint)63); // (parts, 16, K, C)
+            nint mp = (nint)mAll, dyp = (nint)dy, xp = (nint)x;
+            void Part(int p)
+            {
+                float* m = (float*)mp + p * mLen;
+                // V (16, T/16, C, 16), then U' (16, mPad, T) as 16 packed A matrices.
+                float* v = ThreadWork((long)Positions * (C + mPad) * T);
+                float* u = v + (long)Positions * C * T;
+                long first = chunks * p / parts;
+                for (long ch = first; ch < chunks * (p + 1) / parts; ch++)
+                {
+                    long g0 = ch * T;
+                    InputTransform(v, (float*)xp, s, g0, T, tilesH, tilesW, total);
+                    GradientTransform(u, (float*)dyp, s, g0, T, tilesH, tilesW, total);
+                    for (int xi = 0; xi < Positions; xi++)
+                        HostGemmKernels.Run(u + (long)xi * mPad * T, K, T, new WinogradTilesB((nint)(v + (long)xi * C * T), C), 0, K, 0, C,
+                            m + xi * (long)K * C, C, ch == first ? 0f : 1f, default, false);
+                }
+            }
+            if (parts == 1 || Environment.ProcessorCount == 1) for (int p = 0; p < parts; p++) Part(p);
+            else Parallel.For(0, parts, Part);
+            FilterGradientTransform(dw, mAll, parts, K, C);
+        }
+        finally
+        {
+            mHandle.Free();
+            System.Buffers.ArrayPool<float>.Shared.Return(mRaw);
+        }
+    }
+
+    /// <summary>
+    /// Most tiles per chunk of <see cref="BackwardWeight"/>: the GEMMs' depth, so packed A (K x T) stays below
+    /// PackA's parallel threshold at K = 512 and one KC-deep block covers the chunk.
+    /// </summary>
+    internal static int BackwardChunkMax = 256;
+
+    /// <summary>
+    /// U' (16, PaddedRows(K), T) for tiles g0 .. g0+T-1, U'_ξ in the GEMM's packed-A layout (<see cref="HostGemmKernels.PackA"/>
+    /// with one depth block: element (k, t) at (k/6)·6·T + t·6 + k%6, rows past K zero): U'_ξ[k, t] = (A dY[k,t] Aᵀ)_ξ
+    /// with dY the 2x2 output-gradient tile (0 past OH, OW or the batch). With dY = [[a, b], [c, d]], the rows of A dY are [a, b], [a+c, b+d], [a-c, b-d], [-c, -d],
+    /// and each row [p, q] becomes [p, p+q, p-q, -q]. Vector lanes run over 8 neighbouring tiles: interior groups load
+    /// two dY rows and deinterleave even/odd columns; groups touching an edge go through a scalar gather.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void GradientTransform(float* u, float* dy, ConvShape s, long g0, int T, int tilesH, int tilesW, long total)
+    {
+        int K = s.K, OH = s.OutH, OW = s.OutW, groups = T / Lanes, mPad = HostGemmKernels.PaddedRows(K);
+        long plane = (long)OH * OW, xiStride = (long)mPad * T;
+        float* d = stackalloc float[4 * Lanes];
+        float* vals = stackalloc float[Positions * Lanes]; // one (k, group): U'_ξ of 8 tiles at ξ·8
+        long* start = stackalloc long[groups];              // fast group: offset of its first dY element in plane k = 0; slow: -1
+        long* offs = stackalloc long[groups * 4 * Lanes];   // slow group: each lane's 4 element offsets, -1 for 0
+        for (int gi = 0; gi < groups; gi++)
+        {
+            long g = g0 + gi * Lanes;
+            Decode(Math.Min(g, total - 1), tilesH, tilesW, out int n, out int ty, out int tx);
+            bool fast = Avx2.IsSupported && g + Lanes <= total && tx + Lanes <= tilesW && 2 * ty + 1 < OH && 2 * tx + 2 * Lanes <= OW;
+            start[gi] = fast ? (long)n * K * plane + (long)(2 * ty) * OW + 2 * tx : -1;
+            if (fast) continue;
+            long* o = offs + gi * 4 * Lanes;
+            for (int lane = 0; lane < Lanes; lane++)
+            {
+                long gl = g + lane;
+                int ln = 0, lty = 0, ltx = 0;
+                if (gl < total) Decode(gl, tilesH, tilesW, out ln, out lty, out ltx);
+                for (int r = 0; r < 2; r++)
+                    for (int q = 0; q < 2; q++)
+                    {
+                        int oy = 2 * lty + r, ox = 2 * ltx + q;
+                        o[(2 * r + q) * Lanes + lane] = gl < total && oy < OH && ox < OW ? (long)ln * K * plane + (long)oy * OW + ox : -1;
+                    }
+            }
+        }
+        for (int k = K; k < mPad; k++)
+            for (int xi = 0; xi < Positions; xi++)
+            {
+                float* pad = u + xi * xiStride + (long)(k - k % MR) * T + k % MR;
+                for (int t = 0; t < T; t++) pad[t * MR] = 0f;
+            }
+        for (int k = 0; k < K; k++)
+        {
+            float* dyk = dy + k * plane, uk = u + (long)(k - k % MR) * T + k % MR;
+            for (int gi = 0; gi < groups; gi++)
+            {
+                Vector256<float> a, b, c, e;
+                if (start[gi] >= 0)
+                {
+                    float* p0 = dyk + start[gi];
+                    Deinterleave(p0, out a, out b);
+                    Deinterleave(p0 + OW, out c, out e);
+                }
+                else
+                {
+                    long* o = offs + gi * 4 * Lanes;
+                    for (int i = 0; i < 4 * Lanes; i++) d[i] = o[i] >= 0 ? dyk[o[i]] : 0f;
+                    a = Vector256.Load(d); b = Vector256.Load(d + 8); c = Vector256.Load(d + 16); e = Vector256.Load(d + 24);
+                }
+                GradientRow(vals, a, b);
+                GradientRow(vals + 4 * Lanes, a + c, b + e);
+                GradientRow(vals + 8 * Lanes, a - c, b - e);
+                GradientRow(vals + 12 * Lanes, -c, -e);
+                // Lane l is tile gi·8 + l: stride MR in the packed panel.
+                float* dst = uk + gi * Lanes * MR;
+                for (int xi = 0; xi < Positions; xi++)
+                {
+                    float* src = vals + xi * Lanes, dx = dst + xi * xiStride;
+                    dx[0] = src[0]; dx[MR] = src[1]; dx[2 * MR] = src[2]; dx[3 * MR] = src[3];
+                    dx[4 * MR] = src[4]; dx[5 * MR] = src[5]; dx[6 * MR] = src[6]; dx[7 * MR] = src[7];
+                }
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void GradientRow(float* dst, Vector256<float> p, Vector256<float> q)
+    {
+        Vector256.Store(p, dst);
+        Vector256.Store(p + q, dst + Lanes);
+        Vector256.Store(p - q, dst + 2 * Lanes);
+        Vector256.Store(-q, dst + 3 * Lanes);
+    }
+
+    /// <summary>
+    /// dw[k, c] += Gᵀ M[k, c] G with M = Σ_p m[p] (m (parts, 16, K, C), summed in partition order). With
+    /// Gᵀ = [[1, ½, ½, 0], [0, ½, -½, 0], [0, ½, ½, 1]], each row (and then column) [m0, m1, m2, m3] becomes
+    /// [m0 + ½(m1 + m2), ½(m1 - m2), ½(m1 + m2) + m3]. One slice of output channels per task.
+    /// </summary>
+    static void FilterGradientTransform(float* dw, float* m, int parts, int K, int C)
+    {
+        long plane = (long)K * C, mLen = Positions * plane;
+        nint dwp = (nint)dw, mp = (nint)m;
+        int tasks = plane < 1 << 14 ? 1 : Math.Min(K, 4 * Environment.ProcessorCount);
+        // m[0] += m[1], then m[2], ...: the order of the scalar sum, in vectors, one slice of m per task.
+        void Sum(int i)
+        {
+            long e0 = mLen * i / tasks, e1 = mLen * (i + 1) / tasks, e = e0;
+            float* m0 = (float*)mp;
+            for (; e + 8 <= e1; e += 8)
+            {
+                var acc = Vector256.Load(m0 + e);
+                for (int p = 1; p < parts; p++) acc += Vector256.Load(m0 + p * mLen + e);
+                Vector256.Store(acc, m0 + e);
+            }
+            for (; e < e1; e++)
+                for (int p = 1; p < parts; p++) m0[e] += m0[p * mLen + e];
+        }
+        if (parts > 1)
+        {
+            if (tasks == 1) Sum(0);
+            else Parallel.For(0, tasks, Sum);
+        }
+        void Rows(int k0, int k1)
+        {
+            float* mm = stackalloc float[Positions];
+            float* t = stackalloc float[12];
+            for (int k = k0; k < k1; k++)
+                for (int c = 0; c < C; c++)
+                {
+                    long kc = (long)k * C + c;
+                    for (int xi = 0; xi < Positions; xi++)
+                    {
+                        mm[xi] = ((float*)mp)[xi * plane + kc];
+                    }
+                    // Gᵀ M (3 x 4), column by column.
+                    for (int j = 0; j < 4; j++)
+                    {
+                        float m0 = mm[j], m1 = mm[4 + j], m2 = mm[8 + j], m3 = mm[12 + j];
+                        t[j] = m0 + 0.5f * (m1 + m2);
+                        t[4 + j] = 0.5f * (m1 - m2);
+                        t[8 + j] = 0.5f * (m1 + m2) + m3;
+                    }
+                    // (Gᵀ M) G (3 x 3), row by row.
+                    float* g = (float*)dwp + kc * 9;
+                    for (int i = 0; i < 3; i++)
+                    {
+                        float t0 = t[4 * i], t1 = t[4 * i + 1], t2 = t[4 * i + 2], t3 = t[4 * i + 3];
+                        g[3 * i] += t0 + 0.5f * (t1 + t2);
+                        g[3 * i + 1] += 0.5f * (t1 - t2);
+                        g[3 * i + 2] += 0.5f * (t1 + t2) + t3;
+                    }
+                }
+        }
+        if (tasks == 1) Rows(0, K);
+        else Parallel.For(0, tasks, i => Rows(K * i / tasks, K * (i + 1) / tasks));
+    }
+}
+
+/// <summary>
+/// op(B)(p, j) = V_ξ[channel j, tile p] for the weight gradient's M_ξ += U'_ξ · V_ξᵀ, read from the input transform's
+/// layout (T/16, C, 16) (tile p's value for channel j at (p/16)·C·16 + j·16 + p%16): every 16 x 16 block is a
+/// transpose of a (channels, tiles) block, done as four 8 x 8 register transposes.
+/// </summary>
+internal readonly unsafe struct WinogradTilesB(nint v, int channels) : IPackB
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public void Pack(float* dst, int pc, int kc, int jc, int nc)
+    {
+        const int NR = HostGemmKernels.NR;
+        float* v0 = (float*)v;
+        long panel = (long)channels * NR;
+        bool aligned = Avx.IsSupported && pc % NR == 0 && kc % NR == 0;
+        for (int jp = 0; jp < nc; jp += NR, dst += (long)kc * NR)
+        {
+            int w = Math.Min(NR, nc - jp), j0 = jc + jp;
+            if (aligned && w == NR)
+            {
+                for (int p = 0; p < kc; p += NR)
+                {
+                    float* src = v0 + (pc + p) / NR * panel + (long)j0 * NR, d = dst + (long)p * NR;
+                    Transpose8(src, d);
+                    Transpose8(src + 8, d + 8 * NR);
+                    Transpose8(src + 8 * NR, d + 8);
+                    Transpose8(src + 8 * NR + 8, d + 8 * NR + 8);
+                }
+                continue;
+            }
+            for (int p = 0; p < kc; p++)
+            {
+                int tile = pc + p;
+                float* src = v0 + tile / NR * panel + tile % NR, d = dst + (long)p * NR;
+                int t = 0;
+                for (; t < w; t++) d[t] = src[(long)(j0 + t) * NR];
+                for (; t < NR; t++) d[t] = 0f;
+            }
+        }
+    }
+
+    /// <summary>d[i·16 + j] = s[j·16 + i] for i, j &lt; 8: an 8 x 8 transpose between row strides of 16 floats.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Transpose8(float* s, float* d)
+    {
+        const int L = HostGemmKernels.NR;
+        var r0 = Avx.LoadVector256(s); var r1 = Avx.LoadVector256(s + L);
+        var r2 = Avx.LoadVector256(s + 2 * L); var r3 = Avx.LoadVector256(s + 3 * L);
+        var r4 = Avx.LoadVector256(s + 4 * L); var r5 = Avx.LoadVector256(s + 5 * L);
+        var r6 = Avx.LoadVector256(s + 6 * L); var r7 = Avx.LoadVector256(s + 7 * L);
+        var t0 = Avx.UnpackLow(r0, r1); var t1 = Avx.UnpackHigh(r0, r1);
+        var t2 = Avx.UnpackLow(r2, r3); var t3 = Avx.UnpackHigh(r2, r3);
+        var t4 = Avx.UnpackLow(r4, r5); var t5 = Avx.UnpackHigh(r4, r5);
+        var t6 = Avx.UnpackLow(r6, r7); var t7 = Avx.UnpackHigh(r6, r7);
+        var u0 = Avx.Shuffle(t0, t2, 0x44); var u1 = Avx.Shuffle(t0, t2, 0xEE);
+        var u2 = Avx.Shuffle(t1, t3, 0x44); var u3 = Avx.Shuffle(t1, t3, 0xEE);
+        var u4 = Avx.Shuffle(t4, t6, 0x44); var u5 = Avx.Shuffle(t4, t6, 0xEE);
+        var u6 = Avx.Shuffle(t5, t7, 0x44); var u7 = Avx.Shuffle(t5, t7, 0xEE);
+        Avx.Store(d, Avx.Permute2x128(u0, u4, 0x20)); Avx.Store(d + L, Avx.Permute2x128(u1, u5, 0x20));
+        Avx.Store(d + 2 * L, Avx.Permute2x128(u2, u6, 0x20)); Avx.Store(d + 3 * L, Avx.Permute2x128(u3, u7, 0x20));
+        Avx.Store(d + 4 * L, Avx.Permute2x128(u0, u4, 0x31)); Avx.Store(d + 5 * L, Avx.Permute2x128(u1, u5, 0x31));
+        Avx.Store(d + 6 * L, Avx.Permute2x128(u2, u6, 0x31)); Avx.Store(d + 7 * L, Avx.Permute2x128(u3, u7, 0x31));
     }
 }

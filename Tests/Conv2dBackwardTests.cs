@@ -38,11 +38,14 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
             s => s.StrideH == 1 && s.StrideW == 1 && s.PadH < s.R && s.PadW < s.S),
     ];
 
-    static readonly (string Name, WeightFn Fn)[] WeightVersions =
+    static bool Winograd(ConvShape s) => s.R == 3 && s.S == 3 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 1 && s.PadW == 1;
+
+    static readonly (string Name, WeightFn Fn, Func<ConvShape, bool> Supports)[] WeightVersions =
     [
-        ("BackwardWeightHost", Conv2d.BackwardWeightHost),
-        ("V1Naive", Conv2d.BackwardWeightHost_V1Naive),
-        ("V2Im2colGemm", Conv2d.BackwardWeightHost_V2Im2colGemm),
+        ("BackwardWeightHost", Conv2d.BackwardWeightHost, _ => true),
+        ("V1Naive", Conv2d.BackwardWeightHost_V1Naive, _ => true),
+        ("V2Im2colGemm", Conv2d.BackwardWeightHost_V2Im2colGemm, _ => true),
+        ("V3Winograd", Conv2d.BackwardWeightHost_V3Winograd, Winograd),
     ];
 
     // ---------- 1. Finite differences in double ----------
@@ -103,6 +106,7 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
 
     [Theory]
     [InlineData(2, 3, 5, 6, 4, 3, 3, 1, 1, 1, 1)]  // N = 2, C ≠ K, 3x3 pad 1
+    [InlineData(1, 2, 7, 5, 3, 3, 3, 1, 1, 1, 1)]  // 3x3 pad 1, odd H and W: Winograd's last tiles stick out
     [InlineData(1, 2, 7, 6, 3, 3, 3, 2, 2, 1, 1)]  // stride 2
     [InlineData(2, 2, 5, 5, 3, 1, 3, 1, 1, 0, 1)]  // 1x3
     [InlineData(1, 3, 6, 7, 2, 3, 2, 2, 1, 2, 0)]  // 3x2, stride 2x1, pad 2x0
@@ -126,8 +130,9 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
             fn(dx, g, wt, s);
             AssertGradient(ndx, dx, $"dx {name}", s);
         }
-        foreach (var (name, fn) in WeightVersions)
+        foreach (var (name, fn, supports) in WeightVersions)
         {
+            if (!supports(s)) continue;
             var dw = new float[s.WeightLength];
             var db = new float[s.K];
             fn(dw, db, g, x, s);
@@ -173,8 +178,9 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
         var dwRef = (float[])dw0.Clone(); var dbRef = (float[])db0.Clone();
         Conv2d.BackwardWeightHost_V1Naive(dwRef, dbRef, dy, x, s);
         long reduction = (long)s.N * s.OutH * s.OutW;
-        foreach (var (name, fn) in new[] { WeightVersions[0], WeightVersions[2] })
+        foreach (var (name, fn, supports) in WeightVersions[2..].Prepend(WeightVersions[0]))
         {
+            if (!supports(s)) continue;
             var dw = (float[])dw0.Clone(); var db = (float[])db0.Clone();
             fn(dw, db, dy, x, s);
             AssertPassed(Comparison.Of(dw, dwRef, Tolerance.Dot(reduction)), $"dw {name} vs V1", s);
@@ -186,6 +192,20 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
     public Property FastHostVersionsMatchNaiveOnOddShapes()
         => Prop.ForAll(OddShapes.ToArbitrary(), Gen.Choose(0, 10000).ToArbitrary(), (s, seed) => CheckFastAgainstNaive(s, seed));
 
+    /// <summary>3x3 stride-1 pad-1 shapes, the ones Winograd (V3) computes: odd and even sizes, 1-wide images,
+    /// channel counts that are not multiples of the micro-kernel's 6 x 16.</summary>
+    static Gen<ConvShape> WinogradShapes =>
+        from n in Gen.Choose(1, 3)
+        from c in Gen.Choose(1, 21)
+        from h in Gen.Choose(1, 19)
+        from w in Gen.Choose(1, 19)
+        from k in Gen.Choose(1, 40)
+        select ConvShape.Square(n, c, h, w, k, 3, 1, 1);
+
+    [Property(MaxTest = 60)]
+    public Property FastHostVersionsMatchNaiveOnWinogradShapes()
+        => Prop.ForAll(WinogradShapes.ToArbitrary(), Gen.Choose(0, 10000).ToArbitrary(), (s, seed) => CheckFastAgainstNaive(s, seed));
+
     [Theory]
     [InlineData(2, 64, 9, 11, 70, 3, 1, 1)]    // VGG-like: dx runs as a flipped forward on Winograd (K ≥ 64)
     [InlineData(1, 65, 6, 5, 64, 3, 1, 1)]     // odd sizes on the Winograd path, C > 64
@@ -193,6 +213,8 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
     [InlineData(3, 24, 17, 23, 10, 1, 1, 0)]   // 1x1 stride 1: dw reads x directly
     [InlineData(1, 5, 37, 41, 8, 7, 2, 3)]     // 7x7 stride 2: col2im
     [InlineData(1, 300, 6, 6, 9, 3, 1, 1)]     // C·R·S = 2700 columns of dw over several tasks
+    [InlineData(3, 67, 13, 10, 83, 3, 1, 1)]   // C, K ≥ 64, not multiples of 6 or 16
+    [InlineData(3, 5, 57, 55, 7, 3, 1, 1)]     // 2436 tiles: Winograd's 8 partitions walk 1 or 2 chunks of 256 each
     public void FastHostVersionsMatchNaiveOnLayerLikeShapes(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
         => CheckFastAgainstNaive(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), 7);
 
@@ -206,8 +228,9 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
     {
         var s = ConvShape.Square(n, c, h, w, k, kernel, stride, pad);
         float[] x = Random(11, s.InputLength), wt = Random(12, s.WeightLength), dy = Random(13, s.OutputLength);
-        foreach (var (name, fn) in WeightVersions)
+        foreach (var (name, fn, supports) in WeightVersions)
         {
+            if (!supports(s)) continue;
             var once = new float[s.WeightLength]; var onceB = new float[s.K];
             fn(once, onceB, dy, x, s);
             Assert.Contains(once, v => v != 0f);
@@ -231,6 +254,33 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
             fn(prefilled, dy, wt, s);
             Assert.Equal(fresh, prefilled);
         }
+    }
+
+    /// <summary>Winograd's partitions depend on the shape only: two calls give the same bits (training's resume
+    /// test relies on it). The shape has several partitions with more than one chunk each.</summary>
+    [Theory]
+    [InlineData(3, 5, 57, 55, 7)]
+    [InlineData(2, 70, 20, 19, 66)]
+    public void BackwardWeightWinogradIsDeterministic(int n, int c, int h, int w, int k)
+    {
+        var s = ConvShape.Square(n, c, h, w, k, 3, 1, 1);
+        float[] x = Random(21, s.InputLength), dy = Random(22, s.OutputLength);
+        var first = new float[s.WeightLength]; var second = new float[s.WeightLength];
+        var firstB = new float[s.K]; var secondB = new float[s.K];
+        Conv2d.BackwardWeightHost_V3Winograd(first, firstB, dy, x, s);
+        Conv2d.BackwardWeightHost_V3Winograd(second, secondB, dy, x, s);
+        Assert.Contains(first, v => v != 0f);
+        Assert.Equal(first, second);
+        Assert.Equal(firstB, secondB);
+    }
+
+    [Fact]
+    public void BackwardWeightWinogradRejectsOtherShapes()
+    {
+        var s = ConvShape.Square(1, 2, 6, 6, 3, 3, 2, 1);
+        var e = Assert.Throws<ArgumentException>(() => Conv2d.BackwardWeightHost_V3Winograd(
+            new float[s.WeightLength], new float[s.K], new float[s.OutputLength], new float[s.InputLength], s));
+        Assert.Contains("3x3 stride-1 pad-1", e.Message);
     }
 
     [Fact]
