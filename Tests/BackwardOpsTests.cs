@@ -322,6 +322,92 @@ public class BackwardOpsTests
         Assert.Equal(dy.Sum(v => (double)v), dx.Sum(v => (double)v), 3);
     }
 
+    public static TheoryData<PoolShape> Vgg2x2Shapes => new()
+    {
+        new PoolShape(2, 3, 9, 35, 2, 2, 2, 2),     // H and W odd; 17 windows a row: blocks of 8 at 0, 8 and 9 (overlapping)
+        new PoolShape(1, 1, 2, 2, 2, 2, 2, 2),      // one window: scalar
+        new PoolShape(2, 2, 7, 6, 2, 2, 2, 2),      // H odd, 3 windows a row: scalar
+        new PoolShape(1, 3, 8, 9, 2, 2, 2, 2),      // 4 windows a row: one block of 4 (twice, same place)
+        new PoolShape(1, 2, 4, 18, 2, 2, 2, 2),     // 9 windows a row: blocks of 8 at 0 and 1
+        new PoolShape(3, 2, 16, 33, 2, 2, 2, 2),    // W odd, 16 windows a row: blocks of 8 only
+        new PoolShape(1, 40, 45, 41, 2, 2, 2, 2),   // 73 800 inputs: planes in parallel
+        new PoolShape(2, 64, 14, 14, 2, 2, 2, 2),   // VGG's pool5 planes: blocks of 4 at 0 and 3, several planes per task
+    };
+
+    /// <summary>
+    /// V2's 2x2 stride-2 path against V1 bit for bit (sign of zero and NaN payload included) on quantised inputs
+    /// (ties), NaNs, -inf windows and dy with -0, NaN and ±inf; dx starts as NaN so every element must be written.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Vgg2x2Shapes))]
+    public void MaxBackwardV2MatchesV1BitForBitWithTiesAndNaNs(PoolShape s)
+    {
+        var rng = new Random(21);
+        var x = Random(22, s.InputLength).Select(v => MathF.Round(v * 2)).ToArray(); // five levels: many ties
+        for (int i = 0; i < x.Length; i++)
+        {
+            int r = rng.Next(40);
+            if (r == 0) x[i] = float.NaN;
+            else if (r == 1) x[i] = float.NegativeInfinity;
+            else if (r == 2) x[i] = -0f;
+        }
+        // A whole window of -inf and a window of two NaNs with different payloads (the last wins).
+        x[0] = x[1] = x[s.W] = x[s.W + 1] = float.NegativeInfinity;
+        if (s.W >= 4) { x[2] = BitConverter.Int32BitsToSingle(0x7FC00001); x[s.W + 3] = BitConverter.Int32BitsToSingle(0x7FC00002); }
+        var dy = Random(23, s.OutputLength);
+        for (int i = 0; i < dy.Length; i += 5) dy[i] = -0f;
+        for (int i = 1; i < dy.Length; i += 11) dy[i] = BitConverter.Int32BitsToSingle(unchecked((int)0xFFC00003));
+        for (int i = 2; i < dy.Length; i += 13) dy[i] = i % 2 == 0 ? float.PositiveInfinity : float.NegativeInfinity;
+        var v1 = Nan(s.InputLength);
+        var v2 = Nan(s.InputLength);
+        Pooling.MaxBackwardHost_V1Naive(v1, dy, x, s);
+        Pooling.MaxBackwardHost_V2Planes(v2, dy, x, s);
+        for (int i = 0; i < v1.Length; i++)
+            Assert.True(BitConverter.SingleToInt32Bits(v1[i]) == BitConverter.SingleToInt32Bits(v2[i]),
+                $"{s}: dx[{i}] V1 {v1[i]} (0x{BitConverter.SingleToInt32Bits(v1[i]):X8}) V2 {v2[i]} (0x{BitConverter.SingleToInt32Bits(v2[i]):X8})");
+        // The row and column no window covers get 0.
+        int hw = s.H * s.W;
+        for (long p = 0; p < (long)s.N * s.C; p++)
+        {
+            if (s.H % 2 == 1) for (int ix = 0; ix < s.W; ix++) Assert.Equal(0, BitConverter.SingleToInt32Bits(v2[p * hw + (s.H - 1) * s.W + ix]));
+            if (s.W % 2 == 1) for (int iy = 0; iy < s.H; iy++) Assert.Equal(0, BitConverter.SingleToInt32Bits(v2[p * hw + iy * s.W + s.W - 1]));
+        }
+        // Each window routes its dy to exactly one of its four positions (a finite nonzero dy appears once).
+        for (int oy = 0; oy < s.OutH; oy++)
+            for (int ox = 0; ox < s.OutW; ox++)
+            {
+                float g = dy[oy * s.OutW + ox];
+                if (!float.IsFinite(g) || g == 0f) continue;
+                int hits = 0;
+                foreach (var (r, q) in new[] { (0, 0), (0, 1), (1, 0), (1, 1) })
+                    if (v2[(2 * oy + r) * s.W + 2 * ox + q] == g) hits++;
+                Assert.Equal(1, hits);
+            }
+    }
+
+    [Fact]
+    public void MaxBackwardV2RoutesTiesAndNaNsAsPyTorchInEverySimdLane()
+    {
+        // One plane 2 x 32 (16 windows: two SIMD blocks of 8). Window k is one of four patterns, so each
+        // pattern visits each lane: all equal -> a; [0 5 / 5 3] -> b; NaN at a and d -> d (the last NaN); -inf -> a.
+        var s = new PoolShape(1, 1, 2, 32, 2, 2, 2, 2);
+        float ni = float.NegativeInfinity, nan = float.NaN;
+        var patterns = new[] { (1f, 1f, 1f, 1f, 0), (0f, 5f, 5f, 3f, 1), (nan, 2f, 7f, nan, 3), (ni, ni, ni, ni, 0), (0f, 1f, 2f, 2f, 2) };
+        var x = new float[64];
+        var dy = new float[16];
+        var expected = new float[64];
+        for (int k = 0; k < 16; k++)
+        {
+            var (a, b, c, d, win) = patterns[(k * 3) % patterns.Length];
+            x[2 * k] = a; x[2 * k + 1] = b; x[32 + 2 * k] = c; x[32 + 2 * k + 1] = d;
+            dy[k] = k + 1;
+            expected[(win >> 1) * 32 + 2 * k + (win & 1)] = k + 1;
+        }
+        var dx = Nan(64);
+        Pooling.MaxBackwardHost(dx, dy, x, s);
+        Assert.Equal(expected, dx);
+    }
+
     static double[] AdaptiveAvgForward(double[] x, int planes, int h, int w, int oh, int ow)
     {
         var y = new double[planes * oh * ow];

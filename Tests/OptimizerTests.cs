@@ -197,4 +197,27 @@ public class OptimizerTests
         Assert.Equal(LrSchedule.Cosine(0.1, 8, 10), LrSchedule.Cosine(0.1, 12, 10), 15);
         Assert.Throws<ArgumentOutOfRangeException>(() => LrSchedule.Cosine(0.1, 1, 0));
     }
+
+    /// <summary>
+    /// ZeroGrad's clear on the host (parallel streaming stores): zeroes exactly the slice, from an address that is
+    /// not 32-byte aligned, over several parallel chunks and a tail, and leaves its neighbours alone.
+    /// </summary>
+    [Fact]
+    public void HostDeviceClearZeroesExactlyTheSliceOfALargeGradientBlock()
+    {
+        using var dev = new Tp7.Engine.Devices.HostDevice();
+        const int n = (3 << 20) + 101, offset = 5, length = (5 << 19) + 77;
+        using var block = dev.Allocate(n);
+        var ones = Enumerable.Repeat(1f, n).ToArray();
+        dev.Upload(block, ones);
+        dev.Clear(block.Slice(offset, length));
+        var back = new float[n];
+        dev.Download(block, back);
+        for (int i = 0; i < n; i++)
+            Assert.True(back[i] == (i >= offset && i < offset + length ? 0f : 1f), $"[{i}] = {back[i]} after clearing [{offset}, {offset + length})");
+        dev.Clear(block.Slice(3, 10));                   // a small slice: the serial path
+        dev.Download(block, back);
+        Assert.Equal(new[] { 1f, 1f, 1f, 0f, 0f }, back[..5]);
+        Assert.Equal(0f, back[12]);
+    }
 }

@@ -42,8 +42,34 @@ public sealed class HostDevice : ComputeDevice
         Parallel.For(0, (int)((h.Length + Chunk - 1) / Chunk), c =>
         {
             long start = c * (long)Chunk;
-            h.Data.AsSpan((int)(h.Offset + start), (int)Math.Min(Chunk, h.Length - start)).Clear();
+            ClearStreaming(h.Data.AsSpan((int)(h.Offset + start), (int)Math.Min(Chunk, h.Length - start)));
         });
+    }
+
+    /// <summary>
+    /// Zeroes with non-temporal stores: a cleared gradient block (528 MiB for VGG16) is not read again soon, and
+    /// streaming stores skip the read for ownership that ordinary stores pay per line. The runtime's memset makes
+    /// the same choice only above a size threshold that 4 MiB tasks stay under.
+    /// </summary>
+    static unsafe void ClearStreaming(Span<float> span)
+    {
+        if (!System.Runtime.Intrinsics.X86.Avx.IsSupported) { span.Clear(); return; }
+        fixed (float* p0 = span)
+        {
+            float* p = p0, end = p0 + span.Length;
+            for (; p < end && ((nint)p & 31) != 0; p++) *p = 0f;
+            var z = System.Runtime.Intrinsics.Vector256<float>.Zero;
+            for (; p + 32 <= end; p += 32)
+            {
+                System.Runtime.Intrinsics.X86.Avx.StoreAlignedNonTemporal(p, z);
+                System.Runtime.Intrinsics.X86.Avx.StoreAlignedNonTemporal(p + 8, z);
+                System.Runtime.Intrinsics.X86.Avx.StoreAlignedNonTemporal(p + 16, z);
+                System.Runtime.Intrinsics.X86.Avx.StoreAlignedNonTemporal(p + 24, z);
+            }
+            for (; p < end; p++) *p = 0f;
+            // Streaming stores are weakly ordered: fence before the task ends so other threads see the zeros.
+            System.Runtime.Intrinsics.X86.Sse.StoreFence();
+        }
     }
 
     public override void Copy(DeviceTensor destination, DeviceTensor source)
