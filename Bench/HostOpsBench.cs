@@ -101,6 +101,7 @@ public sealed class HostOpsBench : IBenchmark
         ["auto"] = (y, x, w, b, s) => Conv2d.ForwardHost(y, x, w, b, s, relu: true),
         ["v2"] = (y, x, w, b, s) => Conv2d.ForwardHost_V2Im2colGemm(y, x, w, b, s, relu: true),
         ["v3"] = (y, x, w, b, s) => Conv2d.ForwardHost_V3Winograd(y, x, w, b, s, relu: true),
+        ["v4"] = (y, x, w, b, s) => Conv2d.ForwardHost_V4Winograd4x4(y, x, w, b, s, relu: true),
     };
 
     /// <summary>Each selected layer is timed under every requested version back to back, so the versions see the
@@ -228,6 +229,8 @@ public sealed class HostOpsBench : IBenchmark
             Compare("conv V2 2x13x21x17 -> 19", e, f);
             Conv2d.ForwardHost_V3Winograd(f, x, w, b, s, true);
             Compare("conv V3 Winograd 2x13x21x17 -> 19", e, f);
+            Conv2d.ForwardHost_V4Winograd4x4(f, x, w, b, s, true);
+            Compare("conv V4 Winograd 4x4 2x13x21x17 -> 19", e, f);
         }
         {
             // Backward on a shape whose dx goes through the flipped forward on Winograd (K ≥ 64).
