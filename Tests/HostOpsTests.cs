@@ -268,6 +268,19 @@ public class HostOpsTests
             Assert.Equal(first, CheckWinograd4x4(s, relu: false, 61));
     }
 
+    /// <summary>The dispatch rule: F(4x4) where its tiles need fewer multiplies, F(2x2) for outputs 2 (or 1) wide or tall.</summary>
+    [Theory]
+    [InlineData(224, 224, true)]
+    [InlineData(14, 14, true)]
+    [InlineData(7, 7, true)]
+    [InlineData(4, 4, true)]
+    [InlineData(6, 6, false)]  // 4 tiles of 36 = 9 of 16: a tie stays on F(2x2)
+    [InlineData(2, 2, false)]
+    [InlineData(2, 40, false)]
+    [InlineData(1, 1, false)]
+    public void ConvForwardHostPrefersWinograd4x4WhereItMultipliesLess(int h, int w, bool expected)
+        => Assert.Equal(expected, Conv2d.Winograd4x4FewerMultiplies(ConvShape.Square(1, 64, h, w, 64, 3, 1, 1)));
+
     [Fact]
     public void ConvV4Winograd4x4RejectsOtherShapes()
     {
@@ -277,9 +290,11 @@ public class HostOpsTests
         Assert.Contains("3x3 stride-1 pad-1", ex.Message);
     }
 
-    /// <summary>The dispatcher on a shape it sends to Winograd and on one it sends to V2 gives V1's answer.</summary>
+    /// <summary>The dispatcher on shapes it sends to F(4x4) Winograd, to F(2x2) Winograd (2-row outputs) and to V2
+    /// gives V1's answer (to F(4x4)'s tolerance, the loosest of the three).</summary>
     [Theory]
     [InlineData(2, 64, 19, 21, 24, 3, 1, 1)]
+    [InlineData(3, 64, 2, 9, 24, 3, 1, 1)]
     [InlineData(1, 3, 19, 21, 24, 3, 1, 1)]
     [InlineData(1, 64, 19, 21, 24, 3, 2, 1)]
     public void ConvForwardHostDispatchMatchesNaive(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
@@ -290,7 +305,7 @@ public class HostOpsTests
         var actual = new float[s.OutputLength];
         Conv2d.ForwardHost_V1Naive(expected, x, wt, b, s, true);
         Conv2d.ForwardHost(actual, x, wt, b, s, true);
-        AssertClose(expected, actual, WinogradAtol, WinogradRtol, s);
+        AssertClose(expected, actual, Winograd4x4Atol, Winograd4x4Rtol, s);
     }
 
     [Property(MaxTest = 40)]
