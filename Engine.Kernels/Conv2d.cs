@@ -112,8 +112,8 @@ public static partial class Conv2d
     /// M_ξ = U_ξ · V_ξ for the 36 positions ξ (36 GEMMs (K x C)·(C x tiles) on the packed 6x16 micro-kernel),
     /// Y = Aᵀ M A + bias, then ReLU; the matrices are written out in <see cref="HostWinograd"/>'s F(4x4) part.
     /// 2.25 multiplies per output per (k, c) instead of V3's 4 (9 for the direct convolution); the transforms'
-    /// entries reach 8 and the filter transform's 1/24, so rounding grows several times over V3's (~1e-5 relative
-    /// on VGG16 layers instead of ~1e-6). Past-edge outputs of sizes not a multiple of 4 are dropped.
+    /// entries reach 8 and the filter transform's 1/24, so rounding grows a few times over V3's (VGG16 taps against
+    /// PyTorch: ≤ 4e-6 of the tap's max instead of ≤ 1.3e-6). Past-edge outputs of sizes not a multiple of 4 are dropped.
     /// </summary>
     public static unsafe void ForwardHost_V4Winograd4x4(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
         ReadOnlySpan<float> b, ConvShape s, bool relu)

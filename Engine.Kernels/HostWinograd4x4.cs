@@ -25,7 +25,9 @@ namespace Tp7.Engine.Kernels;
 /// packed-B layout (panels of 16 tiles), vector lanes over 8 neighbouring tiles of one tile row. Interior groups
 /// read 6 input rows in place and transpose 4-float column groups into lanes; groups of one tile row touching
 /// the image's left or right edge (or rows above or below it) copy their 6 rows into a zero-padded buffer first;
-/// groups that cross a tile row or an image go through a scalar gather.
+/// groups that cross a tile row or an image go through a scalar gather. When V and M of the whole batch are small
+/// (<see cref="WholeBatchMaxFloats"/>: VGG16's 28² and 14² layers at batch 8), the batch is one chunk shared by
+/// all cores, so U is read once instead of once per chunk.
 /// </summary>
 internal static unsafe partial class HostWinograd
 {
@@ -44,7 +46,7 @@ internal static unsafe partial class HostWinograd
     }
 
     /// <summary>Largest V + M (floats) for which <see cref="Forward4x4"/> runs the batch as one shared chunk.</summary>
-    internal static long WholeBatchMaxFloats = 16L << 20;
+    const long WholeBatchMaxFloats = 16L << 20;
 
     [ThreadStatic] static long[]? t_offsets;
 
