@@ -6,9 +6,10 @@ namespace Tp7.Bench;
 /// <summary>
 /// The CPU backend's hot ops: GEMM, every distinct VGG16 conv layer at batch 8 (fp32), pool and relu.
 /// Validates each fast version against its V1 specification on a small shape, then times medians.
-/// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3] [--backward] (quick: fewer
+/// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3,v4] [--backward]
+/// [--data-versions auto,v2,v3,v4] (quick: fewer
 /// reps, skips the GEMM 4096 case; versions: conv forward versions to time one after another in this process, or with
-/// --backward the backward-weight versions; backward: time the conv layers' backward-data (the host entry point) and
+/// --backward the backward-weight versions; data-versions: with --backward, the backward-data versions; backward: time the conv layers' backward-data (the host entry point) and
 /// backward-weight instead of the forward).
 /// </summary>
 public sealed class HostOpsBench : IBenchmark
@@ -46,7 +47,7 @@ public sealed class HostOpsBench : IBenchmark
         int batch = 8, reps = 3;
         bool quick = false, backward = false;
         string? only = null;
-        string[] versions = ["auto"];
+        string[] versions = ["auto"], dataVersions = ["auto"];
         for (int i = 0; i < args.Length; i++)
             switch (args[i])
             {
@@ -56,6 +57,7 @@ public sealed class HostOpsBench : IBenchmark
                 case "--only": only = args[++i]; break;
                 case "--versions": versions = args[++i].Split(','); break;
                 case "--backward": backward = true; break;
+                case "--data-versions": dataVersions = args[++i].Split(','); break;
                 default: Console.Error.WriteLine($"hostops: unknown argument '{args[i]}'"); return 2;
             }
         Console.WriteLine($"device: host CPU, {Environment.ProcessorCount} cores, AVX2 {Avx2.IsSupported}, FMA {Fma.IsSupported}; fp32; batch {batch}; median of {reps}");
@@ -66,7 +68,7 @@ public sealed class HostOpsBench : IBenchmark
 
         if (backward)
         {
-            ConvBackwards(batch, reps, only, versions, Rand);
+            ConvBackwards(batch, reps, only, versions, dataVersions, Rand);
             Footer();
             return 0;
         }
@@ -101,6 +103,7 @@ public sealed class HostOpsBench : IBenchmark
         ["auto"] = (y, x, w, b, s) => Conv2d.ForwardHost(y, x, w, b, s, relu: true),
         ["v2"] = (y, x, w, b, s) => Conv2d.ForwardHost_V2Im2colGemm(y, x, w, b, s, relu: true),
         ["v3"] = (y, x, w, b, s) => Conv2d.ForwardHost_V3Winograd(y, x, w, b, s, relu: true),
+        ["v4"] = (y, x, w, b, s) => Conv2d.ForwardHost_V4Winograd4x4(y, x, w, b, s, relu: true),
     };
 
     /// <summary>Each selected layer is timed under every requested version back to back, so the versions see the
@@ -142,15 +145,28 @@ public sealed class HostOpsBench : IBenchmark
         ["v3"] = (dw, db, dy, x, s) => Conv2d.BackwardWeightHost_V3Winograd(dw, db, dy, x, s),
     };
 
+    /// <summary>Backward-data versions the bench can run by name: "auto" is the dispatcher <see cref="Conv2d.BackwardDataHost"/>;
+    /// v3 and v4 run the flipped forward on F(2x2) and F(4x4) Winograd whatever K is.</summary>
+    static readonly Dictionary<string, Action<float[], float[], float[], ConvShape>> DataVersions = new()
+    {
+        ["auto"] = (dx, dy, w, s) => Conv2d.BackwardDataHost(dx, dy, w, s),
+        ["v2"] = (dx, dy, w, s) => Conv2d.BackwardDataHost_V2Col2im(dx, dy, w, s),
+        ["v3"] = (dx, dy, w, s) => Conv2d.BackwardDataHost_V3FlippedForward(dx, dy, w, s, Conv2d.ForwardHost_V3Winograd),
+        ["v4"] = (dx, dy, w, s) => Conv2d.BackwardDataHost_V3FlippedForward(dx, dy, w, s, Conv2d.ForwardHost_V4Winograd4x4),
+    };
+
     /// <summary>Backward-data (dx = conv_transpose(dy, w), the host entry point) and backward-weight (dw += dy · im2col(x)ᵀ,
     /// db += Σ dy) under each requested version, of each selected VGG16 layer, timed back to back so the versions see
     /// the same machine load; totals for the selected layers follow.</summary>
-    static void ConvBackwards(int batch, int reps, string? only, string[] versions, Func<long, float[]> Rand)
+    static void ConvBackwards(int batch, int reps, string? only, string[] versions, string[] dataVersions, Func<long, float[]> Rand)
     {
+        foreach (var v in dataVersions)
+            if (!DataVersions.ContainsKey(v)) throw new ArgumentException($"hostops --backward --data-versions: unknown backward-data version '{v}' (known: {string.Join(", ", DataVersions.Keys)})");
         foreach (var v in versions)
             if (!WeightVersions.ContainsKey(v)) throw new ArgumentException($"hostops --backward --versions: unknown backward-weight version '{v}' (known: {string.Join(", ", WeightVersions.Keys)})");
         Console.WriteLine($"\nVGG16 conv layers backward, batch {batch}, 3x3 pad 1 (GFLOP/s count the direct convolution's 2·K·C·9 per output)");
-        double totalData = 0, totalDataCpu = 0, totalFlops = 0;
+        var totalData = new double[dataVersions.Length]; var totalDataCpu = new double[dataVersions.Length];
+        double totalFlops = 0;
         var totalWeight = new double[versions.Length]; var totalWeightCpu = new double[versions.Length];
         foreach (var (name, c, k, hw, count) in VggConvs)
         {
@@ -158,10 +174,14 @@ public sealed class HostOpsBench : IBenchmark
             var s = ConvShape.Square(batch, c, hw, hw, k, 3, 1, 1);
             var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var dy = Rand(s.OutputLength);
             var dx = new float[s.InputLength]; var dw = new float[s.WeightLength]; var db = new float[k];
-            var (td, cd) = Measure(() => Conv2d.BackwardDataHost(dx, dy, w, s), reps);
-            totalData += td * count; totalDataCpu += cd * count;
             totalFlops += s.BackwardWeightFlops * count;
-            Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  data        {td * 1e3,8:F1} ms {s.BackwardDataFlops / td / 1e9,6:F1} GFLOP/s {s.BackwardDataFlops / cd / 1e9,6:F1} per busy core");
+            for (int vi = 0; vi < dataVersions.Length; vi++)
+            {
+                var run = DataVersions[dataVersions[vi]];
+                var (td, cd) = Measure(() => run(dx, dy, w, s), reps);
+                totalData[vi] += td * count; totalDataCpu[vi] += cd * count;
+                Console.WriteLine($"  {name,-8} C{c,-4} K{k,-4} {hw,3}²  x{count}  data   {dataVersions[vi],-4} {td * 1e3,8:F1} ms {s.BackwardDataFlops / td / 1e9,6:F1} GFLOP/s {s.BackwardDataFlops / cd / 1e9,6:F1} per busy core");
+            }
             for (int vi = 0; vi < versions.Length; vi++)
             {
                 var run = WeightVersions[versions[vi]];
@@ -171,10 +191,11 @@ public sealed class HostOpsBench : IBenchmark
             }
         }
         string what = only == null ? "all 13 conv layers" : "selected layers (x count)";
-        Console.WriteLine($"  {what}: backward-data {totalData:F3} s ({totalFlops / totalDataCpu / 1e9:F1} GFLOP/s per busy core)");
+        for (int vi = 0; vi < dataVersions.Length; vi++)
+            Console.WriteLine($"  {what}: backward-data {dataVersions[vi]}: {totalData[vi]:F3} s ({totalFlops / totalDataCpu[vi] / 1e9:F1} GFLOP/s per busy core)");
         for (int vi = 0; vi < versions.Length; vi++)
             Console.WriteLine($"  {what}: backward-weight {versions[vi]}: {totalWeight[vi]:F3} s ({totalFlops / totalWeight[vi] / 1e9:F1} GFLOP/s, " +
-                              $"{totalFlops / totalWeightCpu[vi] / 1e9:F1} per busy core); data + weight {totalData + totalWeight[vi]:F3} s for batch {batch}");
+                              $"{totalFlops / totalWeightCpu[vi] / 1e9:F1} per busy core); data {dataVersions[0]} + weight {totalData[0] + totalWeight[vi]:F3} s for batch {batch}");
     }
 
     static void PoolRelu(int batch, int reps, Func<long, float[]> Rand)
@@ -228,6 +249,8 @@ public sealed class HostOpsBench : IBenchmark
             Compare("conv V2 2x13x21x17 -> 19", e, f);
             Conv2d.ForwardHost_V3Winograd(f, x, w, b, s, true);
             Compare("conv V3 Winograd 2x13x21x17 -> 19", e, f);
+            Conv2d.ForwardHost_V4Winograd4x4(f, x, w, b, s, true);
+            Compare("conv V4 Winograd 4x4 2x13x21x17 -> 19", e, f);
         }
         {
             // Backward on a shape whose dx goes through the flipped forward on Winograd (K ≥ 64).

@@ -13,11 +13,11 @@ public static partial class Conv2d
 {
     /// <summary>
     /// y = conv(x, w) + b (then ReLU): the host backend's entry point, dispatching to the fastest version.
-    /// Rule: V3 Winograd for 3x3 stride-1 pad-1 layers with C ≥ 64 on AVX2 machines, V2 otherwise.
-    /// Measured with `bench hostops --versions v2,v3` (batch 8, 2-core EPYC shared with other jobs, medians of 3,
-    /// ms per layer V2 → V3, the two run back to back): conv1_1 (C 3) 42 → 70 (V2 wins: with C = 3 each of the
-    /// 16 GEMMs is 3 deep); conv1_2 449 → 262, conv2_1 219 → 117, conv2_2 434 → 232, conv3_1 200 → 110,
-    /// conv3_2/3 399 → 197, conv4_1 117 → 88, conv4_2/3 244 → 154, conv5_x 74 → 65 (all 13: 2.97 → 1.78 s).
+    /// Rule, on AVX2 + FMA machines, for 3x3 stride-1 pad-1 layers with C ≥ 64: V4 Winograd F(4x4) when its tiles
+    /// need strictly fewer multiplies than F(2x2)'s (⌈OH/4⌉·⌈OW/4⌉·36 &lt; ⌈OH/2⌉·⌈OW/2⌉·16: every VGG16 layer at
+    /// 224, not outputs 2 wide or tall, where a 4x4 tile is three quarters padding), else V3 Winograd F(2x2);
+    /// V2 otherwise (C = 3: each Winograd GEMM would be 3 deep). The rule depends on the shape only, so results
+    /// are deterministic. Measured per layer in docs/benchmarks.md (`bench hostops --versions v2,v3,v4`).
     /// Without AVX2 the Winograd transforms run their scalar path, which has not been measured, so those
     /// machines stay on V2.
     /// </summary>
@@ -25,10 +25,20 @@ public static partial class Conv2d
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
         if (HostWinograd.Supports(s) && s.C >= 64 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)
-            ForwardHost_V3Winograd(y, x, w, b, s, relu);
+        {
+            if (Winograd4x4FewerMultiplies(s)) ForwardHost_V4Winograd4x4(y, x, w, b, s, relu);
+            else ForwardHost_V3Winograd(y, x, w, b, s, relu);
+        }
         else
             ForwardHost_V2Im2colGemm(y, x, w, b, s, relu);
     }
+
+    /// <summary>F(4x4)'s tiles need strictly fewer element-wise multiplies than F(2x2)'s for this output size.</summary>
+    public static bool Winograd4x4FewerMultiplies(ConvShape s)
+        => 36L * ((s.OutH + 3) / 4) * ((s.OutW + 3) / 4) < 16L * ((s.OutH + 1) / 2) * ((s.OutW + 1) / 2);
+
+    /// <summary>A forward version's signature, for <see cref="BackwardDataHost_V3FlippedForward(Span{float}, ReadOnlySpan{float}, ReadOnlySpan{float}, ConvShape, ForwardVersion)"/>.</summary>
+    public delegate void ForwardVersion(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b, ConvShape s, bool relu);
 
     /// <summary>
     /// Version 2: per image, y_n (K, OH*OW) = W (K, C*R*S) x col_n (C*R*S, OH*OW) with the blocked host GEMM.
@@ -94,6 +104,25 @@ public static partial class Conv2d
             throw new ArgumentException($"conv2d V3Winograd computes 3x3 stride-1 pad-1 convolutions only, not {s}");
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
             HostWinograd.Forward(py, px, pw, pb, s, relu, portable: false);
+    }
+
+    /// <summary>
+    /// Version 4: Winograd F(4x4, 3x3) (Lavin and Gray, CVPR 2016, section 4.2), for 3x3 stride-1 pad-1 convolutions
+    /// only. With 4x4 output tiles and 6x6 input patches: U = G g Gᵀ (6x6) per (k, c), V = Bᵀ d B per (c, tile),
+    /// M_ξ = U_ξ · V_ξ for the 36 positions ξ (36 GEMMs (K x C)·(C x tiles) on the packed 6x16 micro-kernel),
+    /// Y = Aᵀ M A + bias, then ReLU; the matrices are written out in <see cref="HostWinograd"/>'s F(4x4) part.
+    /// 2.25 multiplies per output per (k, c) instead of V3's 4 (9 for the direct convolution); the transforms'
+    /// entries reach 8 and the filter transform's 1/24, so rounding grows a few times over V3's (VGG16 taps against
+    /// PyTorch: ≤ 4e-6 of the tap's max instead of ≤ 1.3e-6). Past-edge outputs of sizes not a multiple of 4 are dropped.
+    /// </summary>
+    public static unsafe void ForwardHost_V4Winograd4x4(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
+        ReadOnlySpan<float> b, ConvShape s, bool relu)
+    {
+        CheckForward(y, x, w, b, s);
+        if (!HostWinograd.Supports(s))
+            throw new ArgumentException($"conv2d V4Winograd4x4 computes 3x3 stride-1 pad-1 convolutions only, not {s}");
+        fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
+            HostWinograd.Forward4x4(py, px, pw, pb, s, relu, portable: false);
     }
 
     static void CheckForward(ReadOnlySpan<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b, ConvShape s)
@@ -297,10 +326,14 @@ public static partial class Conv2d
     /// Version 3 of backward-data, stride 1 and padding ≤ kernel - 1 only: with stride 1 the transposed convolution
     /// is a plain convolution of dy with the filters transposed (K ↔ C) and rotated by 180°,
     /// dx[n, c, iy, ix] = Σ_{k, r', q'} dy[n, k, iy - (R-1-padH) + r', ix - (S-1-padW) + q'] · w[k, c, R-1-r', S-1-q'],
-    /// so it runs on <see cref="ForwardHost"/> (Winograd for 3x3 pad 1 with K ≥ 64, im2col GEMM otherwise) with a
+    /// so it runs on <see cref="ForwardHost"/> (Winograd F(4x4) or F(2x2) for 3x3 pad 1 with K ≥ 64, im2col GEMM otherwise) with a
     /// zero bias. The flipped filters (C, K, R, S) live in a pooled buffer.
     /// </summary>
-    public static unsafe void BackwardDataHost_V3FlippedForward(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+    public static void BackwardDataHost_V3FlippedForward(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
+        => BackwardDataHost_V3FlippedForward(dx, dy, w, s, ForwardHost);
+
+    /// <summary>The same, with the flipped forward run by a named version (the bench times V3 against V4 this way).</summary>
+    public static unsafe void BackwardDataHost_V3FlippedForward(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s, ForwardVersion forward)
     {
         CheckBackwardData(dx, dy, w, s);
         if (!FlippedForwardSupports(s))
@@ -329,7 +362,7 @@ public static partial class Conv2d
                 if (len < 1 << 16) for (int c = 0; c < s.C; c++) FlipChannel(c);
                 else Parallel.For(0, s.C, FlipChannel);
             }
-            ForwardHost(dx, dy, wt.AsSpan(0, len), zero.AsSpan(0, s.C), t, relu: false);
+            forward(dx, dy, wt.AsSpan(0, len), zero.AsSpan(0, s.C), t, relu: false);
         }
         finally
         {

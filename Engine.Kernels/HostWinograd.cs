@@ -23,7 +23,7 @@ namespace Tp7.Engine.Kernels;
 /// Vector lanes run over 8 neighbouring tiles: interior groups load 4 input rows and deinterleave even/odd
 /// columns; groups touching an edge, a row end or an image end go through a scalar gather.
 /// </summary>
-internal static unsafe class HostWinograd
+internal static unsafe partial class HostWinograd
 {
     const int Lanes = 8, Positions = 16, NR = HostGemmKernels.NR, MR = HostGemmKernels.MR;
 
@@ -81,30 +81,7 @@ internal static unsafe class HostWinograd
                 float* m = v + (long)Positions * C * T;
                 long g0 = ch * T;
                 InputTransform(v, (float*)xp, s, g0, T, tilesH, tilesW, total);
-                int depth = HostGemmKernels.BlockDepth(C);
-                for (int xi = 0; xi < Positions; xi++)
-                {
-                    float* a = (float*)up + (long)xi * mPad * C, vb = v + (long)xi * C * T, mc = m + (long)xi * K * T;
-                    for (int pc = 0; pc < C; pc += depth)
-                    {
-                        int kc = Math.Min(depth, C - pc);
-                        float* aBlock = a + (long)pc * mPad;
-                        for (int ic = 0; ic < K; ic += HostGemmKernels.MC)
-                        {
-                            int mcRows = Math.Min(HostGemmKernels.MC, K - ic);
-                            for (int jp = 0; jp < T; jp += NR)
-                            {
-                                float* bPanel = vb + ((long)jp * C + (long)pc * NR);
-                                for (int ir = 0; ir < mcRows; ir += MR)
-                                {
-                                    int row = ic + ir;
-                                    HostGemmKernels.MicroTile(kc, aBlock + (long)row * kc, bPanel, mc + (long)row * T + jp, T,
-                                        Math.Min(MR, K - row), NR, accumulate: pc > 0, portable);
-                                }
-                            }
-                        }
-                    }
-                }
+                PositionGemms((float*)up, v, m, 0, Positions, C, K, T, portable);
                 OutputTransform((float*)yp, m, (float*)bp, s, relu, g0, T, tilesH, tilesW, total);
             }
             if (Environment.ProcessorCount == 1 || chunks == 1 || s.ForwardFlops < 4e6)
@@ -116,6 +93,39 @@ internal static unsafe class HostWinograd
         {
             uHandle.Free();
             System.Buffers.ArrayPool<float>.Shared.Return(uRaw);
+        }
+    }
+
+    /// <summary>
+    /// M_ξ (K, T) = U_ξ · V_ξ for positions xi0 ≤ ξ &lt; xi1: u holds the packed A matrices (PaddedRows(K) x C each), v the
+    /// packed-B panels (T/16, C, 16) of each position, m the outputs (positions, K, T). The blocked GEMM's loops, with
+    /// the B panels read in place.
+    /// </summary>
+    static void PositionGemms(float* u, float* v, float* m, int xi0, int xi1, int C, int K, int T, bool portable)
+    {
+        int mPad = HostGemmKernels.PaddedRows(K), depth = HostGemmKernels.BlockDepth(C);
+        for (int xi = xi0; xi < xi1; xi++)
+        {
+            float* a = u + (long)xi * mPad * C, vb = v + (long)xi * C * T, mc = m + (long)xi * K * T;
+            for (int pc = 0; pc < C; pc += depth)
+            {
+                int kc = Math.Min(depth, C - pc);
+                float* aBlock = a + (long)pc * mPad;
+                for (int ic = 0; ic < K; ic += HostGemmKernels.MC)
+                {
+                    int mcRows = Math.Min(HostGemmKernels.MC, K - ic);
+                    for (int jp = 0; jp < T; jp += NR)
+                    {
+                        float* bPanel = vb + ((long)jp * C + (long)pc * NR);
+                        for (int ir = 0; ir < mcRows; ir += MR)
+                        {
+                            int row = ic + ir;
+                            HostGemmKernels.MicroTile(kc, aBlock + (long)row * kc, bPanel, mc + (long)row * T + jp, T,
+                                Math.Min(MR, K - row), NR, accumulate: pc > 0, portable);
+                        }
+                    }
+                }
+            }
         }
     }
 
