@@ -36,17 +36,19 @@ public sealed class TrainingTrajectoryTests(ReferenceFiles refs, ITestOutputHelp
             store => Optimizer.Create("sgd", store, momentum: 0.9, weightDecay: 5e-4, nesterov: false));
 
     /// <summary>
-    /// Five AdamW steps at a fine-tuning learning rate with eps = 1e-4. Adam's update −lr·m̂/(√v̂ + eps) has slope up to
-    /// lr/eps in the gradient, so with torch's default eps = 1e-8 a gradient rounding difference of 1e-9 (what fp32
-    /// summation order gives on VGG16's layers) becomes a tenth of lr in the elements whose |g| is near eps, and lr = 1e-3
-    /// on this random network sends the loss to ~650 at step 2, where such differences grow: no engine matches another
-    /// there element by element. eps = 1e-4 bounds the slope to lr·1e4, inside what the comparison can resolve; the
-    /// default eps is checked on the first step below, on the elements it is well conditioned for.
+    /// Five AdamW steps of the whole network at a fine-tuning learning rate, eps = 1e-3. Adam divides each element's
+    /// moment by its own √v̂ + eps, so its update has slope up to lr/eps in the gradient: with torch's eps = 1e-8, the
+    /// fp32 rounding by which two engines' gradients differ (ours ~4e-6 of max against PyTorch: Winograd F(4x4) in the
+    /// forward and backward-data, and the odd ReLU that flips near 0 on this random network) becomes O(lr) in the
+    /// elements whose |g| is near eps, and no two engines agree there element by element (lr = 1e-3 also sends this
+    /// network's loss to ~650 at step 2, where every difference grows). eps = 1e-3 bounds the slope so the comparison
+    /// sees the optimiser — moments, bias correction, decoupled decay — over five steps; the default eps is checked on
+    /// the first step below, on the elements it is well conditioned for.
     /// </summary>
     [Fact]
     public void AdamWFollowsPyTorchFor5Steps()
-        => Compare(Reference("adamw", 5, "--lr", "1e-4", "--betas", "0.9", "0.999", "--eps", "1e-4", "--weight-decay", "0.01"), lr: 1e-4,
-            store => new AdamW(store, 0.01f) { Beta1 = 0.9f, Beta2 = 0.999f, Eps = 1e-4f }, minGradient: 0);
+        => Compare(Reference("adamw", 5, "--lr", "1e-4", "--betas", "0.9", "0.999", "--eps", "1e-3", "--weight-decay", "0.01"), lr: 1e-4,
+            store => new AdamW(store, 0.01f) { Beta1 = 0.9f, Beta2 = 0.999f, Eps = 1e-3f }, minGradient: 0);
 
     /// <summary>
     /// The first update alone, on the elements whose gradient is 0 or at least 100·eps: Adam's first update is
