@@ -709,8 +709,7 @@ public sealed class Conv2dGpu
         }
         long xn = (long)ln * s.C * s.H * s.W;
 
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        var acc = new RegisterTile();
 
         for (int k0 = 0; k0 < s.Crs; k0 += TileK)
         {
@@ -738,24 +737,15 @@ public sealed class Conv2dGpu
             }
             Group.Barrier();
 
-            for (int p = 0; p < TileK; p++)
-            {
-                int ao = p * Tile + ty, bo = p * Tile + tx;
-                float a0 = Ws[ao], a1 = Ws[ao + 16], a2 = Ws[ao + 32], a3 = Ws[ao + 48];
-                float b0 = Xs[bo], b1 = Xs[bo + 16], b2 = Xs[bo + 32], b3 = Xs[bo + 48];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
-            }
+            acc.Accumulate(Ws, Xs, ty, tx);
             Group.Barrier();
         }
 
         long oc = col0 + tx;
-        StoreRow(y, b, s, plane, row0 + ty, oc, c00, c01, c02, c03);
-        StoreRow(y, b, s, plane, row0 + ty + 16, oc, c10, c11, c12, c13);
-        StoreRow(y, b, s, plane, row0 + ty + 32, oc, c20, c21, c22, c23);
-        StoreRow(y, b, s, plane, row0 + ty + 48, oc, c30, c31, c32, c33);
+        StoreRow(y, b, s, plane, row0 + ty, oc, acc.C00, acc.C01, acc.C02, acc.C03);
+        StoreRow(y, b, s, plane, row0 + ty + 16, oc, acc.C10, acc.C11, acc.C12, acc.C13);
+        StoreRow(y, b, s, plane, row0 + ty + 32, oc, acc.C20, acc.C21, acc.C22, acc.C23);
+        StoreRow(y, b, s, plane, row0 + ty + 48, oc, acc.C30, acc.C31, acc.C32, acc.C33);
     }
 
     private static void StoreRow(ArrayView<float> y, ArrayView<float> b, ConvArgs s, long plane, int k, long col,
@@ -971,8 +961,7 @@ public sealed class Conv2dGpu
         }
         long dyn = (long)ln * s.K * outPlane;
 
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        var acc = new RegisterTile();
 
         for (int k0 = 0; k0 < krs; k0 += TileK)
         {
@@ -1005,24 +994,15 @@ public sealed class Conv2dGpu
             }
             Group.Barrier();
 
-            for (int p = 0; p < TileK; p++)
-            {
-                int ao = p * Tile + ty, bo = p * Tile + tx;
-                float a0 = Ws[ao], a1 = Ws[ao + 16], a2 = Ws[ao + 32], a3 = Ws[ao + 48];
-                float b0 = Ys[bo], b1 = Ys[bo + 16], b2 = Ys[bo + 32], b3 = Ys[bo + 48];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
-            }
+            acc.Accumulate(Ws, Ys, ty, tx);
             Group.Barrier();
         }
 
         long oc = col0 + tx;
-        StoreDataRow(dx, s, plane, pixels, row0 + ty, oc, c00, c01, c02, c03);
-        StoreDataRow(dx, s, plane, pixels, row0 + ty + 16, oc, c10, c11, c12, c13);
-        StoreDataRow(dx, s, plane, pixels, row0 + ty + 32, oc, c20, c21, c22, c23);
-        StoreDataRow(dx, s, plane, pixels, row0 + ty + 48, oc, c30, c31, c32, c33);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty, oc, acc.C00, acc.C01, acc.C02, acc.C03);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 16, oc, acc.C10, acc.C11, acc.C12, acc.C13);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 32, oc, acc.C20, acc.C21, acc.C22, acc.C23);
+        StoreDataRow(dx, s, plane, pixels, row0 + ty + 48, oc, acc.C30, acc.C31, acc.C32, acc.C33);
     }
 
     private static void StoreDataRow(ArrayView<float> dx, ConvArgs s, long plane, long pixels, int c, long col,
@@ -1064,8 +1044,7 @@ public sealed class Conv2dGpu
         int r0 = ColumnRow(j0, s, rs), r1 = ColumnRow(j1, s, rs), r2 = ColumnRow(j2, s, rs), r3 = ColumnRow(j3, s, rs);
         int q0 = ColumnCol(j0, s, rs), q1 = ColumnCol(j1, s, rs), q2 = ColumnCol(j2, s, rs), q3 = ColumnCol(j3, s, rs);
 
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        var acc = new RegisterTile();
 
         for (long gs = g0; gs < g1; gs += TileK)
         {
@@ -1094,25 +1073,16 @@ public sealed class Conv2dGpu
             Xs[lp * Tile + li + 48] = valid ? Im2colValue(x, s, xBase, xo3, r3, q3, iyBase, ixBase) : 0f;
             Group.Barrier();
 
-            for (int p = 0; p < TileK; p++)
-            {
-                int ao = p * Tile + ty, bo = p * Tile + tx;
-                float a0 = Ds[ao], a1 = Ds[ao + 16], a2 = Ds[ao + 32], a3 = Ds[ao + 48];
-                float b0 = Xs[bo], b1 = Xs[bo + 16], b2 = Xs[bo + 32], b3 = Xs[bo + 48];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
-            }
+            acc.Accumulate(Ds, Xs, ty, tx);
             Group.Barrier();
         }
 
         bool atomic = Grid.DimZ > 1;
         int oc = col0 + tx;
-        AddWeightRow(dw, s, atomic, row0 + ty, oc, c00, c01, c02, c03);
-        AddWeightRow(dw, s, atomic, row0 + ty + 16, oc, c10, c11, c12, c13);
-        AddWeightRow(dw, s, atomic, row0 + ty + 32, oc, c20, c21, c22, c23);
-        AddWeightRow(dw, s, atomic, row0 + ty + 48, oc, c30, c31, c32, c33);
+        AddWeightRow(dw, s, atomic, row0 + ty, oc, acc.C00, acc.C01, acc.C02, acc.C03);
+        AddWeightRow(dw, s, atomic, row0 + ty + 16, oc, acc.C10, acc.C11, acc.C12, acc.C13);
+        AddWeightRow(dw, s, atomic, row0 + ty + 32, oc, acc.C20, acc.C21, acc.C22, acc.C23);
+        AddWeightRow(dw, s, atomic, row0 + ty + 48, oc, acc.C30, acc.C31, acc.C32, acc.C33);
     }
 
     private static long ColumnChannel(int j, ConvArgs s, int rs) => j < s.Crs ? j / rs : -1;

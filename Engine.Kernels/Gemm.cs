@@ -222,8 +222,7 @@ public sealed class GemmGpu : IDisposable
         int t = Group.IdxX, tx = t % 16, ty = t / 16;
         int row0 = Grid.IdxY * Tile, col0 = Grid.IdxX * Tile;
 
-        float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
-        float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        var acc = new RegisterTile();
 
         for (int k0 = 0; k0 < g.K; k0 += TileK)
         {
@@ -269,23 +268,14 @@ public sealed class GemmGpu : IDisposable
             }
             Group.Barrier();
 
-            for (int p = 0; p < TileK; p++)
-            {
-                int ao = p * Tile + ty, bo = p * Tile + tx;
-                float a0 = As[ao], a1 = As[ao + 16], a2 = As[ao + 32], a3 = As[ao + 48];
-                float b0 = Bs[bo], b1 = Bs[bo + 16], b2 = Bs[bo + 32], b3 = Bs[bo + 48];
-                c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
-                c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
-                c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
-                c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
-            }
+            acc.Accumulate(As, Bs, ty, tx);
             Group.Barrier();
         }
 
-        StoreRow(c, bias, g, row0 + ty, col0 + tx, c00, c01, c02, c03);
-        StoreRow(c, bias, g, row0 + ty + 16, col0 + tx, c10, c11, c12, c13);
-        StoreRow(c, bias, g, row0 + ty + 32, col0 + tx, c20, c21, c22, c23);
-        StoreRow(c, bias, g, row0 + ty + 48, col0 + tx, c30, c31, c32, c33);
+        StoreRow(c, bias, g, row0 + ty, col0 + tx, acc.C00, acc.C01, acc.C02, acc.C03);
+        StoreRow(c, bias, g, row0 + ty + 16, col0 + tx, acc.C10, acc.C11, acc.C12, acc.C13);
+        StoreRow(c, bias, g, row0 + ty + 32, col0 + tx, acc.C20, acc.C21, acc.C22, acc.C23);
+        StoreRow(c, bias, g, row0 + ty + 48, col0 + tx, acc.C30, acc.C31, acc.C32, acc.C33);
     }
 
     private static void StoreRow(ArrayView<float> c, ArrayView<float> bias, GemmArgs g, int i, int j,
