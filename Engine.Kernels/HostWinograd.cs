@@ -180,6 +180,29 @@ internal static unsafe partial class HostWinograd
     }
 
     /// <summary>
+    /// Element offsets of the <paramref name="size"/> x <paramref name="size"/> patch of each of the Lanes tiles from g on
+    /// (tile (n, ty, tx) starts at row ty·step + origin, column tx·step + origin of image n), laid out (position, lane),
+    /// -1 where the patch leaves the (limitH, limitW) image or the tile is past the last: the scalar path of edge tiles.
+    /// </summary>
+    static void EdgeOffsets(long* o, long g, long total, int tilesH, int tilesW, int step, int size, int origin,
+        int limitH, int limitW, long imageStride, int rowStride)
+    {
+        for (int lane = 0; lane < Lanes; lane++)
+        {
+            long gl = g + lane;
+            int ln = 0, lty = 0, ltx = 0;
+            if (gl < total) Decode(gl, tilesH, tilesW, out ln, out lty, out ltx);
+            for (int r = 0; r < size; r++)
+                for (int q = 0; q < size; q++)
+                {
+                    int iy = step * lty + origin + r, ix = step * ltx + origin + q;
+                    o[(size * r + q) * Lanes + lane] = gl < total && (uint)iy < (uint)limitH && (uint)ix < (uint)limitW
+                        ? ln * imageStride + (long)iy * rowStride + ix : -1;
+                }
+        }
+    }
+
+    /// <summary>
     /// V (16, T/16, C, 16) for tiles g0 .. g0+T-1: V[ξ][t/16][c][t%16] = (Bᵀ d[c,t] B)_ξ; tiles past the batch are 0.
     /// Channel by channel, so each input plane is read along its rows while the chunk's groups pass. (Group by
     /// group, touching all C planes per group, measured 20-35% slower per busy core on conv1_2, whose 224²
@@ -203,19 +226,7 @@ internal static unsafe partial class HostWinograd
             start[gi] = fast ? n * imageIn + (long)iy0 * W + ix0 : -1;
             if (fast) continue;
             long* o = offs + gi * Positions * Lanes;
-            for (int lane = 0; lane < Lanes; lane++)
-            {
-                long gl = g + lane;
-                int ln = 0, lty = 0, ltx = 0;
-                if (gl < total) Decode(gl, tilesH, tilesW, out ln, out lty, out ltx);
-                for (int r = 0; r < 4; r++)
-                    for (int q = 0; q < 4; q++)
-                    {
-                        int iy = 2 * lty - 1 + r, ix = 2 * ltx - 1 + q;
-                        o[(4 * r + q) * Lanes + lane] = gl < total && (uint)iy < (uint)H && (uint)ix < (uint)W
-                            ? ln * imageIn + (long)iy * W + ix : -1;
-                    }
-            }
+            EdgeOffsets(o, g, total, tilesH, tilesW, step: 2, size: 4, origin: -1, H, W, imageIn, W);
         }
         float* plane = x;
         for (int c = 0; c < C; c++, plane += hw)
@@ -470,18 +481,7 @@ internal static unsafe partial class HostWinograd
             start[gi] = fast ? (long)n * K * plane + (long)(2 * ty) * OW + 2 * tx : -1;
             if (fast) continue;
             long* o = offs + gi * 4 * Lanes;
-            for (int lane = 0; lane < Lanes; lane++)
-            {
-                long gl = g + lane;
-                int ln = 0, lty = 0, ltx = 0;
-                if (gl < total) Decode(gl, tilesH, tilesW, out ln, out lty, out ltx);
-                for (int r = 0; r < 2; r++)
-                    for (int q = 0; q < 2; q++)
-                    {
-                        int oy = 2 * lty + r, ox = 2 * ltx + q;
-                        o[(2 * r + q) * Lanes + lane] = gl < total && oy < OH && ox < OW ? (long)ln * K * plane + (long)oy * OW + ox : -1;
-                    }
-            }
+            EdgeOffsets(o, g, total, tilesH, tilesW, step: 2, size: 2, origin: 0, OH, OW, (long)K * plane, OW);
         }
         for (int k = K; k < mPad; k++)
             for (int xi = 0; xi < Positions; xi++)

@@ -220,19 +220,7 @@ internal static unsafe partial class HostWinograd
             orig[2 * gi] = iy0; orig[2 * gi + 1] = ix0;
             if (kind[gi] != 2) continue;
             long* o = offs + gi * Positions4 * Lanes;
-            for (int lane = 0; lane < Lanes; lane++)
-            {
-                long gl = g + lane;
-                int ln = 0, lty = 0, ltx = 0;
-                if (gl < total) Decode(gl, tilesH, tilesW, out ln, out lty, out ltx);
-                for (int r = 0; r < 6; r++)
-                    for (int q = 0; q < 6; q++)
-                    {
-                        int iy = 4 * lty - 1 + r, ix = 4 * ltx - 1 + q;
-                        o[(6 * r + q) * Lanes + lane] = gl < total && (uint)iy < (uint)H && (uint)ix < (uint)W
-                            ? ln * imageIn + (long)iy * W + ix : -1;
-                    }
-            }
+            EdgeOffsets(o, g, total, tilesH, tilesW, step: 4, size: 6, origin: -1, H, W, imageIn, W);
         }
         float* plane = x + c0 * hw;
         for (int c = c0; c < c1; c++, plane += hw)
@@ -364,18 +352,7 @@ internal static unsafe partial class HostWinograd
             start[gi] = fast ? (long)n * K * plane + (long)(4 * ty) * OW + 4 * tx : -1;
             if (fast) continue;
             long* o = offs + gi * 16 * Lanes;
-            for (int lane = 0; lane < Lanes; lane++)
-            {
-                long gl = g + lane;
-                int ln = 0, lty = 0, ltx = 0;
-                if (gl < total) Decode(gl, tilesH, tilesW, out ln, out lty, out ltx);
-                for (int r = 0; r < 4; r++)
-                    for (int q = 0; q < 4; q++)
-                    {
-                        int oy = 4 * lty + r, ox = 4 * ltx + q;
-                        o[(4 * r + q) * Lanes + lane] = gl < total && oy < OH && ox < OW ? (long)ln * K * plane + (long)oy * OW + ox : -1;
-                    }
-            }
+            EdgeOffsets(o, g, total, tilesH, tilesW, step: 4, size: 4, origin: 0, OH, OW, (long)K * plane, OW);
         }
         float* sm = stackalloc float[24 * Lanes]; // Aᵀ M: sm[(6a + j)·8 + lane]
         float* tmp = stackalloc float[16 * Lanes];
