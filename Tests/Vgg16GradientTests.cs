@@ -49,6 +49,10 @@ public sealed class Vgg16GradientTests(ReferenceFiles refs, ITestOutputHelper ou
         double loss = file.ReadFloat32("loss")[0];
         output.WriteLine($"{device.Name}, input {string.Join("x", shape)}, fused {fused}: loss ours {r.Loss:G9} torch {loss:G9}");
         if (Math.Abs(r.Loss - loss) > 1e-5 * Math.Max(1, Math.Abs(loss))) failures.Add($"loss {r.Loss} vs torch {loss}");
+        // The logits a training pass returns are those the loss saw (not memory that backward reused since).
+        var torchLogits = file.ReadFloat32("logits");
+        double maxLogit = torchLogits.Max(v => Math.Abs(v)), logitErr = torchLogits.Select((v, i) => Math.Abs(v - r.Logits[i])).Max();
+        if (!(logitErr <= 1e-4 * maxLogit)) failures.Add($"logits of the training pass differ from torch's by {logitErr / maxLogit:E2} of their max");
         var worst = ("", 0.0);
         void Check(string name, float[] got, float[] want)
         {

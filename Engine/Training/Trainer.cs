@@ -52,9 +52,11 @@ public sealed class Trainer : IDisposable
         exec.Forward(plan, input, values, 0, seed);
         var (logits, dlogits) = exec.OutputAndGradient(plan);
         double loss = SoftmaxCrossEntropy(dlogits, logits, labels);
+        // Before backward: the logits' memory is free for gradients once the loss has read them.
+        var hostLogits = Network.Device.Download(logits.Data);
         var grads = new Dictionary<string, float[]>();
         exec.Backward(plan, gradients != null ? grads : null, seed);
-        return new PassResult(loss, Network.Device.Download(logits.Data), values, grads);
+        return new PassResult(loss, hostLogits, values, grads);
     }
 
     /// <summary>ZeroGrad, forward, backward, one optimiser step at <paramref name="lr"/>; throws on a non-finite loss, naming the step.</summary>
