@@ -93,6 +93,14 @@ public static partial class Pooling
     }
 
     /// <summary>
+    /// Input range [start, end) that adaptive pooling's output cell <paramref name="i"/> of <paramref name="outSize"/>
+    /// averages along an axis of <paramref name="size"/>: [floor(i·size/out), ceil((i+1)·size/out)), PyTorch's bins.
+    /// The one definition the host twins and the ILGPU kernels share.
+    /// </summary>
+    public static (int Start, int End) AdaptiveBin(int i, int size, int outSize)
+        => (i * size / outSize, ((i + 1) * size + outSize - 1) / outSize);
+
+    /// <summary>
     /// torchvision's AdaptiveAvgPool2d: output cell (i, j) averages rows [floor(i*H/OH), ceil((i+1)*H/OH))
     /// and the same for columns. Identity when (H, W) == (OH, OW).
     /// </summary>
@@ -106,10 +114,10 @@ public static partial class Pooling
             var yo = y.Slice((int)(plane * oh * ow), oh * ow);
             for (int i = 0; i < oh; i++)
             {
-                int y0 = i * h / oh, y1 = ((i + 1) * h + oh - 1) / oh;
+                var (y0, y1) = Pooling.AdaptiveBin(i, h, oh);
                 for (int j = 0; j < ow; j++)
                 {
-                    int x0 = j * w / ow, x1 = ((j + 1) * w + ow - 1) / ow;
+                    var (x0, x1) = Pooling.AdaptiveBin(j, w, ow);
                     float sum = 0f;
                     for (int iy = y0; iy < y1; iy++)
                         for (int ix = x0; ix < x1; ix++) sum += xi[iy * w + ix];
@@ -240,10 +248,10 @@ public static partial class Pooling
             var dyi = dy.Slice((int)(plane * oh * ow), oh * ow);
             for (int i = 0; i < oh; i++)
             {
-                int y0 = i * h / oh, y1 = ((i + 1) * h + oh - 1) / oh;
+                var (y0, y1) = Pooling.AdaptiveBin(i, h, oh);
                 for (int j = 0; j < ow; j++)
                 {
-                    int x0 = j * w / ow, x1 = ((j + 1) * w + ow - 1) / ow;
+                    var (x0, x1) = Pooling.AdaptiveBin(j, w, ow);
                     float g = dyi[i * ow + j] / (y1 - y0) / (x1 - x0);
                     for (int iy = y0; iy < y1; iy++)
                         for (int ix = x0; ix < x1; ix++) dxi[iy * w + ix] += g;
@@ -402,11 +410,11 @@ public sealed class PoolingGpu
             float g = 0f;
             for (int i = 0; i < a.OutH; i++)
             {
-                int y0 = i * a.H / a.OutH, y1 = ((i + 1) * a.H + a.OutH - 1) / a.OutH;
+                var (y0, y1) = Pooling.AdaptiveBin(i, a.H, a.OutH);
                 if (iy < y0 || iy >= y1) continue;
                 for (int j = 0; j < a.OutW; j++)
                 {
-                    int x0 = j * a.W / a.OutW, x1 = ((j + 1) * a.W + a.OutW - 1) / a.OutW;
+                    var (x0, x1) = Pooling.AdaptiveBin(j, a.W, a.OutW);
                     if (ix < x0 || ix >= x1) continue;
                     g += dy[plane * outPlane + (long)i * a.OutW + j] / (y1 - y0) / (x1 - x0);
                 }
@@ -454,8 +462,8 @@ public sealed class PoolingGpu
             long plane = e / outPlane;
             int pix = (int)(e - plane * outPlane);
             int i = pix / a.OutW, j = pix - i * a.OutW;
-            int y0 = i * a.H / a.OutH, y1 = ((i + 1) * a.H + a.OutH - 1) / a.OutH;
-            int x0 = j * a.W / a.OutW, x1 = ((j + 1) * a.W + a.OutW - 1) / a.OutW;
+            var (y0, y1) = Pooling.AdaptiveBin(i, a.H, a.OutH);
+            var (x0, x1) = Pooling.AdaptiveBin(j, a.W, a.OutW);
             long xi = plane * inPlane;
             float sum = 0f;
             for (int iy = y0; iy < y1; iy++)
