@@ -199,15 +199,7 @@ public sealed class ActivationsGpu
 
         float m = float.NegativeInfinity;
         for (int j = t; j < cols; j += gs) m = MathF.Max(m, x[row + j]);
-        red[t] = m;
-        Group.Barrier();
-        for (int half = gs / 2; half > 0; half /= 2)
-        {
-            if (t < half) red[t] = MathF.Max(red[t], red[t + half]);
-            Group.Barrier();
-        }
-        m = red[0];
-        Group.Barrier();
+        m = GroupReduce.Max(red, m);
 
         float sum = 0f;
         for (int j = t; j < cols; j += gs)
@@ -216,14 +208,7 @@ public sealed class ActivationsGpu
             y[row + j] = e;
             sum += e;
         }
-        red[t] = sum;
-        Group.Barrier();
-        for (int half = gs / 2; half > 0; half /= 2)
-        {
-            if (t < half) red[t] += red[t + half];
-            Group.Barrier();
-        }
-        float inv = 1f / red[0];
+        float inv = 1f / GroupReduce.Sum(red, sum);
         for (int j = t; j < cols; j += gs) y[row + j] *= inv;
     }
 }

@@ -107,26 +107,11 @@ public sealed class LossGpu
 
         float m = float.NegativeInfinity;
         for (int j = t; j < cols; j += gs) m = MathF.Max(m, logits[row + j]);
-        red[t] = m;
-        Group.Barrier();
-        for (int half = gs / 2; half > 0; half /= 2)
-        {
-            if (t < half) red[t] = MathF.Max(red[t], red[t + half]);
-            Group.Barrier();
-        }
-        m = red[0];
-        Group.Barrier();
+        m = GroupReduce.Max(red, m);
 
         float sum = 0f;
         for (int j = t; j < cols; j += gs) sum += MathF.Exp(logits[row + j] - m);
-        red[t] = sum;
-        Group.Barrier();
-        for (int half = gs / 2; half > 0; half /= 2)
-        {
-            if (t < half) red[t] += red[t + half];
-            Group.Barrier();
-        }
-        sum = red[0];
+        sum = GroupReduce.Sum(red, sum);
         float inv = 1f / sum, invRows = 1f / rows;
         for (int j = t; j < cols; j += gs)
         {
