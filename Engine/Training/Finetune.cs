@@ -275,7 +275,7 @@ public sealed class Finetune
     sealed record LoopResult(List<EpochRecord> Epochs, long Steps, bool StoppedAtMaxSteps, int[] Predicted);
 
     LoopResult Loop(Trainer trainer, int n, int[] labels, BatchSource batches, Checkpoint? resume, CancellationToken cancel,
-        Func<(int[] Predicted, double Loss)> evaluate)
+        Func<(int[] Predicted, double Loss, double Accuracy)> evaluate)
     {
         var epochs = new List<EpochRecord>();
         long step = 0;
@@ -326,11 +326,10 @@ public sealed class Finetune
                     left * (clock.Elapsed.TotalSeconds / stepsThisRun)));
                 if (s.MaxSteps is { } ms && step >= ms) { stopped = true; break; }
             }
-            var (pred, testLoss) = evaluate();
+            var (pred, testLoss, testAcc) = evaluate();
             if (!double.IsFinite(testLoss))
                 throw new ArithmeticException($"test loss is {testLoss} after epoch {epoch + 1} (step {step}): training diverged; the last good checkpoint stays in {outDir} (try a smaller --lr)");
             predicted = pred;
-            double testAcc = pred.Length == 0 ? 0 : pred.Where((p, i) => p == TestLabel(i)).Count() / (double)pred.Length;
             epochs.Add(new EpochRecord(epoch + 1, lr, lossSum / Math.Max(1, seen), correct / (double)Math.Max(1, seen), testAcc, testLoss,
                 stepsDone, epochClock.Elapsed.TotalSeconds, seen / epochClock.Elapsed.TotalSeconds));
             log($"epoch {epoch + 1}/{s.Epochs}: train loss {lossSum / Math.Max(1, seen):F4}, train accuracy {correct / (double)Math.Max(1, seen):P1}, test accuracy {testAcc:P1}, lr {lr:G3}, {seen / epochClock.Elapsed.TotalSeconds:F1} img/s");
@@ -340,14 +339,10 @@ public sealed class Finetune
         return new LoopResult(epochs, step, stopped, predicted);
     }
 
-    int[]? testLabels;
-    int TestLabel(int i) => testLabels![i];
-
-    (int[] Predicted, double Loss) Evaluate(Network net, float[] x, Shape shape, int[] labels)
+    /// <summary>Predictions, mean cross-entropy and accuracy of the network (inference mode) on (x, labels).</summary>
+    (int[] Predicted, double Loss, double Accuracy) Evaluate(Network net, float[] x, Shape shape, int[] labels)
     {
-        testLabels = labels;
-        if (shape[0] == 0) return ([], 0);
-        var logits = new float[0];
+        if (shape[0] == 0) return ([], 0, 0);
         var parts = new List<float[]>();
         long per = shape.PerSample;
         int chunk = Math.Max(1, Math.Min(shape[0], Math.Max(s.Batch, 16)));
@@ -356,7 +351,7 @@ public sealed class Finetune
             int count = Math.Min(chunk, shape[0] - start);
             parts.Add(net.Forward(x.AsSpan((int)(start * per), (int)(count * per)), shape.WithBatch(count), [net.Graph.Output])[net.Graph.Output]);
         }
-        logits = parts.SelectMany(p => p).ToArray();
+        var logits = parts.SelectMany(p => p).ToArray();
         int classes = logits.Length / shape[0];
         var pred = new int[shape[0]];
         double loss = 0;
@@ -370,7 +365,7 @@ public sealed class Finetune
             foreach (var v in row) sum += Math.Exp(v - m);
             loss += m + Math.Log(sum) - row[labels[i]];
         }
-        return (pred, loss / pred.Length);
+        return (pred, loss / pred.Length, pred.Where((p, i) => p == labels[i]).Count() / (double)pred.Length);
     }
 
     static int ArgMax(ReadOnlySpan<float> row)
