@@ -54,13 +54,24 @@ public sealed class Vgg16 : IDisposable
     /// <summary>Softmax probabilities (N, classes) of logits (N, classes), computed on the device.</summary>
     public float[] Softmax(float[] logits, int n)
     {
-        var g = new Graph.Graph();
-        g.Inputs["logits"] = new Shape(1, logits.Length / n);
-        g.Nodes.Add(new Node("softmax", "Softmax", ["logits"], ["probabilities"], new Attributes()));
-        g.Output = "probabilities";
-        using var net = new Network(Device, g);
-        return net.Forward(logits, new Shape(n, logits.Length / n), ["probabilities"])["probabilities"];
+        int cols = logits.Length / n;
+        if (softmax == null)
+        {
+            // A one-node network, made once: its plans and arena are reused by every later call.
+            var g = new Graph.Graph();
+            g.Inputs["logits"] = new Shape(1, cols);
+            g.Nodes.Add(new Node("softmax", "Softmax", ["logits"], ["probabilities"], new Attributes()));
+            g.Output = "probabilities";
+            softmax = new Network(Device, g);
+        }
+        return softmax.Forward(logits, new Shape(n, cols), ["probabilities"])["probabilities"];
     }
 
-    public void Dispose() => Network.Dispose();
+    Network? softmax;
+
+    public void Dispose()
+    {
+        softmax?.Dispose();
+        Network.Dispose();
+    }
 }
