@@ -72,14 +72,7 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
                 var ins = node.Inputs.Select(v => Value(plan, v)).ToArray();
                 var outs = node.Outputs.Select(v => Value(plan, v)).ToArray();
                 ctx.NodeIndex = i;
-                long t0 = Profiler != null ? LayerProfiler.Now() : 0;
-                op.Forward(ctx, node, ins, outs);
-                if (Profiler != null)
-                {
-                    Device.Synchronize();
-                    var cost = op.Cost(node, ins.Select(t => t.Shape).ToList(), outs.Select(t => t.Shape).ToList());
-                    Profiler.Record(Label(plan, node), OpLabel(node), outs[0].Shape.ToString(), cost.Flops, cost.Bytes, LayerProfiler.Since(t0));
-                }
+                Launch(plan, node, ins, outs, () => op.Forward(ctx, node, ins, outs), op.Cost, "");
             }
             foreach (var v in node.Outputs) Collect(plan, v, wanted, results, sampleOffset, grad: false);
         }
@@ -107,18 +100,23 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
                 var dOuts = node.Outputs.Select(v => Grad(plan, v)!).ToArray();
                 var dIns = node.Inputs.Select(v => Grad(plan, v)).ToArray();
                 ctx.NodeIndex = i;
-                long t0 = Profiler != null ? LayerProfiler.Now() : 0;
-                op.Backward(ctx, node, ins, outs, dOuts, dIns);
-                if (Profiler != null)
-                {
-                    Device.Synchronize();
-                    var cost = op.BackwardCost(node, ins.Select(t => t.Shape).ToList(), outs.Select(t => t.Shape).ToList());
-                    Profiler.Record(Label(plan, node), OpLabel(node) + " backward", outs[0].Shape.ToString(), cost.Flops, cost.Bytes, LayerProfiler.Since(t0));
-                }
+                Launch(plan, node, ins, outs, () => op.Backward(ctx, node, ins, outs, dOuts, dIns), op.BackwardCost, " backward");
             }
             if (gradients != null)
                 foreach (var v in node.Inputs.Where(v => !plan.Graph.IsParameter(v))) Collect(plan, v, wanted, gradients, 0, grad: true);
         }
+    }
+
+    /// <summary>Runs one launch; with a profiler, synchronises and records it with its cost under the node's tap name.</summary>
+    void Launch(ExecutionPlan plan, Node node, Tensor[] ins, Tensor[] outs, Action run,
+        Func<Node, IReadOnlyList<Shape>, IReadOnlyList<Shape>, OpCost> cost, string suffix)
+    {
+        long t0 = Profiler != null ? LayerProfiler.Now() : 0;
+        run();
+        if (Profiler == null) return;
+        Device.Synchronize();
+        var c = cost(node, ins.Select(t => t.Shape).ToList(), outs.Select(t => t.Shape).ToList());
+        Profiler.Record(Label(plan, node), OpLabel(node) + suffix, outs[0].Shape.ToString(), c.Flops, c.Bytes, LayerProfiler.Since(t0));
     }
 
     /// <summary>The plan's output value (logits) and the buffer its gradient goes to, for the loss.</summary>
