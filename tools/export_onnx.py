@@ -475,10 +475,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     n_params = sum(p.numel() for p in model.parameters())
+    has_bn = any("BatchNorm" in type(m).__name__ for m in model.modules())
+    bn_note = f"BatchNorm {'kept' if args.keep_batchnorm else 'folded'}, " if has_bn else ""
     source = (f"random init seed {args.seed}{' + random stats' if args.random_stats else ''}"
               if args.random_init else args.weights)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {args.arch}, {n_params:,} parameters, opset {args.opset}, "
-          f"BatchNorm {'kept' if args.keep_batchnorm else 'folded'}, {source}); "
+          f"{bn_note}{source}); "
           f"model {t1 - t0:.1f} s, export {t2 - t1:.1f} s, checks and reference {t3 - t2:.1f} s")
     for line in lines:
         print("  " + line)
