@@ -202,7 +202,7 @@ def randomise_stats(model, seed: int) -> None:
 
     With torchvision's own weights these keep activations O(1) through the depth without any
     rescaling (batch of N(0, 1) images, seed 0: resnet18's layer4 std ~5 and logits std ~3.5,
-    mobilenet_v2's logits ~0.3, vgg16's ~0.15); `self_check` refuses outputs that are not.
+    mobilenet_v2's logits ~0.3, vgg16's ~0.15); write_reference refuses logits whose std is not.
     """
     import torch
 
