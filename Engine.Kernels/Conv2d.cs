@@ -24,6 +24,7 @@ public static partial class Conv2d
     public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
+        if (!s.IsDense) { ForwardHostGrouped(y, x, w, b, s, relu); return; }
         if (HostWinograd.Supports(s) && s.C >= 64 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)
         {
             if (Winograd4x4FewerMultiplies(s)) ForwardHost_V4Winograd4x4(y, x, w, b, s, relu);
@@ -51,8 +52,9 @@ public static partial class Conv2d
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
         CheckForward(y, x, w, b, s);
+        RequireDense(s, "V2Im2colGemm");
         int m = s.K, n = s.OutH * s.OutW, k = s.C * s.R * s.S;
-        bool direct = s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0;
+        bool direct = ReadsImageAsB(s);
         int mPad = HostGemmKernels.PaddedRows(m);
         float[] aBuf = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * k + 16)));
         try
@@ -100,6 +102,7 @@ public static partial class Conv2d
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
         CheckForward(y, x, w, b, s);
+        RequireDense(s, "V3Winograd");
         if (!HostWinograd.Supports(s))
             throw new ArgumentException($"conv2d V3Winograd computes 3x3 stride-1 pad-1 convolutions only, not {s}");
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
@@ -119,10 +122,24 @@ public static partial class Conv2d
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
         CheckForward(y, x, w, b, s);
+        RequireDense(s, "V4Winograd4x4");
         if (!HostWinograd.Supports(s))
             throw new ArgumentException($"conv2d V4Winograd4x4 computes 3x3 stride-1 pad-1 convolutions only, not {s}");
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
             HostWinograd.Forward4x4(py, px, pw, pb, s, relu, portable: false);
+    }
+
+    /// <summary>A 1x1 stride-1 convolution without any padding reads the image (C, H*W) itself as the GEMM's B.</summary>
+    static bool ReadsImageAsB(ConvShape s)
+        => s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0 && s.PadEndH == 0 && s.PadEndW == 0;
+
+    /// <summary>The dense versions index weights as (K, C, R, S) and read taps at unit spacing: grouped or dilated
+    /// shapes go through <see cref="ForwardHostGrouped"/> instead.</summary>
+    internal static void RequireDense(ConvShape s, string version)
+    {
+        if (!s.IsDense)
+            throw new ArgumentException($"conv2d {version} computes dense convolutions only (groups 1, dilation 1), not {s}; "
+                + "grouped and dilated shapes go through Conv2d.ForwardHost");
     }
 
     static void CheckForward(ReadOnlySpan<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b, ConvShape s)
@@ -142,6 +159,7 @@ public static partial class Conv2d
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
         CheckForward(y, x, w, b, s);
+        RequireDense(s, "V1Naive");
         int oh = s.OutH, ow = s.OutW;
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
         {
@@ -182,14 +200,23 @@ public static partial class Conv2d
     static void CheckBackwardData(ReadOnlySpan<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> w, ConvShape s)
     {
         s.Validate();
+        RequireDenseBackward(s);
         Check.Length("dx", dx.Length, s.InputLength, s);
         Check.Length("dy", dy.Length, s.OutputLength, s);
         Check.Length("w", w.Length, s.WeightLength, s);
     }
 
+    /// <summary>Backward is written for dense convolutions (asymmetric padding included); grouped and dilated ones are forward-only.</summary>
+    internal static void RequireDenseBackward(ConvShape s)
+    {
+        if (!s.IsDense)
+            throw new NotSupportedException($"conv2d backward computes dense convolutions only (groups 1, dilation 1), not {s}");
+    }
+
     static void CheckBackwardWeight(ReadOnlySpan<float> dw, ReadOnlySpan<float> db, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, ConvShape s)
     {
         s.Validate();
+        RequireDenseBackward(s);
         Check.Length("dw", dw.Length, s.WeightLength, s);
         if (db.Length != 0) Check.Length("db", db.Length, s.K, s);
         Check.Length("dy", dy.Length, s.OutputLength, s);
@@ -313,14 +340,17 @@ public static partial class Conv2d
         }
     }
 
-    /// <summary>Stride 1 with padding ≤ kernel - 1 on both axes: the shapes <see cref="BackwardDataHost_V3FlippedForward"/> computes.</summary>
+    /// <summary>Dense, stride 1, every pad ≤ kernel - 1: the shapes <see cref="BackwardDataHost_V3FlippedForward"/> computes.</summary>
     internal static bool FlippedForwardSupports(ConvShape s)
-        => s.StrideH == 1 && s.StrideW == 1 && s.PadH <= s.R - 1 && s.PadW <= s.S - 1;
+        => s.IsDense && s.StrideH == 1 && s.StrideW == 1 && s.PadH <= s.R - 1 && s.PadW <= s.S - 1
+           && s.PadEndH <= s.R - 1 && s.PadEndW <= s.S - 1;
 
     /// <summary>The forward convolution that computes backward-data of a stride-1 <paramref name="s"/>: input dy
-    /// (N, K, OH, OW), filters (C, K, R, S), padding R-1-padH, S-1-padW; its output is (N, C, H, W).</summary>
+    /// (N, K, OH, OW), filters (C, K, R, S), begin pads R-1-padH, S-1-padW and end pads R-1-padBottom, S-1-padRight
+    /// (the begin and end pads trade places); its output is (N, C, H, W).</summary>
     internal static ConvShape FlippedForwardShape(ConvShape s)
-        => new(s.N, s.K, s.OutH, s.OutW, s.C, s.R, s.S, 1, 1, s.R - 1 - s.PadH, s.S - 1 - s.PadW);
+        => new(s.N, s.K, s.OutH, s.OutW, s.C, s.R, s.S, 1, 1, s.R - 1 - s.PadH, s.S - 1 - s.PadW,
+            s.R - 1 - s.PadEndH, s.S - 1 - s.PadEndW);
 
     /// <summary>
     /// Version 3 of backward-data, stride 1 and padding ≤ kernel - 1 only: with stride 1 the transposed convolution
@@ -432,7 +462,7 @@ public static partial class Conv2d
     {
         CheckBackwardWeight(dw, db, dy, x, s);
         int m = s.K, n = s.C * s.R * s.S, pixels = s.OutH * s.OutW;
-        bool direct = s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0;
+        bool direct = ReadsImageAsB(s);
         int mPad = HostGemmKernels.PaddedRows(m);
         float[] aBuf = System.Buffers.ArrayPool<float>.Shared.Rent(checked((int)((long)mPad * pixels + 16)));
         try
@@ -534,6 +564,9 @@ public enum Conv2dVersion
     /// gathered straight from X into shared memory (no im2col buffer); 64 x 64 tiles, 4 x 4 register blocks.
     /// </summary>
     V2ImplicitGemm,
+    /// <summary>One thread per output element over its group's channels and dilated taps: the version for grouped,
+    /// depthwise and dilated convolutions (the dense versions refuse them); it computes dense shapes too.</summary>
+    V3GroupedDirect,
 }
 
 /// <summary>Convolution backward kernel versions (backward-data and backward-weight), selectable by name.</summary>
@@ -556,7 +589,9 @@ public enum Conv2dBackwardVersion
 internal readonly struct ConvArgs
 {
     public readonly int N, C, H, W, K, R, S, StrideH, StrideW, PadH, PadW, OutH, OutW, Relu;
-    public readonly int Crs;       // reduction length C*R*S
+    public readonly int DilationH, DilationW;
+    public readonly int GroupC, GroupK; // channels per group: C / Groups in, K / Groups out
+    public readonly int Crs;       // reduction length (C/Groups)*R*S, a weight row
     public readonly long Pixels;   // GEMM columns N*OH*OW
 
     public ConvArgs(ConvShape s, bool relu)
@@ -564,17 +599,20 @@ internal readonly struct ConvArgs
         N = s.N; C = s.C; H = s.H; W = s.W; K = s.K; R = s.R; S = s.S;
         StrideH = s.StrideH; StrideW = s.StrideW; PadH = s.PadH; PadW = s.PadW;
         OutH = s.OutH; OutW = s.OutW; Relu = relu ? 1 : 0;
-        Crs = s.C * s.R * s.S;
+        DilationH = s.DilationH; DilationW = s.DilationW;
+        GroupC = s.GroupChannels; GroupK = s.GroupOutChannels;
+        Crs = s.GroupChannels * s.R * s.S;
         Pixels = (long)s.N * s.OutH * s.OutW;
     }
 }
 
 /// <summary>
-/// Convolution forward on an ILGPU accelerator: y (N, K, OH, OW) = x (N, C, H, W) * w (K, C, R, S) + b (K),
-/// then ReLU if asked; any kernel size, stride and padding. Kernels are compiled once in the constructor;
+/// Convolution forward on an ILGPU accelerator: y (N, K, OH, OW) = x (N, C, H, W) * w (K, C/G, R, S) + b (K),
+/// then ReLU if asked; any kernel size, stride, padding (asymmetric too), dilation and groups (grouped and dilated
+/// shapes run <see cref="Conv2dVersion.V3GroupedDirect"/>). Kernels are compiled once in the constructor;
 /// launches go to the default stream and are not synchronised.
 /// </summary>
-public sealed class Conv2dGpu
+public sealed partial class Conv2dGpu
 {
     private const int Tile = 64, TileK = 16, Threads = Accelerators.TiledGroupSize;
     /// <summary>Longest reduction one backward-weight group walks: VGG16's conv1_2 at batch 8 (N·OH·OW = 401408)
@@ -594,6 +632,7 @@ public sealed class Conv2dGpu
     {
         _acc = accelerator;
         _naive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(NaiveKernel);
+        _grouped = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(GroupedDirectKernel);
         _dataNaive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(BackwardDataNaiveKernel);
         _weightNaive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightNaiveKernel);
         if (accelerator.MaxNumThreadsPerGroup >= Threads)
@@ -611,8 +650,9 @@ public sealed class Conv2dGpu
     /// <summary>The fastest version this accelerator can run.</summary>
     public Conv2dVersion DefaultVersion => _implicitGemm != null ? Conv2dVersion.V2ImplicitGemm : Conv2dVersion.V1Naive;
 
+    /// <summary>With the default version: the dense one for dense shapes, <see cref="Conv2dVersion.V3GroupedDirect"/> otherwise.</summary>
     public void Forward(ArrayView<float> y, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ConvShape s, bool relu)
-        => Forward(DefaultVersion, y, x, w, b, s, relu);
+        => Forward(s.IsDense ? DefaultVersion : Conv2dVersion.V3GroupedDirect, y, x, w, b, s, relu);
 
     public void Forward(Conv2dVersion version, ArrayView<float> y, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b,
         ConvShape s, bool relu)
@@ -622,9 +662,16 @@ public sealed class Conv2dGpu
         Check.Length("x", x.Length, s.InputLength, s);
         Check.Length("w", w.Length, s.WeightLength, s);
         Check.Length("b", b.Length, s.K, s);
+        if (version != Conv2dVersion.V3GroupedDirect) Conv2d.RequireDense(s, $"ILGPU {version}");
         var args = new ConvArgs(s, relu);
         switch (version)
         {
+            case Conv2dVersion.V3GroupedDirect:
+            {
+                int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+                _grouped(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, w, b, args);
+                break;
+            }
             case Conv2dVersion.V1Naive:
             {
                 int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
@@ -776,6 +823,7 @@ public sealed class Conv2dGpu
     public void BackwardData(Conv2dBackwardVersion version, ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> w, ConvShape s)
     {
         s.Validate();
+        Conv2d.RequireDenseBackward(s);
         if ((long)s.K * s.R * s.S > int.MaxValue) throw new ArgumentException($"conv2d backward-data: K*R*S exceeds 2^31-1 for {s}");
         Check.Length("dx", dx.Length, s.InputLength, s);
         Check.Length("dy", dy.Length, s.OutputLength, s);
@@ -812,6 +860,7 @@ public sealed class Conv2dGpu
         ConvShape s, bool hasBias = true)
     {
         s.Validate();
+        Conv2d.RequireDenseBackward(s);
         Check.Length("dw", dw.Length, s.WeightLength, s);
         if (hasBias) Check.Length("db", db.Length, s.K, s);
         Check.Length("dy", dy.Length, s.OutputLength, s);

@@ -27,9 +27,10 @@ internal static unsafe partial class HostWinograd
 {
     const int Lanes = 8, Positions = 16, NR = HostGemmKernels.NR, MR = HostGemmKernels.MR;
 
-    /// <summary>The shapes this algorithm computes: 3x3 filters, stride 1, padding 1 (output size = input size).</summary>
+    /// <summary>The shapes this algorithm computes: dense 3x3 filters, stride 1, padding 1 on every side (output size = input size).</summary>
     internal static bool Supports(ConvShape s)
-        => s.R == 3 && s.S == 3 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 1 && s.PadW == 1;
+        => s.R == 3 && s.S == 3 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 1 && s.PadW == 1
+           && s.PadEndH == 1 && s.PadEndW == 1 && s.IsDense;
 
     [ThreadStatic] static float[]? t_work;
 

@@ -3,7 +3,8 @@ using ILGPU.Runtime;
 
 namespace Tp7.Engine.Kernels;
 
-// Max pooling and torchvision's adaptive average pooling, forward and backward.
+// Max pooling (any window, stride, asymmetric padding, dilation, ceil mode) and torchvision's adaptive average
+// pooling, forward and backward; ONNX's AveragePool, forward only.
 // Gradient rule for every backward in this file: gradients of parameters accumulate (+=),
 // gradients of activations overwrite (=); ZeroGrad clears them.
 
@@ -20,12 +21,13 @@ public static partial class Pooling
     /// </summary>
     public static unsafe void MaxForwardHost_V2Planes(Span<float> y, ReadOnlySpan<float> x, PoolShape s)
     {
+        s.Validate();
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int oh = s.OutH, ow = s.OutW, h = s.H, w = s.W;
         long planes = (long)s.N * s.C;
         if (planes == 0 || oh <= 0 || ow <= 0) return;
-        bool hot = s.KernelH == 2 && s.KernelW == 2 && s.StrideH == 2 && s.StrideW == 2 && s.PadH == 0 && s.PadW == 0;
+        bool hot = Is2x2Stride2Inside(s);
         fixed (float* py = y) fixed (float* px = x)
         {
             nint yp = (nint)py, xp = (nint)px;
@@ -58,9 +60,16 @@ public static partial class Pooling
         }
     }
 
+    /// <summary>The 2x2 stride-2 window with no padding or dilation whose every window lies inside the input (so no
+    /// end padding or ceil mode adds a window hanging past the last row or column): the fast paths' shape.</summary>
+    static bool Is2x2Stride2Inside(PoolShape s)
+        => s.KernelH == 2 && s.KernelW == 2 && s.StrideH == 2 && s.StrideW == 2 && s.PadH == 0 && s.PadW == 0
+           && s.DilationH == 1 && s.DilationW == 1 && 2L * s.OutH <= s.H && 2L * s.OutW <= s.W;
+
     /// <summary>Version 1: plane by plane on one thread. The specification.</summary>
     public static void MaxForwardHost_V1Naive(Span<float> y, ReadOnlySpan<float> x, PoolShape s)
     {
+        s.Validate();
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int oh = s.OutH, ow = s.OutW;
@@ -78,11 +87,11 @@ public static partial class Pooling
             float m = float.NegativeInfinity;
             for (int r = 0; r < s.KernelH; r++)
             {
-                int iy = oy * s.StrideH - s.PadH + r;
+                int iy = oy * s.StrideH - s.PadH + r * s.DilationH;
                 if ((uint)iy >= (uint)s.H) continue;
                 for (int q = 0; q < s.KernelW; q++)
                 {
-                    int ix = ox * s.StrideW - s.PadW + q;
+                    int ix = ox * s.StrideW - s.PadW + q * s.DilationW;
                     if ((uint)ix >= (uint)s.W) continue;
                     float v = xi[iy * s.W + ix];
                     if (v > m || float.IsNaN(v)) m = v;
@@ -142,10 +151,11 @@ public static partial class Pooling
     /// </summary>
     public static unsafe void MaxBackwardHost_V2Planes(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, PoolShape s)
     {
+        s.Validate();
         Check.Length("dx", dx.Length, s.InputLength, s);
         Check.Length("dy", dy.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
-        bool hot = s.KernelH == 2 && s.KernelW == 2 && s.StrideH == 2 && s.StrideW == 2 && s.PadH == 0 && s.PadW == 0;
+        bool hot = Is2x2Stride2Inside(s);
         long planes = (long)s.N * s.C;
         int oh = s.OutH, ow = s.OutW, h = s.H, w = s.W;
         if (!hot || planes == 0 || oh <= 0 || ow <= 0) { MaxBackwardHost_V1Naive(dx, dy, x, s); return; }
@@ -189,6 +199,7 @@ public static partial class Pooling
     /// <summary>Version 1: clear each plane, then add each window's dy at its <see cref="MaxArg"/>; planes in parallel. The specification.</summary>
     public static void MaxBackwardHost_V1Naive(Span<float> dx, ReadOnlySpan<float> dy, ReadOnlySpan<float> x, PoolShape s)
     {
+        s.Validate();
         Check.Length("dx", dx.Length, s.InputLength, s);
         Check.Length("dy", dy.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
@@ -208,7 +219,7 @@ public static partial class Pooling
                     dxi.Clear();
                     for (int oy = 0; oy < oh; oy++)
                         for (int ox = 0; ox < ow; ox++)
-                            dxi[MaxArg(xi, s, oy, ox)] += dyi[oy * ow + ox];
+                            if (MaxArg(xi, s, oy, ox) is var arg and >= 0) dxi[arg] += dyi[oy * ow + ox];
                 }
                 if (s.InputLength < 1 << 16) for (long p = 0; p < planes; p++) Plane(p);
                 else Parallel.For(0L, planes, Plane);
@@ -216,21 +227,78 @@ public static partial class Pooling
         }
     }
 
-    /// <summary>Index in the plane (H, W) of window (oy, ox)'s max under PyTorch's rule (see <see cref="MaxBackwardHost"/>).</summary>
+    /// <summary>Index in the plane (H, W) of window (oy, ox)'s max under PyTorch's rule (see <see cref="MaxBackwardHost"/>):
+    /// the first in-bounds tap unless a later one is greater or NaN; -1 for a window wholly in the padding.</summary>
     internal static int MaxArg(ReadOnlySpan<float> xi, PoolShape s, int oy, int ox)
     {
         int y0 = oy * s.StrideH - s.PadH, x0 = ox * s.StrideW - s.PadW;
-        int ys = Math.Max(y0, 0), ye = Math.Min(y0 + s.KernelH, s.H);
-        int xs = Math.Max(x0, 0), xe = Math.Min(x0 + s.KernelW, s.W);
-        int arg = ys * s.W + xs;
+        int arg = -1;
         float m = float.NegativeInfinity;
-        for (int iy = ys; iy < ye; iy++)
-            for (int ix = xs; ix < xe; ix++)
+        for (int r = 0; r < s.KernelH; r++)
+        {
+            int iy = y0 + r * s.DilationH;
+            if ((uint)iy >= (uint)s.H) continue;
+            for (int q = 0; q < s.KernelW; q++)
             {
+                int ix = x0 + q * s.DilationW;
+                if ((uint)ix >= (uint)s.W) continue;
                 float v = xi[iy * s.W + ix];
-                if (v > m || float.IsNaN(v)) { m = v; arg = iy * s.W + ix; }
+                if (arg < 0 || v > m || float.IsNaN(v)) { m = v; arg = iy * s.W + ix; }
             }
+        }
         return arg;
+    }
+
+    /// <summary>
+    /// One axis of an average-pooling window, PyTorch's avg_pool2d rule with ONNX's separate end pad: the window
+    /// starts at o·stride - pad and is clipped to the padded input [-pad, size + padEnd) (a ceil-mode window hanging
+    /// past that border is shortened), giving <c>Padded</c>, the count_include_pad divisor's factor; then clipped to the
+    /// input itself, giving [Start, End), the elements summed and the other divisor's factor.
+    /// </summary>
+    public static (int Start, int End, int Padded) AvgWindow(int o, int stride, int pad, int padEnd, int kernel, int size)
+    {
+        int start = o * stride - pad;
+        int end = Math.Min(start + kernel, size + padEnd);
+        return (Math.Max(start, 0), Math.Min(end, size), end - start);
+    }
+
+    /// <summary>
+    /// ONNX AveragePool / PyTorch avg_pool2d: y (N, C, OH, OW) = the sum of each window's in-bounds elements of x
+    /// (N, C, H, W) divided by the window's area inside the padded input when <paramref name="countIncludePad"/>, by
+    /// the number of in-bounds elements otherwise (see <see cref="AvgWindow"/>); a window with nothing to divide by
+    /// gives 0. No dilation. Planes in parallel. The specification and the host backend.
+    /// </summary>
+    public static unsafe void AvgForwardHost(Span<float> y, ReadOnlySpan<float> x, PoolShape s, bool countIncludePad)
+    {
+        s.Validate();
+        if (s.DilationH != 1 || s.DilationW != 1) throw new ArgumentException($"average pool: dilation is not supported, got {s}");
+        Check.Length("y", y.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+        int oh = s.OutH, ow = s.OutW, hw = s.H * s.W;
+        fixed (float* py = y) fixed (float* px = x)
+        {
+            nint yp = (nint)py, xp = (nint)px;
+            void Plane(long plane)
+            {
+                float* xi = (float*)xp + plane * hw, yo = (float*)yp + plane * oh * ow;
+                for (int oy = 0; oy < oh; oy++)
+                {
+                    var (ys, ye, ph) = AvgWindow(oy, s.StrideH, s.PadH, s.PadEndH, s.KernelH, s.H);
+                    for (int ox = 0; ox < ow; ox++)
+                    {
+                        var (xs, xe, pw) = AvgWindow(ox, s.StrideW, s.PadW, s.PadEndW, s.KernelW, s.W);
+                        float sum = 0f;
+                        for (int iy = ys; iy < ye; iy++)
+                            for (int ix = xs; ix < xe; ix++) sum += xi[iy * s.W + ix];
+                        int divisor = countIncludePad ? ph * pw : Math.Max(ye - ys, 0) * Math.Max(xe - xs, 0);
+                        yo[oy * ow + ox] = divisor > 0 ? sum / divisor : 0f;
+                    }
+                }
+            }
+            long planes = (long)s.N * s.C;
+            if (s.InputLength < 1 << 16) for (long p = 0; p < planes; p++) Plane(p);
+            else Parallel.For(0L, planes, Plane);
+        }
     }
 
     /// <summary>
@@ -267,6 +335,22 @@ public static partial class Pooling
 
 // ===== ILGPU kernels =====
 
+/// <summary>Kernel arguments of max and average pooling: the shape with its end pads and output size resolved on the host.</summary>
+internal readonly struct PoolArgs
+{
+    public readonly int N, C, H, W, KernelH, KernelW, StrideH, StrideW, PadH, PadW, PadEndH, PadEndW, DilationH, DilationW, OutH, OutW;
+    public readonly int CountIncludePad;
+    public readonly long InputLength, OutputLength;
+
+    public PoolArgs(PoolShape s, bool countIncludePad = false)
+    {
+        N = s.N; C = s.C; H = s.H; W = s.W; KernelH = s.KernelH; KernelW = s.KernelW; StrideH = s.StrideH; StrideW = s.StrideW;
+        PadH = s.PadH; PadW = s.PadW; PadEndH = s.PadEndH; PadEndW = s.PadEndW; DilationH = s.DilationH; DilationW = s.DilationW;
+        OutH = s.OutH; OutW = s.OutW; CountIncludePad = countIncludePad ? 1 : 0;
+        InputLength = s.InputLength; OutputLength = s.OutputLength;
+    }
+}
+
 /// <summary>Kernel arguments of adaptive average pooling: (N*C) planes of (H, W) to (OH, OW).</summary>
 internal readonly struct AdaptiveAvgArgs
 {
@@ -283,30 +367,41 @@ internal readonly struct AdaptiveAvgArgs
 public sealed class PoolingGpu
 {
     private readonly Accelerator _acc;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolShape> _max;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs> _max;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs> _avg;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvg;
-    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolShape> _maxBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs> _maxBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvgBackward;
 
     public PoolingGpu(Accelerator accelerator)
     {
         _acc = accelerator;
-        _max = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolShape>(MaxKernel);
+        _max = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs>(MaxKernel);
+        _avg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs>(AvgKernel);
         _adaptiveAvg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs>(AdaptiveAvgKernel);
-        _maxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolShape>(MaxBackwardKernel);
+        _maxBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs>(MaxBackwardKernel);
         _adaptiveAvgBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs>(AdaptiveAvgBackwardKernel);
     }
 
     /// <summary>y (N, C, OH, OW) = max over each window of x (N, C, H, W); padding never wins, NaN propagates.</summary>
     public void MaxForward(ArrayView<float> y, ArrayView<float> x, PoolShape s)
     {
-        if (s.N <= 0 || s.C <= 0 || s.KernelH <= 0 || s.KernelW <= 0 || s.StrideH <= 0 || s.StrideW <= 0
-            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
-            throw new ArgumentException($"maxpool: invalid shape {s}");
+        s.Validate();
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, s);
+        _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s));
+    }
+
+    /// <summary>ONNX AveragePool: y (N, C, OH, OW) from x (N, C, H, W), windows and divisors as in <see cref="Pooling.AvgForwardHost"/>.</summary>
+    public void AvgForward(ArrayView<float> y, ArrayView<float> x, PoolShape s, bool countIncludePad)
+    {
+        s.Validate();
+        if (s.DilationH != 1 || s.DilationW != 1) throw new ArgumentException($"average pool: dilation is not supported, got {s}");
+        Check.Length("y", y.Length, s.OutputLength, s);
+        Check.Length("x", x.Length, s.InputLength, s);
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _avg(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad));
     }
 
     /// <summary>torchvision's AdaptiveAvgPool2d: y (N, C, OH, OW) from x (N, C, H, W), bins as in <see cref="Pooling.AdaptiveAvgForwardHost"/>.</summary>
@@ -324,12 +419,12 @@ public sealed class PoolingGpu
     /// <summary>dx (N, C, H, W), overwritten, of max pooling; same routing, tie rule and summation order as <see cref="Pooling.MaxBackwardHost"/>.</summary>
     public void MaxBackward(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, PoolShape s)
     {
-        CheckMaxShape(s);
+        s.Validate();
         Check.Length("dx", dx.Length, s.InputLength, s);
         Check.Length("dy", dy.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, s);
+        _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s));
     }
 
     /// <summary>dx (N, C, H, W), overwritten, of adaptive average pooling; as <see cref="Pooling.AdaptiveAvgBackwardHost"/>.</summary>
@@ -344,19 +439,12 @@ public sealed class PoolingGpu
             new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
     }
 
-    private static void CheckMaxShape(PoolShape s)
-    {
-        if (s.N <= 0 || s.C <= 0 || s.KernelH <= 0 || s.KernelW <= 0 || s.StrideH <= 0 || s.StrideW <= 0
-            || s.PadH < 0 || s.PadW < 0 || s.OutH <= 0 || s.OutW <= 0)
-            throw new ArgumentException($"maxpool: invalid shape {s}");
-    }
-
     /// <summary>
     /// One thread per dx element (no atomics): it visits the windows that contain it in output order, re-derives
     /// each window's argmax with the host's rule, and sums the dy of those it wins, so the sum is the host's, in
     /// the host's order.
     /// </summary>
-    private static void MaxBackwardKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, PoolShape s)
+    private static void MaxBackwardKernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, PoolArgs s)
     {
         int oh = s.OutH, ow = s.OutW;
         long total = s.InputLength;
@@ -367,31 +455,15 @@ public sealed class PoolingGpu
             long plane = e / inPlane;
             int pix = (int)(e - plane * inPlane);
             int iy = pix / s.W, ix = pix - iy * s.W;
-            // Windows oy with oy*sh - ph <= iy <= oy*sh - ph + kh - 1.
-            int loY = iy + s.PadH - s.KernelH + 1, loX = ix + s.PadW - s.KernelW + 1;
+            // Windows oy with oy*sh - ph <= iy <= oy*sh - ph + (kh - 1)*dh.
+            int loY = iy + s.PadH - (s.KernelH - 1) * s.DilationH, loX = ix + s.PadW - (s.KernelW - 1) * s.DilationW;
             int oy0 = loY <= 0 ? 0 : (loY + s.StrideH - 1) / s.StrideH, oy1 = Math.Min((iy + s.PadH) / s.StrideH, oh - 1);
             int ox0 = loX <= 0 ? 0 : (loX + s.StrideW - 1) / s.StrideW, ox1 = Math.Min((ix + s.PadW) / s.StrideW, ow - 1);
             long xi = plane * inPlane;
             float g = 0f;
             for (int oy = oy0; oy <= oy1; oy++)
-            {
-                int y0 = oy * s.StrideH - s.PadH;
-                int ys = Math.Max(y0, 0), ye = Math.Min(y0 + s.KernelH, s.H);
                 for (int ox = ox0; ox <= ox1; ox++)
-                {
-                    int x0 = ox * s.StrideW - s.PadW;
-                    int xs = Math.Max(x0, 0), xe = Math.Min(x0 + s.KernelW, s.W);
-                    int arg = ys * s.W + xs;
-                    float m = float.NegativeInfinity;
-                    for (int yy = ys; yy < ye; yy++)
-                        for (int xx = xs; xx < xe; xx++)
-                        {
-                            float v = x[xi + (long)yy * s.W + xx];
-                            if (v > m || float.IsNaN(v)) { m = v; arg = yy * s.W + xx; }
-                        }
-                    if (arg == pix) g += dy[plane * outPlane + (long)oy * ow + ox];
-                }
-            }
+                    if (WindowArgMax(x, xi, s, oy, ox) == pix) g += dy[plane * outPlane + (long)oy * ow + ox];
             dx[e] = g;
         }
     }
@@ -423,7 +495,28 @@ public sealed class PoolingGpu
         }
     }
 
-    private static void MaxKernel(ArrayView<float> y, ArrayView<float> x, PoolShape s)
+    /// <summary><see cref="Pooling.MaxArg"/> on the device: the plane index of window (oy, ox)'s max, -1 when it has no input.</summary>
+    private static int WindowArgMax(ArrayView<float> x, long xi, PoolArgs s, int oy, int ox)
+    {
+        int y0 = oy * s.StrideH - s.PadH, x0 = ox * s.StrideW - s.PadW;
+        int arg = -1;
+        float m = float.NegativeInfinity;
+        for (int r = 0; r < s.KernelH; r++)
+        {
+            int iy = y0 + r * s.DilationH;
+            if (iy < 0 || iy >= s.H) continue;
+            for (int q = 0; q < s.KernelW; q++)
+            {
+                int ix = x0 + q * s.DilationW;
+                if (ix < 0 || ix >= s.W) continue;
+                float v = x[xi + (long)iy * s.W + ix];
+                if (arg < 0 || v > m || float.IsNaN(v)) { m = v; arg = iy * s.W + ix; }
+            }
+        }
+        return arg;
+    }
+
+    private static void MaxKernel(ArrayView<float> y, ArrayView<float> x, PoolArgs s)
     {
         int oh = s.OutH, ow = s.OutW;
         long total = s.OutputLength;
@@ -438,17 +531,40 @@ public sealed class PoolingGpu
             float m = float.NegativeInfinity;
             for (int r = 0; r < s.KernelH; r++)
             {
-                int iy = oy * s.StrideH - s.PadH + r;
+                int iy = oy * s.StrideH - s.PadH + r * s.DilationH;
                 if (iy < 0 || iy >= s.H) continue;
                 for (int q = 0; q < s.KernelW; q++)
                 {
-                    int ix = ox * s.StrideW - s.PadW + q;
+                    int ix = ox * s.StrideW - s.PadW + q * s.DilationW;
                     if (ix < 0 || ix >= s.W) continue;
                     float v = x[xi + (long)iy * s.W + ix];
                     if (v > m || float.IsNaN(v)) m = v;
                 }
             }
             y[e] = m;
+        }
+    }
+
+    /// <summary>One thread per output element, the loops of <see cref="Pooling.AvgForwardHost"/>.</summary>
+    private static void AvgKernel(ArrayView<float> y, ArrayView<float> x, PoolArgs s)
+    {
+        int oh = s.OutH, ow = s.OutW;
+        long total = s.OutputLength;
+        long outPlane = (long)oh * ow, inPlane = (long)s.H * s.W;
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            long plane = e / outPlane;
+            int pix = (int)(e - plane * outPlane);
+            int oy = pix / ow, ox = pix - oy * ow;
+            var (ys, ye, ph) = Pooling.AvgWindow(oy, s.StrideH, s.PadH, s.PadEndH, s.KernelH, s.H);
+            var (xs, xe, pw) = Pooling.AvgWindow(ox, s.StrideW, s.PadW, s.PadEndW, s.KernelW, s.W);
+            long xi = plane * inPlane;
+            float sum = 0f;
+            for (int iy = ys; iy < ye; iy++)
+                for (int ix = xs; ix < xe; ix++) sum += x[xi + (long)iy * s.W + ix];
+            int divisor = s.CountIncludePad != 0 ? ph * pw : Math.Max(ye - ys, 0) * Math.Max(xe - xs, 0);
+            y[e] = divisor > 0 ? sum / divisor : 0f;
         }
     }
 

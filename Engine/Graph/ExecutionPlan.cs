@@ -123,6 +123,7 @@ public sealed class ExecutionPlan
                 var op = OpRegistry.Get(node.Op);
                 if (!node.Outputs.Any(needsGrad.Contains)) continue;
                 if (!op.HasBackward) throw new NotSupportedException($"{node.Name}: op {node.Op} has no backward pass, so it cannot be trained through");
+                if (op.BackwardUnsupported(node) is { } why) throw new NotSupportedException($"{node.Name}: {why}, so it cannot be trained through");
                 backward.Add(i);
                 foreach (var v in node.Inputs)
                     if (needsGrad.Contains(v) && !Graph.IsParameter(v) && ForwardNodes.Sum(j => nodes[j].Inputs.Count(u => u == v)) > 1)

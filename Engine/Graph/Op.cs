@@ -49,6 +49,9 @@ public abstract class Op
     public abstract void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs);
 
     public virtual bool HasBackward => false;
+    /// <summary>Why this node cannot be trained through although its op has a backward pass (an attribute the backward
+    /// kernels do not handle), or null when it can; the planner refuses training with this reason.</summary>
+    public virtual string? BackwardUnsupported(Node node) => null;
     /// <summary>Whether backward reads forward input <paramref name="index"/> (so training keeps it alive).</summary>
     public virtual bool BackwardReadsInput(Node node, int index, IReadOnlyList<bool> inputNeedsGrad) => false;
     /// <summary>Whether backward reads forward output <paramref name="index"/>.</summary>
@@ -66,6 +69,23 @@ public abstract class Op
         if (!condition) throw new ArgumentException($"{node.Name} ({node.Op}): {message()}");
     }
 
+    /// <summary>A two-element attribute such as strides [sh, sw]; any other length is refused by name.</summary>
+    protected static int[] Pair(Node node, string name, int[] fallback)
+    {
+        var v = node.Attributes.Ints(name, fallback);
+        Require(v.Length == 2, node, () => $"attribute {name} must have 2 values (height, width), got [{string.Join(", ", v)}]");
+        return v;
+    }
+
+    /// <summary>The pads attribute: [ph, pw] on both sides, or ONNX's [top, left, bottom, right] (begins, then ends).</summary>
+    protected static (int Top, int Left, int Bottom, int Right) Pads(Node node)
+    {
+        var p = node.Attributes.Ints("pads", [0, 0]);
+        Require(p.Length == 2 || p.Length == 4, node,
+            () => $"attribute pads must be [ph, pw] or [top, left, bottom, right], got [{string.Join(", ", p)}]");
+        return p.Length == 2 ? (p[0], p[1], p[0], p[1]) : (p[0], p[1], p[2], p[3]);
+    }
+
     protected static void Arity(Node node, IReadOnlyList<Shape> inputs, int min, int max = -1)
     {
         if (max < 0) max = min;
@@ -79,7 +99,7 @@ public static class OpRegistry
 {
     static readonly Dictionary<string, Op> ops = new Op[]
     {
-        new Ops.Conv2dOp(), new Ops.LinearOp(), new Ops.ReluOp(), new Ops.MaxPoolOp(), new Ops.AdaptiveAvgPoolOp(),
+        new Ops.Conv2dOp(), new Ops.LinearOp(), new Ops.ReluOp(), new Ops.MaxPoolOp(), new Ops.AveragePoolOp(), new Ops.AdaptiveAvgPoolOp(),
         new Ops.GlobalAvgPoolOp(), new Ops.FlattenOp(), new Ops.DropoutOp(), new Ops.SoftmaxOp(), new Ops.AddOp(),
         new Ops.BatchNormOp(),
     }.ToDictionary(o => o.Name, StringComparer.Ordinal);

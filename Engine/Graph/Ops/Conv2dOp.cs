@@ -4,9 +4,10 @@ using Tp7.Engine.Kernels;
 namespace Tp7.Engine.Graph.Ops;
 
 /// <summary>
-/// 2-D convolution, NCHW input, OIHW weights, bias: inputs (x, w, b), attributes strides [sh, sw], pads [ph, pw]
+/// 2-D convolution, NCHW input, OIHW weights, bias: inputs (x, w (K, C/group, R, S), b (K)), attributes strides
+/// [sh, sw], pads [ph, pw] or ONNX's [top, left, bottom, right], dilations [dh, dw] (default [1, 1]), group (default 1)
 /// and the fused epilogue flag relu (set by <see cref="Fusion"/>). Kernels: <see cref="Conv2d"/> (host) and
-/// <see cref="Conv2dGpu"/>.
+/// <see cref="Conv2dGpu"/>. Backward: dense convolutions only (group 1, dilations [1, 1]), asymmetric pads included.
 /// </summary>
 public sealed class Conv2dOp : Op
 {
@@ -14,9 +15,11 @@ public sealed class Conv2dOp : Op
 
     public static ConvShape ShapeOf(Node node, Shape x, Shape w)
     {
-        var st = node.Attributes.Ints("strides", [1, 1]);
-        var pads = node.Attributes.Ints("pads", [0, 0]);
-        return new ConvShape(x[0], x[1], x[2], x[3], w[0], w[2], w[3], st[0], st[1], pads[0], pads[1]);
+        var st = Pair(node, "strides", [1, 1]);
+        var (top, left, bottom, right) = Pads(node);
+        var d = Pair(node, "dilations", [1, 1]);
+        int group = node.Attributes.Int("group", 1);
+        return new ConvShape(x[0], x[1], x[2], x[3], w[0], w[2], w[3], st[0], st[1], top, left, bottom, right, d[0], d[1], group);
     }
 
     public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
@@ -24,7 +27,12 @@ public sealed class Conv2dOp : Op
         Arity(node, inputs, 3);
         Shape x = inputs[0], w = inputs[1], b = inputs[2];
         Require(x.Rank == 4 && w.Rank == 4, node, () => $"needs a 4-D input and 4-D weights, got {x} and {w}");
-        Require(w[1] == x[1], node, () => $"weights {w} expect {w[1]} input channels, the input {x} has {x[1]}");
+        int group = node.Attributes.Int("group", 1);
+        Require(group > 0 && x[1] % group == 0 && w[0] % group == 0, node,
+            () => $"group {group} must divide the input's {x[1]} channels and the weights' {w[0]} output channels");
+        Require((long)w[1] * group == x[1], node, () => group == 1
+            ? $"weights {w} expect {w[1]} input channels, the input {x} has {x[1]}"
+            : $"weights {w} expect {w[1]} input channels per group x group {group} = {(long)w[1] * group}, the input {x} has {x[1]}");
         Require(b.Rank == 1 && b[0] == w[0], node, () => $"bias {b} does not match {w[0]} output channels");
         var s = ShapeOf(node, x, w);
         try { s.Validate(); }
@@ -56,6 +64,13 @@ public sealed class Conv2dOp : Op
     }
 
     public override bool HasBackward => true;
+    public override string? BackwardUnsupported(Node node)
+    {
+        int group = node.Attributes.Int("group", 1);
+        var d = node.Attributes.Ints("dilations", [1, 1]);
+        return group == 1 && d.All(v => v == 1) ? null
+            : $"op Conv has a backward pass for dense convolutions only, not group {group} dilations [{string.Join(", ", d)}]";
+    }
     // dW needs x; a fused ReLU needs its output to know where the gradient passes.
     public override bool BackwardReadsInput(Node node, int index, IReadOnlyList<bool> inputNeedsGrad)
         => index == 0 && inputNeedsGrad[1];
@@ -63,6 +78,7 @@ public sealed class Conv2dOp : Op
 
     public override void Backward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs, Tensor[] outputGrads, Tensor?[] inputGrads)
     {
+        if (BackwardUnsupported(node) is { } why) throw new NotSupportedException($"{node.Name}: {why}");
         var s = ShapeOf(node, inputs[0].Shape, inputs[1].Shape);
         var dy = outputGrads[0];
         if (node.Attributes.Flag("relu")) ReluOp.BackwardInPlace(ctx, dy, outputs[0]);

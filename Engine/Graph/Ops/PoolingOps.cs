@@ -3,17 +3,22 @@ using Tp7.Engine.Kernels;
 
 namespace Tp7.Engine.Graph.Ops;
 
-/// <summary>Max pooling: attributes kernel [kh, kw], strides, pads. Backward re-derives each window's argmax from x.</summary>
+/// <summary>
+/// Max pooling: attributes kernel [kh, kw], strides (default: the kernel), pads [ph, pw] or [top, left, bottom, right],
+/// dilations [dh, dw] and flag ceil_mode; padding is -inf. Backward re-derives each window's argmax from x.
+/// </summary>
 public sealed class MaxPoolOp : Op
 {
     public override string Name => "MaxPool";
 
     public static PoolShape ShapeOf(Node node, Shape x)
     {
-        var k = node.Attributes.Ints("kernel", [2, 2]);
-        var st = node.Attributes.Ints("strides", k);
-        var pads = node.Attributes.Ints("pads", [0, 0]);
-        return new PoolShape(x[0], x[1], x[2], x[3], k[0], k[1], st[0], st[1], pads[0], pads[1]);
+        var k = Pair(node, "kernel", [2, 2]);
+        var st = Pair(node, "strides", k);
+        var (top, left, bottom, right) = Pads(node);
+        var d = Pair(node, "dilations", [1, 1]);
+        return new PoolShape(x[0], x[1], x[2], x[3], k[0], k[1], st[0], st[1], top, left, bottom, right, d[0], d[1],
+            node.Attributes.Flag("ceil_mode"));
     }
 
     public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
@@ -21,8 +26,8 @@ public sealed class MaxPoolOp : Op
         Arity(node, inputs, 1);
         Require(inputs[0].Rank == 4, node, () => $"needs NCHW, got {inputs[0]}");
         var s = ShapeOf(node, inputs[0]);
-        Require(s.KernelH > 0 && s.KernelW > 0 && s.StrideH > 0 && s.StrideW > 0 && s.PadH >= 0 && s.PadW >= 0 && s.OutH > 0 && s.OutW > 0,
-            node, () => $"window {s.KernelH}x{s.KernelW} stride {s.StrideH}x{s.StrideW} pad {s.PadH}x{s.PadW} does not fit input {inputs[0]}");
+        try { s.Validate(); }
+        catch (ArgumentException e) { throw new ArgumentException($"{node.Name} ({Name}): {e.Message} does not fit input {inputs[0]}", e); }
         return [new Shape(s.N, s.C, s.OutH, s.OutW)];
     }
 
@@ -48,6 +53,51 @@ public sealed class MaxPoolOp : Op
         var s = ShapeOf(node, inputs[0].Shape);
         if (ctx.Device is HostDevice) Pooling.MaxBackwardHost(Host(dx), Host(outputGrads[0]), Host(inputs[0]), s);
         else ((IlgpuDevice)ctx.Device).Kernels(a => new PoolingGpu(a)).MaxBackward(Gpu(dx), Gpu(outputGrads[0]), Gpu(inputs[0]), s);
+    }
+}
+
+/// <summary>
+/// ONNX AveragePool: attributes kernel [kh, kw], strides (default: the kernel), pads [ph, pw] or [top, left, bottom,
+/// right], flags ceil_mode and count_include_pad (divide by the window's area inside the padded input instead of
+/// its in-bounds elements; see <see cref="Pooling.AvgForwardHost"/>). No dilations. Forward only.
+/// </summary>
+public sealed class AveragePoolOp : Op
+{
+    public override string Name => "AveragePool";
+
+    public static PoolShape ShapeOf(Node node, Shape x)
+    {
+        var k = Pair(node, "kernel", [2, 2]);
+        var st = Pair(node, "strides", k);
+        var (top, left, bottom, right) = Pads(node);
+        return new PoolShape(x[0], x[1], x[2], x[3], k[0], k[1], st[0], st[1], top, left, bottom, right,
+            CeilMode: node.Attributes.Flag("ceil_mode"));
+    }
+
+    public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
+    {
+        Arity(node, inputs, 1);
+        Require(inputs[0].Rank == 4, node, () => $"needs NCHW, got {inputs[0]}");
+        var d = node.Attributes.Ints("dilations", [1, 1]);
+        Require(d.All(v => v == 1), node, () => $"dilations [{string.Join(", ", d)}] are not supported, only [1, 1]");
+        var s = ShapeOf(node, inputs[0]);
+        try { s.Validate(); }
+        catch (ArgumentException e) { throw new ArgumentException($"{node.Name} ({Name}): {e.Message} does not fit input {inputs[0]}", e); }
+        return [new Shape(s.N, s.C, s.OutH, s.OutW)];
+    }
+
+    public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
+    {
+        var s = ShapeOf(node, inputs[0]);
+        return new(s.Flops, s.Bytes);
+    }
+
+    public override void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs)
+    {
+        var s = ShapeOf(node, inputs[0].Shape);
+        bool includePad = node.Attributes.Flag("count_include_pad");
+        if (ctx.Device is HostDevice) Pooling.AvgForwardHost(Host(outputs[0]), Host(inputs[0]), s, includePad);
+        else ((IlgpuDevice)ctx.Device).Kernels(a => new PoolingGpu(a)).AvgForward(Gpu(outputs[0]), Gpu(inputs[0]), s, includePad);
     }
 }
 
