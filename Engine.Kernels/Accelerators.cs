@@ -77,7 +77,7 @@ public static class KernelPtx
     public static IReadOnlyList<System.Reflection.MethodInfo> AllKernels()
         => new[] { typeof(GemmGpu), typeof(Conv2dGpu), typeof(PoolingGpu), typeof(ActivationsGpu),
                 typeof(LinearGpu), typeof(DropoutGpu), typeof(LossGpu), typeof(OptimizersGpu), typeof(ElementwiseGpu),
-                typeof(BroadcastGpu) }
+                typeof(BroadcastGpu), typeof(LayoutGpu) }
             .SelectMany(t => t.GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic))
             .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal))
             .ToList();
