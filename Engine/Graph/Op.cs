@@ -83,7 +83,7 @@ public static class OpRegistry
         new Ops.Conv2dOp(), new Ops.LinearOp(), new Ops.ReluOp(), new Ops.MaxPoolOp(), new Ops.AdaptiveAvgPoolOp(),
         new Ops.GlobalAvgPoolOp(), new Ops.FlattenOp(), new Ops.DropoutOp(), new Ops.SoftmaxOp(), new Ops.AddOp(),
         new Ops.BatchNormOp(), new Ops.SubOp(), new Ops.MulOp(), new Ops.DivOp(), new Ops.ClipOp(), new Ops.LeakyReluOp(),
-        new Ops.ConcatOp(), new Ops.SplitOp(), new Ops.TransposeOp(), new Ops.ReshapeOp(), new Ops.IdentityOp(),
+        new Ops.ConcatOp(), new Ops.SplitOp(), new Ops.TransposeOp(), new Ops.MatMulOp(), new Ops.ReshapeOp(), new Ops.IdentityOp(),
     }.ToDictionary(o => o.Name, StringComparer.Ordinal);
 
     public static Op Get(string name)
