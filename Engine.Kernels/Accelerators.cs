@@ -76,7 +76,8 @@ public static class KernelPtx
     /// <summary>The kernels (explicitly grouped, loaded with LoadStreamKernel) of each op-family class.</summary>
     public static IReadOnlyList<System.Reflection.MethodInfo> AllKernels()
         => new[] { typeof(GemmGpu), typeof(Conv2dGpu), typeof(PoolingGpu), typeof(ActivationsGpu),
-                typeof(LinearGpu), typeof(DropoutGpu), typeof(LossGpu), typeof(OptimizersGpu) }
+                typeof(LinearGpu), typeof(DropoutGpu), typeof(LossGpu), typeof(OptimizersGpu), typeof(ElementwiseGpu),
+                typeof(BroadcastGpu), typeof(LayoutGpu) }
             .SelectMany(t => t.GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic))
             .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal))
             .ToList();

@@ -110,6 +110,108 @@ public static partial class Activations
             for (int j = 0; j < cols; j++) yo[j] *= inv;
         }
     }
+
+    /// <summary>
+    /// Softmax along the middle axis of x viewed as (outer, axis, inner): y[o, :, j] = softmax(x[o, :, j]),
+    /// max-subtracted, sums in double. inner = 1 is <see cref="SoftmaxHost"/>; otherwise each outer slab is walked
+    /// row by row along the axis so that the inner columns are read contiguously. Outer slabs run in parallel.
+    /// </summary>
+    public static void SoftmaxAxisHost(Span<float> y, ReadOnlySpan<float> x, int outer, int axis, int inner)
+    {
+        var shape = (outer, axis, inner);
+        Check.Length("y", y.Length, (long)outer * axis * inner, shape);
+        Check.Length("x", x.Length, (long)outer * axis * inner, shape);
+        if (inner == 1) { SoftmaxHost(y, x, outer, axis); return; }
+        unsafe
+        {
+            fixed (float* py = y) fixed (float* px = x)
+            {
+                nint yp = (nint)py, xp = (nint)px;
+                void Slab(int o)
+                {
+                    long slab = (long)axis * inner, start = o * slab;
+                    var xs = new ReadOnlySpan<float>((float*)xp + start, (int)slab);
+                    var ys = new Span<float>((float*)yp + start, (int)slab);
+                    var m = new float[inner];
+                    var sum = new double[inner];
+                    m.AsSpan().Fill(float.NegativeInfinity);
+                    for (int a = 0; a < axis; a++)
+                        for (int j = 0; j < inner; j++) m[j] = MathF.Max(m[j], xs[a * inner + j]);
+                    for (int a = 0; a < axis; a++)
+                        for (int j = 0; j < inner; j++)
+                        {
+                            float e = MathF.Exp(xs[a * inner + j] - m[j]);
+                            ys[a * inner + j] = e;
+                            sum[j] += e;
+                        }
+                    for (int j = 0; j < inner; j++) m[j] = (float)(1.0 / sum[j]);
+                    for (int a = 0; a < axis; a++)
+                        for (int j = 0; j < inner; j++) ys[a * inner + j] *= m[j];
+                }
+                if ((long)outer * axis * inner < 1 << 15) for (int o = 0; o < outer; o++) Slab(o);
+                else Parallel.For(0, outer, Slab);
+            }
+        }
+    }
+
+    /// <summary>y = min(max(x, lo), hi) (ONNX Clip: hi everywhere when lo &gt; hi); NaN passes; y may be x.</summary>
+    public static void ClipHost(Span<float> y, ReadOnlySpan<float> x, float lo, float hi)
+        => Unary(y, x, new ClipF(lo, hi), "clip");
+
+    /// <summary>y = x &lt; 0 ? alpha·x : x (ONNX LeakyRelu); y may be x.</summary>
+    public static void LeakyReluHost(Span<float> y, ReadOnlySpan<float> x, float alpha)
+        => Unary(y, x, new LeakyReluF(alpha), "leaky relu");
+
+    interface IUnaryF
+    {
+        float Apply(float v);
+        System.Numerics.Vector<float> Apply(System.Numerics.Vector<float> v);
+    }
+
+    readonly struct ClipF(float lo, float hi) : IUnaryF
+    {
+        public float Apply(float v)
+        {
+            v = v < lo ? lo : v;
+            return v > hi ? hi : v;
+        }
+        public System.Numerics.Vector<float> Apply(System.Numerics.Vector<float> v)
+        {
+            var l = new System.Numerics.Vector<float>(lo);
+            var h = new System.Numerics.Vector<float>(hi);
+            v = System.Numerics.Vector.ConditionalSelect(System.Numerics.Vector.LessThan(v, l), l, v);
+            return System.Numerics.Vector.ConditionalSelect(System.Numerics.Vector.GreaterThan(v, h), h, v);
+        }
+    }
+
+    readonly struct LeakyReluF(float alpha) : IUnaryF
+    {
+        public float Apply(float v) => v < 0f ? alpha * v : v;
+        public System.Numerics.Vector<float> Apply(System.Numerics.Vector<float> v)
+            => System.Numerics.Vector.ConditionalSelect(System.Numerics.Vector.LessThan(v, System.Numerics.Vector<float>.Zero), v * alpha, v);
+    }
+
+    /// <summary>y[i] = f(x[i]), Vector&lt;float&gt; lanes at a time, chunks of 64K in parallel.</summary>
+    static unsafe void Unary<TOp>(Span<float> y, ReadOnlySpan<float> x, TOp op, string name) where TOp : struct, IUnaryF
+    {
+        Check.Length("y", y.Length, x.Length, name);
+        const int Chunk = 1 << 16;
+        fixed (float* py = y) fixed (float* px = x)
+        {
+            nint yp = (nint)py, xp = (nint)px;
+            int n = x.Length, chunks = (n + Chunk - 1) / Chunk;
+            void Run(int c)
+            {
+                int i = c * Chunk, end = Math.Min(n, i + Chunk), w = System.Numerics.Vector<float>.Count;
+                var xs = new ReadOnlySpan<float>((float*)xp, n);
+                var ys = new Span<float>((float*)yp, n);
+                for (; i + w <= end; i += w) op.Apply(new System.Numerics.Vector<float>(xs[i..])).CopyTo(ys[i..]);
+                for (; i < end; i++) ys[i] = op.Apply(xs[i]);
+            }
+            if (chunks <= 2) for (int c = 0; c < chunks; c++) Run(c);
+            else Parallel.For(0, chunks, Run);
+        }
+    }
 }
 
 
@@ -130,6 +232,9 @@ public sealed class ActivationsGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>> _relu;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int> _softmax;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>> _reluBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> _softmaxStrided;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, float, float> _clip;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, float> _leakyRelu;
 
     public ActivationsGpu(Accelerator accelerator)
     {
@@ -137,6 +242,9 @@ public sealed class ActivationsGpu
         _relu = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>>(ReluKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
         _reluBackward = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>>(ReluBackwardKernel);
+        _softmaxStrided = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, int>(SoftmaxStridedKernel);
+        _clip = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, float, float>(ClipKernel);
+        _leakyRelu = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, float>(LeakyReluKernel);
     }
 
     /// <summary>dx = y > 0 ? dy : 0 from the ReLU output y (overwrites dx; dx may be dy); same rule as <see cref="Activations.ReluBackwardHost"/>.</summary>
@@ -168,6 +276,77 @@ public sealed class ActivationsGpu
         // reduction is the same code for any power-of-two group, so a warp-sized group keeps it fast there.
         int gs = Accelerators.GroupSize(_acc, _acc.AcceleratorType == AcceleratorType.CPU ? 32 : MaxSoftmaxGroup);
         _softmax(new KernelConfig(rows, gs), y, x, rows, cols);
+    }
+
+    /// <summary>Softmax along the middle axis of (outer, axis, inner), as <see cref="Activations.SoftmaxAxisHost"/>:
+    /// inner = 1 is the row kernel; otherwise one thread per (outer, inner) column, consecutive threads on consecutive columns.</summary>
+    public void SoftmaxAxis(ArrayView<float> y, ArrayView<float> x, int outer, int axis, int inner)
+    {
+        if (outer <= 0 || axis <= 0 || inner <= 0) throw new ArgumentException($"softmax: sizes must be positive, got {(outer, axis, inner)}");
+        if (inner == 1) { Softmax(y, x, outer, axis); return; }
+        Check.Length("y", y.Length, (long)outer * axis * inner, (outer, axis, inner));
+        Check.Length("x", x.Length, (long)outer * axis * inner, (outer, axis, inner));
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _softmaxStrided(Accelerators.GridStride(_acc, (long)outer * inner, gs), y, x, outer, axis, inner);
+    }
+
+    /// <summary>y = min(max(x, lo), hi), as <see cref="Activations.ClipHost"/>.</summary>
+    public void Clip(ArrayView<float> y, ArrayView<float> x, float lo, float hi)
+    {
+        Check.Length("y", y.Length, x.Length, "clip");
+        if (x.Length == 0) return;
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _clip(Accelerators.GridStride(_acc, x.Length, gs), y, x, lo, hi);
+    }
+
+    /// <summary>y = x &lt; 0 ? alpha·x : x, as <see cref="Activations.LeakyReluHost"/>.</summary>
+    public void LeakyRelu(ArrayView<float> y, ArrayView<float> x, float alpha)
+    {
+        Check.Length("y", y.Length, x.Length, "leaky relu");
+        if (x.Length == 0) return;
+        int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
+        _leakyRelu(Accelerators.GridStride(_acc, x.Length, gs), y, x, alpha);
+    }
+
+    private static void SoftmaxStridedKernel(ArrayView<float> y, ArrayView<float> x, int outer, int axis, int inner)
+    {
+        long stride = (long)Grid.DimX * Group.DimX, columns = (long)outer * inner;
+        for (long c = Grid.GlobalIndex.X; c < columns; c += stride)
+        {
+            long o = c / inner, j = c - o * inner, start = o * axis * inner + j;
+            float m = float.NegativeInfinity;
+            for (int a = 0; a < axis; a++) m = MathF.Max(m, x[start + (long)a * inner]);
+            float sum = 0f;
+            for (int a = 0; a < axis; a++)
+            {
+                float e = MathF.Exp(x[start + (long)a * inner] - m);
+                y[start + (long)a * inner] = e;
+                sum += e;
+            }
+            float inv = 1f / sum;
+            for (int a = 0; a < axis; a++) y[start + (long)a * inner] *= inv;
+        }
+    }
+
+    private static void ClipKernel(ArrayView<float> y, ArrayView<float> x, float lo, float hi)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < x.Length; i += stride)
+        {
+            float v = x[i];
+            v = v < lo ? lo : v;
+            y[i] = v > hi ? hi : v;
+        }
+    }
+
+    private static void LeakyReluKernel(ArrayView<float> y, ArrayView<float> x, float alpha)
+    {
+        long stride = (long)Grid.DimX * Group.DimX;
+        for (long i = Grid.GlobalIndex.X; i < x.Length; i += stride)
+        {
+            float v = x[i];
+            y[i] = v < 0f ? alpha * v : v;
+        }
     }
 
     private static void ReluKernel(ArrayView<float> y, ArrayView<float> x)

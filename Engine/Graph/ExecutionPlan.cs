@@ -53,6 +53,12 @@ public sealed class ExecutionPlan
     public bool IsView(int node) => OpRegistry.Get(Graph.Nodes[node].Op).IsView(Graph.Nodes[node], Training);
     public long OffsetOf(string value) => offset[Root(value)];
     public long GradOffsetOf(string value) => gradOffset[GradRoot(value)];
+    /// <summary>The parameter whose elements <paramref name="value"/> views (a reshape of a weight), or null.</summary>
+    public string? ParameterViewOf(string value)
+    {
+        string r = Root(value);
+        return r != value && Graph.IsParameter(r) ? r : null;
+    }
     string Root(string v) => root.TryGetValue(v, out var r) ? Root(r) : v;
     string GradRoot(string v) => gradRoot.TryGetValue(v, out var r) ? GradRoot(r) : v;
 
@@ -77,6 +83,7 @@ public sealed class ExecutionPlan
         if (request.InputShape.Rank != inShape.Rank)
             throw new ArgumentException($"input '{InputName}' has shape {request.InputShape}, the network takes rank {inShape.Rank} ({inShape} at batch 1)");
         shapes[InputName] = request.InputShape;
+        var fromInput = new HashSet<string>(StringComparer.Ordinal) { InputName };
         foreach (var (name, shape) in Graph.Parameters) shapes[name] = shape;
         foreach (var node in nodes)
         {
@@ -87,7 +94,16 @@ public sealed class ExecutionPlan
             try { outs = op.InferShapes(node, ins); }
             catch (ArgumentException e) when (!e.Message.StartsWith(node.Name, StringComparison.Ordinal))
             { throw new ArgumentException($"{node.Name} ({node.Op}): {e.Message}", e); }
+            Require(outs.Length == node.Outputs.Length, node, $"the op makes {outs.Length} outputs, the node names {node.Outputs.Length}");
             for (int k = 0; k < outs.Length; k++) shapes[node.Outputs[k]] = outs[k];
+            // Values computed from the input keep the batch first: chunked runs and per-sample results rely on it.
+            if (node.Inputs.Any(fromInput.Contains))
+                for (int k = 0; k < outs.Length; k++)
+                {
+                    fromInput.Add(node.Outputs[k]);
+                    Require(outs[k].Rank >= 1 && outs[k][0] == Batch, node,
+                        $"output '{node.Outputs[k]}' has shape {outs[k]}, whose first dim is not the batch {Batch} (a Reshape keeps it with 0)");
+                }
         }
 
         // Forward nodes the requested values need (everything up to the output when training).
@@ -128,6 +144,8 @@ public sealed class ExecutionPlan
                 foreach (var v in node.Inputs)
                     if (needsGrad.Contains(v) && !Graph.IsParameter(v) && ForwardNodes.Sum(j => nodes[j].Inputs.Count(u => u == v)) > 1)
                         throw new NotSupportedException($"{node.Name}: '{v}' feeds several nodes; summing their gradients is not supported yet");
+                if (IsView(i) && Graph.IsParameter(Root(node.Inputs[0])))
+                    throw new NotSupportedException($"{node.Name}: training a parameter through a {node.Op} view of it is not supported");
                 if (IsView(i)) gradRoot[node.Inputs[0]] = node.Outputs[0];
             }
         }
@@ -140,6 +158,7 @@ public sealed class ExecutionPlan
         void Use(string v, int t, bool grad)
         {
             string r = grad ? GradRoot(v) : Root(v);
+            if (!grad && Graph.IsParameter(r)) return; // a view of a parameter lives in the parameter block
             string key = (grad ? "d:" : "") + r;
             first[key] = first.TryGetValue(key, out var f) ? Math.Min(f, t) : t;
             last[key] = last.TryGetValue(key, out var l) ? Math.Max(l, t) : t;
@@ -192,6 +211,11 @@ public sealed class ExecutionPlan
         ArenaElements = arena;
         if (ArenaBytes > arenaLimitBytes)
             throw new InsufficientMemoryException($"activations need {ArenaBytes >> 20} MiB at batch {Batch}, more than the {arenaLimitBytes >> 20} MiB free");
+    }
+
+    static void Require(bool ok, Node node, string message)
+    {
+        if (!ok) throw new ArgumentException($"{node.Name} ({node.Op}): {message}");
     }
 
     static long Aligned(long n) => (n + Align - 1) / Align * Align;

@@ -24,6 +24,7 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
     {
         if (plan.Graph.IsParameter(v)) return parameters[v];
         var shape = plan.Shapes[v];
+        if (plan.ParameterViewOf(v) is { } p) return parameters[p].Reshape(shape);
         return new Tensor(arena!.Slice(plan.OffsetOf(v), shape.Elements), shape);
     }
 

@@ -43,7 +43,8 @@ public abstract class Op
     /// <summary>Whether this device can run the node (ggml's supports_op); the executor lists every refusal at once.</summary>
     public virtual bool Supports(ComputeDevice device, Node node) => device is HostDevice || device is IlgpuDevice;
 
-    /// <summary>The output is a view of input 0 (flatten; dropout when it is an identity): no launch, no memory.</summary>
+    /// <summary>The output is a view of input 0 (flatten, reshape, identity; dropout when it is an identity): no launch,
+    /// no memory. Input 0 may be a parameter: the output is then a view of the parameter block.</summary>
     public virtual bool IsView(Node node, bool training) => false;
 
     public abstract void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs);
@@ -101,7 +102,8 @@ public static class OpRegistry
     {
         new Ops.Conv2dOp(), new Ops.LinearOp(), new Ops.ReluOp(), new Ops.MaxPoolOp(), new Ops.AveragePoolOp(), new Ops.AdaptiveAvgPoolOp(),
         new Ops.GlobalAvgPoolOp(), new Ops.FlattenOp(), new Ops.DropoutOp(), new Ops.SoftmaxOp(), new Ops.AddOp(),
-        new Ops.BatchNormOp(),
+        new Ops.BatchNormOp(), new Ops.SubOp(), new Ops.MulOp(), new Ops.DivOp(), new Ops.ClipOp(), new Ops.LeakyReluOp(),
+        new Ops.ConcatOp(), new Ops.SplitOp(), new Ops.TransposeOp(), new Ops.MatMulOp(), new Ops.ReshapeOp(), new Ops.IdentityOp(),
     }.ToDictionary(o => o.Name, StringComparer.Ordinal);
 
     public static Op Get(string name)

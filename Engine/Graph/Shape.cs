@@ -1,6 +1,9 @@
 namespace Tp7.Engine.Graph;
 
-/// <summary>A tensor's dimensions, outermost first (NCHW for images, (N, features) for fully connected values).</summary>
+/// <summary>
+/// A tensor's dimensions, outermost first (NCHW for images, (N, features) for fully connected values). Rank 0 ([],
+/// <see cref="Scalar"/> or <c>default</c>) is a scalar of one element.
+/// </summary>
 public readonly struct Shape : IEquatable<Shape>
 {
     readonly int[] dims;
@@ -11,6 +14,8 @@ public readonly struct Shape : IEquatable<Shape>
             if (d < 0) throw new ArgumentException($"negative dimension in [{string.Join(", ", dims)}]");
         this.dims = (int[])dims.Clone();
     }
+
+    public static Shape Scalar => new([]);
 
     public int Rank => dims?.Length ?? 0;
     public int this[int axis] => dims[axis];
@@ -32,6 +37,7 @@ public readonly struct Shape : IEquatable<Shape>
     /// <summary>This shape with the first (batch) dimension replaced.</summary>
     public Shape WithBatch(int n)
     {
+        if (Rank == 0) throw new ArgumentException("a scalar shape [] has no batch dimension");
         var d = (int[])dims.Clone();
         d[0] = n;
         return new Shape(d);
