@@ -88,7 +88,7 @@ public sealed class ForwardComparisonBench : IBenchmark
             using var torch = TorchServer.Start(python, torchScript, weightsPath, inputFile, torchLogitsFile, batch);
 
             long t0 = Stopwatch.GetTimestamp();
-            using var model = new Vgg16(host, WeightsLocator.Load(weightsPath));
+            using var model = new ImageModel(host, WeightsLocator.Load(weightsPath));
             Console.WriteLine($"ours: {model.WeightsSource} loaded in {Stopwatch.GetElapsedTime(t0).TotalSeconds:F1} s");
 
             using var sessionOptions = new SessionOptions { GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL };

@@ -169,7 +169,7 @@ public sealed class TrainComparisonBench : IBenchmark
     /// frame: a local of the caller, even one set to null, can stay a GC root for the caller's whole run in unoptimised
     /// (tier-0) code, and the bench's main method runs only once.</summary>
     [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.NoInlining)]
-    static Vgg16 LoadModel(HostDevice host, string? weightsPath)
+    static ImageModel LoadModel(HostDevice host, string? weightsPath)
         => new(host, weightsPath != null ? WeightsLocator.Load(weightsPath) : Vgg16Weights.RandomInit(0));
 
     static string MakeRandomInit(string python, string root, string path)
@@ -233,7 +233,7 @@ public sealed class TrainComparisonBench : IBenchmark
 
     static string Mib(long bytes) => $"{bytes / (double)(1 << 20):F0} MiB";
 
-    static void Report(StepTimes ours, JsonElement? torch, int batch, long oursPeak, Vgg16 model, Trainer trainer)
+    static void Report(StepTimes ours, JsonElement? torch, int batch, long oursPeak, ImageModel model, Trainer trainer)
     {
         double oursMed = Median(ours.Wall);
         double? torchMed = torch?.GetProperty("median_s").GetDouble();

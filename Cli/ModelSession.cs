@@ -1,34 +1,168 @@
 using System.CommandLine;
+using System.Globalization;
 using Spectre.Console;
 using Tp7.Engine.Devices;
+using Tp7.Engine.Imaging;
 using Tp7.Engine.Model;
 
 namespace Tp7.Cli;
 
-/// <summary>Opens the device, finds and loads the weights, builds VGG16 on the device; says what it chose on stderr.</summary>
+/// <summary>
+/// --model (vgg16, resnet18 or an .onnx file), --weights (VGG16's), and the preprocessing overrides an ONNX model may
+/// need (--size, --mean, --std, --range): a model file says nothing about its preprocessing.
+/// </summary>
+sealed class ModelOptions
+{
+    public readonly Option<string?> Model;
+    public readonly Option<string?> Weights = CliCommon.Weights();
+    public readonly Option<int?>? Size;
+    public readonly Option<string?> Mean = new("--mean") { Description = "Per-channel mean R,G,B subtracted after scaling to the range (default ImageNet's 0.485,0.456,0.406; resnet18: its own graph)" };
+    public readonly Option<string?> Std = new("--std") { Description = "Per-channel std R,G,B (default ImageNet's 0.229,0.224,0.225)" };
+    public readonly Option<int?> Range = new("--range") { Description = "1 (pixels in [0, 1], torchvision) or 255 (pixels in [0, 255])" };
+    readonly string defaultModel;
+
+    /// <param name="defaultModel">vgg16, or auto: VGG16 when ImageNet weights are present (or --weights given), else ResNet18.</param>
+    /// <param name="ownSize">The verb has its own --size option (bench, finetune, info).</param>
+    public ModelOptions(Command command, string defaultModel = "vgg16", Func<ParseResult, int?>? ownSize = null)
+    {
+        this.defaultModel = defaultModel;
+        Model = new Option<string?>("--model")
+        {
+            Description = defaultModel == "auto"
+                ? "vgg16, resnet18 (ImageNet-trained, offline) or PATH.onnx; default: vgg16 when ImageNet VGG16 weights are in weights/, else resnet18"
+                : "vgg16, resnet18 (ImageNet-trained, offline) or PATH.onnx",
+        };
+        command.Options.Add(Model);
+        command.Options.Add(Weights);
+        if (ownSize == null)
+        {
+            Size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224)" };
+            command.Options.Add(Size);
+        }
+        this.ownSize = ownSize;
+        command.Options.Add(Mean);
+        command.Options.Add(Std);
+        command.Options.Add(Range);
+    }
+
+    readonly Func<ParseResult, int?>? ownSize;
+
+    /// <summary>The model to open: the option's value checked, or the default resolved (auto says why on stderr).</summary>
+    public string Choose(ParseResult parse)
+    {
+        if (parse.GetValue(Model) is { } m)
+        {
+            ModelCatalog.Check(m);
+            if (parse.GetValue(Weights) != null && m != "vgg16") throw new ArgumentException($"--weights holds VGG16 weights; it does not go with --model {m}");
+            return m;
+        }
+        if (defaultModel != "auto" || parse.GetValue(Weights) != null) return "vgg16";
+        var found = WeightsLocator.FindDefault();
+        if (found != null && !WeightsLocator.IsRandomInit(found)) return "vgg16";
+        if (!ModelCatalog.ResNet18Available()) return "vgg16";
+        Console.Error.WriteLine("model: resnet18 (no ImageNet VGG16 weights in weights/, so the ImageNet-trained ResNet18 of the NuGet package " +
+                                "Microsoft.ML.DnnImageFeaturizer.ResNet18 is used; --model vgg16 for the lab's network)");
+        return "resnet18";
+    }
+
+    /// <summary>The preprocessing for a model: its default with every override given on the command line, checked.</summary>
+    public Preprocessing Preprocessing(ParseResult parse, Preprocessing basis)
+    {
+        var p = basis;
+        int? size = Size != null ? parse.GetValue(Size) : ownSize?.Invoke(parse);
+        if (size is { } s)
+        {
+            if (s < 1) throw new ArgumentException($"--size must be positive, got {s}");
+            p = p with { Size = s };
+        }
+        if (parse.GetValue(Mean) is { } mean) p = p with { Mean = Triple(mean, "--mean") };
+        if (parse.GetValue(Std) is { } std) p = p with { Std = Triple(std, "--std") };
+        if (parse.GetValue(Range) is { } range) p = p with { Range = range };
+        try { p.Validate(); }
+        catch (ArgumentException e) { throw new ArgumentException(e.Message.Replace("preprocessing: Std", "--std").Replace("preprocessing: Mean", "--mean")); }
+        return p;
+    }
+
+    public bool PreprocessingOverridden(ParseResult parse)
+        => parse.GetValue(Mean) != null || parse.GetValue(Std) != null || parse.GetValue(Range) != null || (Size != null ? parse.GetValue(Size) : ownSize?.Invoke(parse)) != null;
+
+    static float[] Triple(string text, string option)
+    {
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        var v = new float[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!float.TryParse(parts[i], NumberStyles.Float, CultureInfo.InvariantCulture, out v[i]) || !float.IsFinite(v[i]))
+                throw new ArgumentException($"{option}: '{parts[i]}' is not a number (expected R,G,B, e.g. 0.485,0.456,0.406)");
+        if (v.Length == 1) v = [v[0], v[0], v[0]];
+        if (v.Length != 3) throw new ArgumentException($"{option}: {v.Length} values, expected 3 (R,G,B) or 1");
+        return v;
+    }
+}
+
+/// <summary>Opens the device and the model --model names (VGG16: finds and loads the weights); says what it chose on stderr.</summary>
 sealed class ModelSession : IDisposable
 {
     public ComputeDevice Device { get; }
-    public Vgg16 Model { get; }
+    public ImageModel Model { get; }
     public string WeightsDescription { get; }
     public bool RandomWeights { get; }
-    /// <summary>The host copy of the weights (e.g. to build a reference model on another device).</summary>
-    public Vgg16Weights Weights { get; }
-    /// <summary>SHA-256 of the weights file (keys the feature cache); in-memory random weights get a fixed name.</summary>
-    public string WeightsSha256 => sha ??= File.Exists(Weights.Source)
-        ? Tp7.Engine.Features.FeatureCache.HashFile(Weights.Source)
-        : "in-memory-random-init-seed0";
+    /// <summary>VGG16's host weights (e.g. to build a reference model on another device); null for ONNX models.</summary>
+    public Vgg16Weights? Weights { get; }
+    public Preprocessing Preprocessing => Model.Preprocessing;
+    /// <summary>What keys the feature cache: SHA-256 of the weights or model files, with the preprocessing when it is not the default.</summary>
+    public string WeightsSha256 => sha ??= ComputeIdentity();
     string? sha;
+    readonly string[] files;
+    readonly bool customPreprocessing;
 
-    ModelSession(ComputeDevice device, Vgg16 model, Vgg16Weights weights, bool random)
+    ModelSession(ComputeDevice device, ImageModel model, Vgg16Weights? weights, bool random, string description, string[] files, bool customPreprocessing)
     {
-        Device = device; Model = model; Weights = weights; WeightsDescription = weights.Source; RandomWeights = random;
+        Device = device; Model = model; Weights = weights; WeightsDescription = description; RandomWeights = random;
+        this.files = files; this.customPreprocessing = customPreprocessing;
     }
 
-    /// <param name="allowInMemoryRandom">When no weights file exists, draw torchvision-distributed weights in memory.</param>
-    public static ModelSession Open(ParseResult parse, DeviceOptions deviceOptions, Option<string?> weightsOption, bool allowInMemoryRandom = false)
+    string ComputeIdentity()
     {
-        string? path = parse.GetValue(weightsOption) ?? WeightsLocator.FindDefault();
+        if (files.Length == 0) return "in-memory-random-init-seed0";
+        var hashes = string.Join("+", files.Select(Tp7.Engine.Features.FeatureCache.HashFile));
+        if (files.Length == 1 && !customPreprocessing) return hashes;
+        var bytes = System.Text.Encoding.UTF8.GetBytes(hashes + "|" + Model.Preprocessing.Describe());
+        return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant();
+    }
+
+    /// <param name="allowInMemoryRandom">When no VGG16 weights file exists, draw torchvision-distributed weights in memory.</param>
+    /// <param name="check">Checks of the request against the model's graph and preprocessing (e.g. a layer name), run before
+    /// any weights reach a device and before any other line is printed.</param>
+    public static ModelSession Open(ParseResult parse, DeviceOptions deviceOptions, ModelOptions modelOptions, bool allowInMemoryRandom = false,
+        Action<Tp7.Engine.Graph.Graph, Preprocessing>? check = null)
+    {
+        string choice = modelOptions.Choose(parse);
+        bool custom = modelOptions.PreprocessingOverridden(parse);
+        if (choice != "vgg16")
+        {
+            var basis = choice == "resnet18" ? ModelCatalog.ResNet18Preprocessing : Preprocessing.ImageNet;
+            var files = choice == "resnet18" ? new[] { ModelCatalog.FindResNet18().Network, ModelCatalog.FindResNet18().Preprocess } : [choice];
+            var imported = choice == "resnet18" ? ModelCatalog.ImportResNet18() : Tp7.Engine.Onnx.OnnxImporter.Load(choice);
+            var pre = modelOptions.Preprocessing(parse, ModelCatalog.DefaultPreprocessing(choice, imported));
+            check?.Invoke(imported.Graph, pre);
+            var dev = deviceOptions.Open(parse);
+            try
+            {
+                var model = new ImageModel(dev, imported, choice == "resnet18" ? "resnet18" : Path.GetFileName(choice), pre);
+                model.Log = line => Console.Error.WriteLine(line);
+                string what = choice == "resnet18" ? $"resnet18 ({ModelCatalog.ResNet18Provenance})" : $"{choice} ({model.ParameterCount:N0} parameters)";
+                Console.Error.WriteLine($"model: {what}; input {model.Preprocessing.Describe()}");
+                return new ModelSession(dev, model, null, false, what, files, custom);
+            }
+            catch
+            {
+                dev.Dispose();
+                throw;
+            }
+        }
+        var vggPre = modelOptions.Preprocessing(parse, Preprocessing.ImageNet);
+        check?.Invoke(Vgg16Graph.Build(), vggPre);
+        string? path = parse.GetValue(modelOptions.Weights) ?? WeightsLocator.FindDefault();
         Vgg16Weights weights;
         bool random;
         if (path == null)
@@ -43,12 +177,13 @@ sealed class ModelSession : IDisposable
             random = WeightsLocator.IsRandomInit(path);
         }
         if (random)
-            Console.Error.WriteLine($"warning: {weights.Source} holds RANDOM weights, not ImageNet-trained ones: predictions and accuracies mean little. {WeightsLocator.HowToGet}");
+            Console.Error.WriteLine($"warning: {weights.Source} holds RANDOM weights, not ImageNet-trained ones: predictions and accuracies mean little. {WeightsLocator.HowToGet}" +
+                                    (ModelCatalog.ResNet18Available() ? " (--model resnet18 gives an ImageNet-trained network offline.)" : ""));
         var device = deviceOptions.Open(parse);
         try
         {
-            var model = new Vgg16(device, weights) { Log = line => Console.Error.WriteLine(line) };
-            return new ModelSession(device, model, weights, random);
+            var model = new ImageModel(device, weights, vggPre) { Log = line => Console.Error.WriteLine(line) };
+            return new ModelSession(device, model, weights, random, weights.Source, path != null ? [path] : [], custom);
         }
         catch
         {
@@ -57,13 +192,17 @@ sealed class ModelSession : IDisposable
         }
     }
 
+    /// <summary>The same model (weights, preprocessing) on another device, e.g. the host backend as a reference.</summary>
+    public ImageModel OpenOn(ComputeDevice device)
+        => Weights != null ? new ImageModel(device, Weights, Model.Preprocessing)
+            : ModelCatalog.OpenOnnx(device, Model.Name == "resnet18" ? "resnet18" : files[0], Model.Preprocessing);
+
     public void Dispose()
     {
         Model.Dispose();
         Device.Dispose();
     }
 }
-
 static class ProfileTable
 {
     public static void Print(LayerProfiler profiler, int images)

@@ -38,7 +38,7 @@ public sealed class FinetunedModelInPyTorchTests(ReferenceFiles refs, ITestOutpu
 
         var weights = WeightsLocator.Load(result.ModelPath);
         Assert.Equal(names, weights.ClassNames);
-        using var model = new Vgg16(device, weights);
+        using var model = new ImageModel(device, weights);
         var p = Preprocessing.ImageNet with { Size = size };
         var x = new float[images.Length * p.TensorLength];
         for (int i = 0; i < images.Length; i++) ImageLoader.LoadTensor(images[i], p, x.AsSpan(i * p.TensorLength, p.TensorLength));

@@ -66,7 +66,7 @@ public sealed class TrainingTrajectoryTests(ReferenceFiles refs, ITestOutputHelp
         using var file = ReferenceFiles.Open(referencePath);
         var start = WeightsLocator.Load(refs.Weights);
         using var device = new HostDevice();
-        using var model = new Vgg16(device, start);
+        using var model = new ImageModel(device, start);
         foreach (var n in model.Network.Graph.Nodes.Where(n => n.Op == "Dropout")) n.Attributes.Set("p", 0f);
         var names = model.Network.Parameters.Entries.Select(e => e.Name).ToList();
         using var trainer = new Trainer(model.Network, names, optimizer, seed: 0);

@@ -37,7 +37,7 @@ public sealed class Vgg16GradientTests(ReferenceFiles refs, ITestOutputHelper ou
         var input = file.ReadFloat32("input");
         var shape = file.Info("input").Shape;
         var labels = file.ReadInt64("labels").Select(v => (int)v).ToArray();
-        using var model = new Vgg16(device, WeightsLocator.Load(refs.Weights));
+        using var model = new ImageModel(device, WeightsLocator.Load(refs.Weights));
         // The reference runs in eval mode: dropout off.
         foreach (var node in model.Network.Graph.Nodes.Where(n => n.Op == "Dropout")) node.Attributes.Set("p", 0f);
         var all = model.Network.Parameters.Entries.Select(e => e.Name).ToList();

@@ -144,7 +144,7 @@ public sealed class Vgg16LayerBackwardTests(ReferenceFiles refs, ITestOutputHelp
         var shape = file.Info("input").Shape.Select(d => (int)d).ToArray();
         var labels = file.ReadInt64("labels").Select(v => checked((int)v)).ToArray();
         using var device = new HostDevice();
-        using var model = new Vgg16(device, WeightsLocator.Load(refs.Weights));
+        using var model = new ImageModel(device, WeightsLocator.Load(refs.Weights));
         foreach (var node in model.Network.Graph.Nodes.Where(n => n.Op == "Dropout")) node.Attributes.Set("p", 0f);
         var all = model.Network.Parameters.Entries.Select(e => e.Name).ToList();
         var taps = Vgg16Architecture.TapNames.Where(t => t != "flatten" && !t.StartsWith("drop")).ToArray();

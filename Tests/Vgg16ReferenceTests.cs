@@ -49,7 +49,7 @@ public sealed class Vgg16ReferenceTests(ReferenceFiles refs, ITestOutputHelper o
         var input = file.ReadFloat32("input");
         var shape = file.Info("input").Shape;
         int n = (int)shape[0], h = (int)shape[2], w = (int)shape[3];
-        using var model = new Vgg16(device, WeightsLocator.Load(refs.Weights));
+        using var model = new ImageModel(device, WeightsLocator.Load(refs.Weights));
         var ours = model.Forward(input, n, h, w, Taps);
 
         var failures = new List<string>();
@@ -86,7 +86,7 @@ public sealed class Vgg16ReferenceTests(ReferenceFiles refs, ITestOutputHelper o
         for (int i = 0; i < refs.Photos.Length; i++)
             ImageLoader.LoadTensor(refs.Photos[i], p, input.AsSpan(i * p.TensorLength, p.TensorLength));
         using var device = new HostDevice();
-        using var model = new Vgg16(device, WeightsLocator.Load(refs.Weights));
+        using var model = new ImageModel(device, WeightsLocator.Load(refs.Weights));
         var ours = model.Softmax(model.Forward(input, refs.Photos.Length, p.Size, p.Size, ["fc8"])["fc8"], refs.Photos.Length);
         var theirs = new float[torchLogits.Length];
         Tp7.Engine.Kernels.Activations.SoftmaxHost(theirs, torchLogits, refs.Photos.Length, 1000);

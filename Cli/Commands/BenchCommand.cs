@@ -17,36 +17,36 @@ static class BenchCommand
         var bench = new Command("bench", "Benchmarks (validate, warm up, median)");
         var batches = new Option<string>("--batch") { Description = "Comma-separated batch sizes", DefaultValueFactory = _ => "1,8" };
         var reps = new Option<int>("--reps") { Description = "Timed repetitions per batch size (median reported)", DefaultValueFactory = _ => 5 };
-        var size = new Option<int>("--size") { Description = "Input height and width", DefaultValueFactory = _ => 224 };
+        var size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224)" };
         var profile = new Option<bool>("--profile") { Description = "Also print a per-layer kernel profile of one batch" };
-        var weights = CliCommon.Weights("Weights to load (default: the default file if present, else random in memory)");
-        var forward = new Command("forward", "VGG16 forward pass to the logits") { batches, reps, size, profile, weights };
+        var forward = new Command("forward", "A model's forward pass to its output (VGG16: the logits)") { batches, reps, size, profile };
+        var modelOptions = new ModelOptions(forward, ownSize: p => p.GetValue(size));
         var device = new DeviceOptions(forward);
         forward.SetHandler(parse =>
         {
             var sizes = parse.GetValue(batches)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
                 .Select(s => int.TryParse(s, out var v) && v > 0 ? v : throw new ArgumentException($"--batch: '{s}' is not a positive integer"))
                 .ToArray();
-            int s = parse.GetValue(size), r = Math.Max(1, parse.GetValue(reps));
-            using var session = ModelSession.Open(parse, device, weights, allowInMemoryRandom: true);
+            int r = Math.Max(1, parse.GetValue(reps));
+            using var session = ModelSession.Open(parse, device, modelOptions, allowInMemoryRandom: true);
             var model = session.Model;
+            int s = session.Preprocessing.Size;
+            string output = model.Graph.Output;
             var rng = new Random(0);
-            var shapes = Vgg16Architecture.OutputShapes(s, s);
-            var inputs = shapes.Prepend(new ActShape(3, s, s)).ToArray();
-            double flopsPerImage = 2 * Vgg16Architecture.Layers.Sum(l => Vgg16Architecture.MultiplyAdds(l, inputs[l.Position], shapes[l.Position]));
+            double flopsPerImage = model.ForwardFlops(s);
 
             Validate(session, sizes.Min(), s, rng);
-            Console.WriteLine($"VGG16 forward, fp32, {s}x{s}, {session.Device.Describe()}");
+            Console.WriteLine($"{model.Name} forward, fp32, {s}x{s}, {session.Device.Describe()}");
             Console.WriteLine($"{"batch",5} {"ms/batch",10} {"img/s",8} {"s/img",8} {"GFLOP/s",8}");
             foreach (var n in sizes)
             {
                 var x = RandomInput(rng, n, s);
-                model.Forward(x, n, s, s, ["fc8"]); // warm-up: kernel compilation, buffer planning
+                model.Forward(x, n, s, s, [output]); // warm-up: kernel compilation, buffer planning
                 var times = new double[r];
                 for (int i = 0; i < r; i++)
                 {
                     long t0 = Stopwatch.GetTimestamp();
-                    model.Forward(x, n, s, s, ["fc8"]);
+                    model.Forward(x, n, s, s, [output]);
                     times[i] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
                 }
                 Array.Sort(times);
@@ -57,7 +57,7 @@ static class BenchCommand
             {
                 int n = sizes.Max();
                 model.Profiler = new LayerProfiler();
-                model.Forward(RandomInput(rng, n, s), n, s, s, ["fc8"]);
+                model.Forward(RandomInput(rng, n, s), n, s, s, [output]);
                 ProfileTable.Print(model.Profiler, n);
                 model.Profiler = null;
             }
@@ -94,7 +94,7 @@ static class BenchCommand
             using var dev = device.Open(parse);
             var rng = new Random(0);
             if (dev.Kind != DeviceKind.Host) ValidateTrain(dev, start, k, rng);
-            using var model = new Vgg16(dev, start);
+            using var model = new ImageModel(dev, start);
             start = null!;
             GC.Collect(2, GCCollectionMode.Aggressive, true, true);
             var names = model.Network.Parameters.Entries.Select(e => e.Name).ToList();
@@ -137,7 +137,7 @@ static class BenchCommand
         var shape = new Tp7.Engine.Graph.Shape(2, 3, 64, 64);
         (double Loss, float[] Grad) Run(ComputeDevice d)
         {
-            using var m = new Vgg16(d, start);
+            using var m = new ImageModel(d, start);
             foreach (var node in m.Network.Graph.Nodes.Where(nd => nd.Op == "Dropout")) node.Attributes.Set("p", 0f);
             using var t = new Tp7.Engine.Training.Trainer(m.Network, m.Network.Parameters.Entries.Select(e => e.Name).ToList(), null);
             var r = t.ForwardBackward(x, shape, y, 0);
@@ -170,14 +170,15 @@ static class BenchCommand
             return;
         }
         var x = RandomInput(rng, n, s);
-        var got = session.Model.Forward(x, n, s, s, ["fc8"])["fc8"];
+        string output = session.Model.Graph.Output;
+        var got = session.Model.Forward(x, n, s, s, [output])[output];
         using var host = new HostDevice();
-        using var reference = new Vgg16(host, session.Weights);
-        var want = reference.Forward(x, n, s, s, ["fc8"])["fc8"];
+        using var reference = session.OpenOn(host);
+        var want = reference.Forward(x, n, s, s, [output])[output];
         double maxRef = want.Max(v => Math.Abs(v)), maxErr = 0;
         for (int i = 0; i < want.Length; i++) maxErr = Math.Max(maxErr, Math.Abs(got[i] - want[i]));
         double rel = maxErr / Math.Max(maxRef, 1e-30);
-        Console.WriteLine($"validation: logits of {n} image(s) vs host backend: max |diff| {maxErr:E2}, {rel:E2} of max |logit| ({(rel <= 1e-3 ? "ok" : "MISMATCH")})");
+        Console.WriteLine($"validation: outputs of {n} image(s) vs host backend: max |diff| {maxErr:E2}, {rel:E2} of max |logit| ({(rel <= 1e-3 ? "ok" : "MISMATCH")})");
         if (rel > 1e-3) throw new InvalidOperationException($"{session.Device.Name}: logits differ from the host backend by {rel:E2} of their range");
     }
 }

@@ -16,19 +16,21 @@ static class ClassifyCommand
         var json = new Option<bool>("--json") { Description = "Print a JSON array: {path, top: [{index, name, prob}]} per image" };
         var batch = new Option<int>("--batch") { Description = "Images per forward pass", DefaultValueFactory = _ => 8 };
         var profile = new Option<bool>("--profile") { Description = "Time every layer's kernel and print a profile" };
-        var weights = CliCommon.Weights();
-        var command = new Command("classify", "Classify images over the 1000 ImageNet classes") { images, top, json, batch, profile, weights };
+        var command = new Command("classify", "Classify images over the 1000 ImageNet classes (or a fine-tuned head's)") { images, top, json, batch, profile };
+        var model = new ModelOptions(command);
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
             var paths = parse.GetValue(images)!;
             int b = Math.Max(1, parse.GetValue(batch));
-            var p = Preprocessing.ImageNet;
-            using var session = ModelSession.Open(parse, device, weights);
+            using var session = ModelSession.Open(parse, device, model);
+            var p = session.Preprocessing;
             // A fine-tuned model names its own classes (finetune writes them into the file's metadata).
             int classes = session.Model.NumClasses;
-            IReadOnlyList<string> names = session.Weights.ClassNames ?? (classes == Vgg16Architecture.NumClasses ? ImageNetClasses.Names
-                : throw new ArgumentException($"{session.WeightsDescription}: a {classes}-class head without class names in its metadata"));
+            if (classes == 0)
+                throw new ArgumentException($"{session.Model.Name}: its output {session.Model.LayerShape(session.Model.Graph.Output)} is not (N, classes) logits (ResNet18's package holds pooled features only); use it with run or extract");
+            IReadOnlyList<string> names = session.Model.ClassNames
+                ?? throw new ArgumentException($"{session.WeightsDescription}: a {classes}-class output without class names (only 1,000 logits are taken as ImageNet's)");
             int k = Math.Clamp(parse.GetValue(top), 1, classes);
             if (parse.GetValue(profile)) session.Model.Profiler = new LayerProfiler();
 
@@ -58,7 +60,8 @@ static class ClassifyCommand
                 var packed = ok.Length == chunk.Length ? input
                     : ok.SelectMany(i => input.AsSpan(i * p.TensorLength, p.TensorLength).ToArray()).ToArray();
                 var t0 = Stopwatch.GetTimestamp();
-                var logits = session.Model.Forward(packed, ok.Length, p.Size, p.Size, ["fc8"])["fc8"];
+                var output = session.Model.Graph.Output;
+                var logits = session.Model.Forward(packed, ok.Length, p.Size, p.Size, [output])[output];
                 var probs = session.Model.Softmax(logits, ok.Length);
                 computeSeconds += Stopwatch.GetElapsedTime(t0).TotalSeconds;
                 for (int j = 0; j < ok.Length; j++)

@@ -34,10 +34,12 @@ static class FinetuneCommand
         var resume = new Option<string?>("--resume") { Description = "Continue the run whose --out folder this is" };
         var output = new Option<string>("--out") { Description = "Output folder", DefaultValueFactory = _ => "out/finetune" };
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the feature cache (--tune head)" };
-        var command = new Command("finetune", "Replace VGG16's last layer and train it (frozen features or full backpropagation)")
+        var model = new Option<string?>("--model") { Description = "vgg16 (default), resnet18 or PATH.onnx; other models than vgg16 take --tune head: a new Linear on their feature layer" };
+        var layer = new Option<string?>("--layer") { Description = "With --model resnet18|PATH.onnx: the feature layer the new head reads (default: the input of the last fully connected layer, else the output)" };
+        var command = new Command("finetune", "Replace a network's last layer and train it (frozen features, or full backpropagation for VGG16)")
         {
             tune, epochs, batch, lr, momentum, wd, optimizer, schedule, stepSize, augment,
-            dropout, noShuffle, maxSteps, size, init, resume, output, noCache,
+            dropout, noShuffle, maxSteps, size, init, resume, output, noCache, model, layer,
         };
         var dataset = new DatasetOptions(command, "Seed of the split, the new head, shuffling, dropout and augmentation");
         var seed = dataset.Seed;
@@ -63,8 +65,19 @@ static class FinetuneCommand
             if (resumeDir != null && !File.Exists(Path.Combine(resumeDir, Finetune.CheckpointName)))
                 throw new FileNotFoundException($"--resume: {Path.Combine(resumeDir, Finetune.CheckpointName)}: no checkpoint there (finetune writes one after each epoch)");
 
+            string choice = ModelCatalog.Check(parse.GetValue(model) ?? "vgg16");
+            if (choice != "vgg16")
+            {
+                if (settings.Tune != "head")
+                    throw new ArgumentException($"--tune {settings.Tune}: --model {choice} takes --tune head only (full backpropagation through imported networks is not supported yet)");
+                if (parse.GetValue(init) != null) throw new ArgumentException($"--init holds VGG16 weights; it does not go with --model {choice}");
+            }
+            else if (parse.GetValue(layer) != null) throw new ArgumentException("--layer goes with --model resnet18|PATH.onnx (VGG16's head reads relu7)");
+
             var ds = dataset.Open(parse);
             if (ds.Classes.Count < 2) throw new ArgumentException($"{ds.Root}: {ds.Classes.Count} class; fine-tuning a classifier needs at least 2");
+            if (choice != "vgg16")
+                return RunImported(parse, choice, parse.GetValue(layer), ds, settings, outDir, resumeDir, device, parse.GetValue(noCache));
 
             string? path = parse.GetValue(init) ?? WeightsLocator.FindDefault();
             Vgg16Weights start;
@@ -86,13 +99,7 @@ static class FinetuneCommand
 
             using var dev = device.Open(parse);
             var progress = new ProgressLine();
-            var job = new Finetune(ds, settings, outDir, dev, line => { progress.Finish(); Console.Error.WriteLine(line); })
-            {
-                Cache = parse.GetValue(noCache) ? null : FeatureCache.Default(),
-                ExtractProgress = progress.Report,
-                Progress = p => progress.Report($"epoch {p.Epoch}/{p.Epochs}", new ExtractProgress(p.Step, p.StepsPerEpoch, 0),
-                    $"loss {p.Loss:F4}  {p.ImagesPerSecond,6:F1} img/s  ETA {TimeSpan.FromSeconds(Math.Max(0, p.EtaSeconds)):h\\:mm\\:ss}"),
-            };
+            var job = Job(ds, settings, outDir, dev, progress, parse.GetValue(noCache));
             var result = job.Run(start, sha, resumeDir);
             progress.Finish();
             FinetuneReportWriter.Write(outDir, result);
@@ -102,6 +109,35 @@ static class FinetuneCommand
         });
         return command;
     }
+
+    static int RunImported(ParseResult parse, string choice, string? layer, Dataset ds, FinetuneSettings settings, string outDir, string? resumeDir,
+        DeviceOptions device, bool noCache)
+    {
+        var imported = choice == "resnet18" ? ModelCatalog.ImportResNet18() : Tp7.Engine.Onnx.OnnxImporter.Load(choice);
+        var pre = ModelCatalog.DefaultPreprocessing(choice, imported);
+        if (layer != null) ImageModel.CanonicalLayer(imported.Graph, layer); // a bad --layer fails before any work
+        using var dev = device.Open(parse);
+        using var m = new ImageModel(dev, imported, choice == "resnet18" ? "resnet18" : Path.GetFileName(choice), pre) { Log = line => Console.Error.WriteLine(line) };
+        Console.Error.WriteLine($"model: {m.Name}, head on {m.CanonicalLayer(layer ?? m.DefaultLayer)} ({m.LayerShape(layer ?? m.DefaultLayer).PerSample} features); input {pre.Describe()}");
+        var files = choice == "resnet18" ? new[] { ModelCatalog.FindResNet18().Network, ModelCatalog.FindResNet18().Preprocess } : [choice];
+        string identity = string.Join("+", files.Select(FeatureCache.HashFile));
+        var progress = new ProgressLine();
+        var result = Job(ds, settings, outDir, dev, progress, noCache).RunHead(m, identity, layer, resumeDir);
+        progress.Finish();
+        FinetuneReportWriter.Write(outDir, result);
+        Print(result, outDir);
+        return 0;
+    }
+
+    /// <summary>The training job, its log lines and progress on one status line.</summary>
+    static Finetune Job(Dataset ds, FinetuneSettings settings, string outDir, Tp7.Engine.Devices.ComputeDevice dev, ProgressLine progress, bool noCache)
+        => new(ds, settings, outDir, dev, line => { progress.Finish(); Console.Error.WriteLine(line); })
+        {
+            Cache = noCache ? null : FeatureCache.Default(),
+            ExtractProgress = progress.Report,
+            Progress = p => progress.Report($"epoch {p.Epoch}/{p.Epochs}", new ExtractProgress(p.Step, p.StepsPerEpoch, 0),
+                $"loss {p.Loss:F4}  {p.ImagesPerSecond,6:F1} img/s  ETA {TimeSpan.FromSeconds(Math.Max(0, p.EtaSeconds)):h\\:mm\\:ss}"),
+        };
 
     static void CheckWritable(string dir)
     {
@@ -130,7 +166,9 @@ static class FinetuneCommand
         AnsiConsole.Write(table);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"accuracy: {rep.Accuracy:P2} ({rep.NumSamples} test images, {names.Count} classes), --tune {r.Settings.Tune}, {r.Epochs.Count} epoch(s), {r.Steps} steps{(r.StoppedAtMaxSteps ? " (stopped at --max-steps)" : "")}"));
-        Console.WriteLine($"model: {r.ModelPath} (torchvision keys, classifier.6 of shape ({names.Count}, 4096), class names in its metadata)");
+        Console.WriteLine(r.ModelPath.EndsWith("head.safetensors", StringComparison.Ordinal)
+            ? $"model: {r.ModelPath} (head.weight, head.bias; class names, model and layer in its metadata)"
+            : $"model: {r.ModelPath} (torchvision keys, classifier.6 of shape ({names.Count}, 4096), class names in its metadata)");
         Console.WriteLine($"report: {Path.Combine(outDir, "index.html")} (report.json, predictions.csv, curves.png, confusion.png); checkpoint: {Path.Combine(outDir, Finetune.CheckpointName)}");
     }
 }

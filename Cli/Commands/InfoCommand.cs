@@ -2,62 +2,77 @@ using System.CommandLine;
 using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
-using Tp7.Engine.Graph;
 using Tp7.Engine.Model;
+using Tp7.Engine.Onnx;
 
 namespace Tp7.Cli.Commands;
 
-/// <summary>`tp7 info`: VGG16's graph as a table of nodes with shapes, parameters and FLOPs (from the ops' own cost); optionally verifies a weights file, whose head sets the last layer's width.</summary>
+/// <summary>
+/// `tp7 info`: a model's graph as a table of nodes with output shapes, parameters and multiply-adds (from the ops' own
+/// cost): VGG16 (optionally verifying a weights file, whose head sets the last layer's width), ResNet18 or an ONNX file.
+/// </summary>
 static class InfoCommand
 {
     public static Command Create()
     {
         var json = new Option<bool>("--json") { Description = "Print the table as JSON" };
-        var size = new Option<int>("--size") { Description = "Input height and width", DefaultValueFactory = _ => 224 };
-        var weights = CliCommon.Weights("Also load and verify this weights file");
-        var command = new Command("info", "Show VGG16's layers with output shapes, parameter counts and FLOPs") { json, size, weights };
+        var size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224)" };
+        var model = new Option<string?>("--model") { Description = "vgg16, resnet18 or PATH.onnx (default vgg16)" };
+        var weights = CliCommon.Weights("Also load and verify this VGG16 weights file");
+        var command = new Command("info", "Show a model's layers with output shapes, parameter counts and multiply-adds") { json, size, model, weights };
         command.SetHandler(parse =>
         {
-            int s = parse.GetValue(size);
-            if (s < 32) throw new ArgumentException($"--size must be >= 32 (VGG16 has five 2x2 pools), got {s}");
-            string? verified = null;
-            int classes = Vgg16Architecture.NumClasses;
-            if (parse.GetValue(weights) is { } path)
+            string choice = ModelCatalog.Check(parse.GetValue(model) ?? "vgg16");
+            string? verified = null, title, notes = null;
+            Tp7.Engine.Graph.Graph graph;
+            int s;
+            if (choice == "vgg16")
             {
-                var w = WeightsLocator.Load(path);
-                classes = w.NumClasses;
-                verified = $"{path}: {w.ParameterCount:N0} parameters in 32 tensors, all shapes match VGG16" +
-                    (classes != Vgg16Architecture.NumClasses ? $" with a {classes}-class head ({string.Join(", ", w.ClassNames ?? [])})" : "");
+                s = parse.GetValue(size) ?? 224;
+                if (s < 32) throw new ArgumentException($"--size must be >= 32 (VGG16 has five 2x2 pools), got {s}");
+                int classes = Vgg16Architecture.NumClasses;
+                if (parse.GetValue(weights) is { } path)
+                {
+                    var w = WeightsLocator.Load(path);
+                    classes = w.NumClasses;
+                    verified = $"{path}: {w.ParameterCount:N0} parameters in 32 tensors, all shapes match VGG16" +
+                        (classes != Vgg16Architecture.NumClasses ? $" with a {classes}-class head ({string.Join(", ", w.ClassNames ?? [])})" : "");
+                }
+                graph = Vgg16Graph.Build(classes);
+                title = $"VGG16 (torchvision layout), input 3x{s}x{s}";
             }
-            // The table is the graph the executor runs (unfused, so every ReLU has its row), at batch 1.
-            var graph = Vgg16Graph.Build(classes);
-            var plan = new ExecutionPlan(graph, new PlanRequest(new Shape(1, 3, s, s), [graph.Output], NoFusion: true));
-            var rows = plan.Graph.Nodes.Select(n =>
+            else
             {
-                var op = OpRegistry.Get(n.Op);
-                var ins = n.Inputs.Select(v => plan.Shapes[v]).ToList();
-                var o = plan.Shapes[n.Outputs[0]];
-                int[] shape = o.Rank == 4 ? [o[1], o[2], o[3]] : [o[1], 1, 1];
-                long parameters = n.Inputs.Where(graph.IsParameter).Sum(v => plan.Shapes[v].Elements);
-                double m = op.Cost(n, ins, [o]).Flops / 2;
-                string tap = graph.Aliases.FirstOrDefault(a => a.Value == n.Name).Alias ?? n.Name;
-                return (Module: n.Name, Tap: tap, Kind: n.Op, Shape: shape, Parameters: parameters, Macs: n.Op is "Conv" or "Linear" ? m : 0);
-            }).ToList();
-            long convParams = rows.Where(l => l.Kind == "Conv").Sum(l => l.Parameters);
-            long fcParams = rows.Where(l => l.Kind == "Linear").Sum(l => l.Parameters);
-            double macs = rows.Sum(l => l.Macs);
+                if (parse.GetValue(weights) != null) throw new ArgumentException($"--weights holds VGG16 weights; it does not go with --model {choice}");
+                var imported = choice == "resnet18" ? ModelCatalog.ImportResNet18() : OnnxImporter.Load(choice);
+                graph = imported.Graph;
+                var input = graph.Inputs.Values.Single();
+                s = parse.GetValue(size) ?? input[2];
+                title = $"{(choice == "resnet18" ? "ResNet18" : Path.GetFileName(choice))} (ONNX opset {imported.Opset}, {imported.Producer}), input {input[1]}x{s}x{s}";
+                notes = string.Create(CultureInfo.InvariantCulture,
+                    $"the file holds {imported.InitializerValues:N0} initializer values; BatchNormalization folded into the convolutions before it leaves {imported.ParameterCount:N0} parameters") +
+                    (choice == "resnet18" ? $"\n{ModelCatalog.ResNet18Provenance}" : "");
+            }
+            var rows = ImageModel.Layers(graph, s);
+            bool Weighted(LayerRow l) => l.Op is "Conv" or "Linear" or "MatMul";
+            long convParams = rows.Where(l => l.Op == "Conv").Sum(l => l.Parameters);
+            long fcParams = rows.Where(l => l.Op is "Linear" or "MatMul").Sum(l => l.Parameters);
+            long total = graph.Parameters.Sum(p => p.Shape.Elements);
+            double macs = rows.Where(Weighted).Sum(l => l.Flops / 2);
+            static int[] PerSample(Tp7.Engine.Graph.Shape o) => o.Dims.Skip(1).ToArray();
 
             if (parse.GetValue(json))
             {
                 var doc = new
                 {
-                    model = "vgg16",
+                    model = choice,
                     input = new[] { 3, s, s },
                     layers = rows.Select(l => new
                     {
-                        module = l.Module, tap = l.Tap, kind = l.Kind, output_shape = l.Shape, parameters = l.Parameters, macs = l.Macs,
+                        module = l.Node, tap = l.Tap, kind = l.Op, value = l.Value, output_shape = l.Output.Rank == 2 ? [l.Output[1], 1, 1] : PerSample(l.Output),
+                        parameters = l.Parameters, macs = Weighted(l) ? l.Flops / 2 : 0, flops = l.Flops,
                     }),
-                    total_parameters = convParams + fcParams,
+                    total_parameters = total,
                     conv_parameters = convParams,
                     fc_parameters = fcParams,
                     total_macs = macs,
@@ -67,22 +82,24 @@ static class InfoCommand
                 return 0;
             }
 
-            var table = new Table().Title($"VGG16 (torchvision layout), input 3x{s}x{s}")
+            var table = new Table().Title(Markup.Escape(title))
                 .AddColumn("module").AddColumn("tap").AddColumn("kind").AddColumn("output")
                 .AddColumn(new TableColumn("parameters").RightAligned()).AddColumn(new TableColumn("MMAC").RightAligned());
             foreach (var l in rows)
             {
-                double m = l.Macs;
-                string shapeText = l.Shape[1] == 1 && l.Shape[2] == 1 ? $"[{l.Shape[0]}]" : $"[{string.Join(", ", l.Shape)}]";
-                table.AddRow(l.Module, l.Tap, l.Kind, Markup.Escape(shapeText),
+                var d = PerSample(l.Output);
+                string shapeText = d.Length == 3 && d[1] == 1 && d[2] == 1 || d.Length == 1 ? $"[{d[0]}]" : $"[{string.Join(", ", d)}]";
+                table.AddRow(Markup.Escape(l.Node), Markup.Escape(l.Tap), l.Op, Markup.Escape(shapeText),
                     l.Parameters > 0 ? l.Parameters.ToString("N0", CultureInfo.InvariantCulture) : "",
-                    m > 0 ? (m / 1e6).ToString("N1", CultureInfo.InvariantCulture) : "");
+                    Weighted(l) && l.Flops > 0 ? (l.Flops / 2e6).ToString("N1", CultureInfo.InvariantCulture) : "");
             }
+            AnsiConsole.Console.Profile.Width = Math.Max(AnsiConsole.Console.Profile.Width, 120);
             AnsiConsole.Write(table);
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"total parameters: {convParams + fcParams:N0} (convolutions {convParams:N0}, fully connected {fcParams:N0})"));
+                $"total parameters: {total:N0} (convolutions {convParams:N0}, fully connected {fcParams:N0})"));
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-                $"multiply-adds per image: {macs / 1e9:F2} GMAC ({2 * macs / 1e9:F1} GFLOP)"));
+                $"multiply-adds per image: {macs / 1e9:F2} GMAC ({2 * macs / 1e9:F1} GFLOP) in convolutions and fully connected layers"));
+            if (notes != null) Console.WriteLine(notes);
             if (verified != null) Console.WriteLine($"weights verified: {verified}");
             return 0;
         });

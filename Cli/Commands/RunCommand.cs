@@ -15,7 +15,7 @@ static class RunCommand
 {
     public static Command Create()
     {
-        var layer = new Option<string>("--layer") { Description = "pool5, fc6, relu6, fc7, relu7 or fc8", DefaultValueFactory = _ => "relu7" };
+        var layer = new Option<string?>("--layer") { Description = "VGG16: pool5, fc6, relu6, fc7, relu7 (default) or fc8; other models: a tap or any value name (default: the input of the last fully connected layer, else the output)" };
         var c = new Option<double>("--C") { Description = "SVM regularisation parameter", DefaultValueFactory = _ => 1.0 };
         var loss = new Option<string>("--loss") { Description = "squared_hinge or hinge", DefaultValueFactory = _ => "squared_hinge" };
         loss.AcceptOnlyFromAmong("squared_hinge", "hinge");
@@ -23,9 +23,9 @@ static class RunCommand
         var batch = new Option<int>("--batch") { Description = "Images per forward pass", DefaultValueFactory = _ => 32 };
         var output = new Option<string>("--out") { Description = "Report folder", DefaultValueFactory = _ => "out/run" };
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the feature cache" };
-        var weights = CliCommon.Weights();
-        var command = new Command("run", "Transfer learning end to end: VGG16 features + linear SVM + report")
-            { layer, c, loss, noL2, batch, output, noCache, weights };
+        var command = new Command("run", "Transfer learning end to end: deep features (VGG16, ResNet18 or an ONNX model) + linear SVM + report")
+            { layer, c, loss, noL2, batch, output, noCache };
+        var model = new ModelOptions(command, defaultModel: "auto");
         var dataset = new DatasetOptions(command, "Seed of the split and of the SVM's coordinate order");
         var seed = dataset.Seed;
         var device = new DeviceOptions(command);
@@ -33,8 +33,8 @@ static class RunCommand
         {
             var ds = dataset.Open(parse);
 
-            using var session = ModelSession.Open(parse, device, weights, allowInMemoryRandom: true);
-            var settings = new RunSettings(parse.GetValue(layer)!, parse.GetValue(c),
+            using var session = ModelSession.Open(parse, device, model, allowInMemoryRandom: true);
+            var settings = new RunSettings(parse.GetValue(layer), parse.GetValue(c),
                 parse.GetValue(loss) == "hinge" ? SvmLoss.Hinge : SvmLoss.SquaredHinge, !parse.GetValue(noL2),
                 Math.Max(1, parse.GetValue(batch)), parse.GetValue(seed));
             var progress = new ProgressLine();
@@ -70,7 +70,7 @@ static class RunCommand
         var st = new[] { r.Train.Stats, r.Test.Stats };
         double net = st.Sum(s => s.ComputeSeconds);
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
-            $"accuracy: {rep.Accuracy:P2} ({rep.NumSamples} test images, {names.Count} classes), layer {r.Settings.Layer}, C={r.Settings.C}"));
+            $"accuracy: {rep.Accuracy:P2} ({rep.NumSamples} test images, {names.Count} classes), {r.Model} layer {r.Settings.Layer}, C={r.Settings.C}"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"time: train features {r.Times.ExtractTrain:F1} s, test features {r.Times.ExtractTest:F1} s, SVM {r.Times.TrainSvm:F2} s, evaluation {r.Times.Evaluate:F3} s, report {reportSeconds:F1} s"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,

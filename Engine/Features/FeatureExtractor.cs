@@ -28,13 +28,17 @@ public readonly record struct ExtractProgress(int Done, int Total, double Second
 /// queue), features already in the cache are not recomputed, and every new feature is cached as soon as its batch
 /// is done (so an interrupted run resumes).
 /// </summary>
-public sealed class FeatureExtractor(Vgg16 model, string weightsSha256, string layer, bool l2 = true, int batchSize = 32,
+/// <param name="layer">A tap alias or value name of the model; null: the model's default feature layer.</param>
+public sealed class FeatureExtractor(ImageModel model, string weightsSha256, string? layer, bool l2 = true, int batchSize = 32,
     FeatureCache? cache = null, Preprocessing? preprocessing = null)
 {
-    readonly Preprocessing p = preprocessing ?? Preprocessing.ImageNet;
-    readonly string tap = Vgg16Architecture.Layer(layer).Tap;
+    readonly Preprocessing p = preprocessing ?? model.Preprocessing;
+    readonly string tap = model.CanonicalLayer(layer ?? model.DefaultLayer);
 
-    public int Dimension => (int)Vgg16Architecture.OutputShapes(p.Size, p.Size)[Vgg16Architecture.Layer(tap).Position].Elements;
+    /// <summary>The layer's name as features record it (a tap's own spelling, e.g. relu7).</summary>
+    public string Layer => tap;
+    public Preprocessing Preprocessing => p;
+    public int Dimension => (int)model.LayerShape(tap, 1, p.Size).PerSample;
 
     public FeatureSet Extract(IReadOnlyList<DatasetItem> items, IReadOnlyList<string> classes,
         Action<ExtractProgress>? progress = null, CancellationToken cancellation = default)

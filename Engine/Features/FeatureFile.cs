@@ -22,13 +22,17 @@ public static class FeatureFile
         [property: JsonPropertyName("paths")] IReadOnlyList<string> Paths,
         [property: JsonPropertyName("labels")] IReadOnlyList<int> Labels,
         [property: JsonPropertyName("preprocessing")] PreprocessingInfo Preprocessing,
-        [property: JsonPropertyName("skipped")] IReadOnlyList<SkippedInfo> Skipped);
+        [property: JsonPropertyName("skipped")] IReadOnlyList<SkippedInfo> Skipped)
+    {
+        [JsonPropertyName("model")] public string Model { get; init; } = "vgg16";
+    }
 
     public sealed record PreprocessingInfo(
         [property: JsonPropertyName("size")] int Size,
         [property: JsonPropertyName("resize")] string Resize,
         [property: JsonPropertyName("mean")] float[] Mean,
-        [property: JsonPropertyName("std")] float[] Std);
+        [property: JsonPropertyName("std")] float[] Std,
+        [property: JsonPropertyName("range")] float Range = 1f);
 
     public sealed record SkippedInfo([property: JsonPropertyName("path")] string Path, [property: JsonPropertyName("reason")] string Reason);
 
@@ -36,15 +40,16 @@ public static class FeatureFile
 
     public static string SidecarPath(string npyPath) => Path.ChangeExtension(npyPath, ".json");
 
-    public static void Write(string npyPath, FeatureSet f, Preprocessing? preprocessing = null)
+    /// <param name="model">The network the features come from (vgg16, resnet18, an .onnx file), recorded in the sidecar.</param>
+    public static void Write(string npyPath, FeatureSet f, Preprocessing? preprocessing = null, string? model = null)
     {
         var p = preprocessing ?? Preprocessing.ImageNet;
         var dir = Path.GetDirectoryName(Path.GetFullPath(npyPath));
         if (dir != null) Directory.CreateDirectory(dir);
         Npy.Write(npyPath, f.X, f.N, f.D);
         var side = new Sidecar("tp7-features", 1, f.Layer, f.L2, f.WeightsSha256, f.Classes, f.Paths, f.Labels,
-            new PreprocessingInfo(p.Size, "PIL-compatible bilinear (antialiased when shrinking), RGB, /255", p.Mean, p.Std),
-            f.Skipped.Select(s => new SkippedInfo(s.Path, s.Reason)).ToList());
+            new PreprocessingInfo(p.Size, $"PIL-compatible bilinear (antialiased when shrinking), RGB, /255{(p.Range != 1 ? $" x {p.Range}" : "")}", p.Mean, p.Std, p.Range),
+            f.Skipped.Select(s => new SkippedInfo(s.Path, s.Reason)).ToList()) { Model = model ?? "vgg16" };
         var json = SidecarPath(npyPath);
         File.WriteAllText(json + ".tmp", JsonSerializer.Serialize(side, Json));
         File.Move(json + ".tmp", json, overwrite: true);

@@ -121,7 +121,7 @@ public static class ImageLoader
         Span<float> lut = stackalloc float[3 * 256];
         for (int c = 0; c < 3; c++)
             for (int v = 0; v < 256; v++)
-                lut[c * 256 + v] = ((float)v / 255f - p.Mean[c]) / p.Std[c];
+                lut[c * 256 + v] = ((float)v / 255f * p.Range - p.Mean[c]) / p.Std[c];
 
         Span<float> r = chw[..plane], g = chw.Slice(plane, plane), b = chw.Slice(2 * plane, plane);
         for (int i = 0; i < plane; i++)

@@ -6,7 +6,8 @@ using Tp7.Engine.Svm;
 
 namespace Tp7.Engine.Pipeline;
 
-public sealed record RunSettings(string Layer = "relu7", double C = 1, SvmLoss Loss = SvmLoss.SquaredHinge, bool L2 = true,
+/// <param name="Layer">A tap or value name of the model; null: its default feature layer (VGG16: relu7).</param>
+public sealed record RunSettings(string? Layer = null, double C = 1, SvmLoss Loss = SvmLoss.SquaredHinge, bool L2 = true,
     int BatchSize = 32, int Seed = 0);
 
 /// <summary>Wall-clock seconds of each stage of a run.</summary>
@@ -17,7 +18,7 @@ public sealed record StageTimes(double ExtractTrain, double ExtractTest, double 
 
 public sealed record RunResult(
     Dataset Dataset, RunSettings Settings, FeatureSet Train, FeatureSet Test, LinearSvmModel Svm, int[] Predicted,
-    ClassificationReport Report, StageTimes Times, string Device, string Weights, bool RandomWeights);
+    ClassificationReport Report, StageTimes Times, string Device, string Weights, bool RandomWeights, string Model = "vgg16", string Preprocessing = "");
 
 /// <summary>
 /// The lab end to end: deep features of the train and test images at one layer, a one-vs-rest linear SVM trained on
@@ -26,12 +27,13 @@ public sealed record RunResult(
 public static class TransferLearning
 {
     /// <param name="progress">Called with the stage ("train features", "test features") and its progress.</param>
-    public static RunResult Run(Dataset dataset, Vgg16 model, string weightsSha256, RunSettings settings, FeatureCache? cache,
+    public static RunResult Run(Dataset dataset, ImageModel model, string weightsSha256, RunSettings settings, FeatureCache? cache,
         bool randomWeights, Action<string, ExtractProgress>? progress = null, CancellationToken cancellation = default)
     {
         if (dataset.Train.Count == 0) throw new ArgumentException($"{dataset.Root}: no training images");
         if (dataset.Test.Count == 0) throw new ArgumentException($"{dataset.Root}: no test images (use train/ and test/ folders or --train-per-class)");
         var extractor = new FeatureExtractor(model, weightsSha256, settings.Layer, settings.L2, settings.BatchSize, cache);
+        settings = settings with { Layer = extractor.Layer };
 
         var clock = Stopwatch.StartNew();
         var train = extractor.Extract(dataset.Train, dataset.Classes, p => progress?.Invoke("train features", p), cancellation);
@@ -53,6 +55,6 @@ public static class TransferLearning
         double tEval = clock.Elapsed.TotalSeconds;
 
         return new RunResult(dataset, settings, train, test, svm, predicted, report,
-            new StageTimes(tTrainFeatures, tTestFeatures, tTrain, tEval), model.Device.Name, model.WeightsSource, randomWeights);
+            new StageTimes(tTrainFeatures, tTestFeatures, tTrain, tEval), model.Device.Name, model.WeightsSource, randomWeights, model.Name, model.Preprocessing.Describe());
     }
 }

@@ -50,7 +50,7 @@ public static class RunReportWriter
             {
                 data = r.Dataset.Root, layout = r.Dataset.Layout, layer = r.Settings.Layer, C = r.Settings.C,
                 loss = r.Settings.Loss.ToString(), l2_normalized = r.Settings.L2, batch = r.Settings.BatchSize, seed = r.Settings.Seed,
-                device = r.Device, weights = r.Weights, weights_sha256 = r.Train.WeightsSha256, random_weights = r.RandomWeights,
+                device = r.Device, model = r.Model, preprocessing = r.Preprocessing, weights = r.Weights, weights_sha256 = r.Train.WeightsSha256, random_weights = r.RandomWeights,
                 svm_iterations = r.Svm.Iterations, svm_warnings = r.Svm.Warnings,
             },
             ["extra"] = extra,
@@ -115,7 +115,7 @@ public static class RunReportWriter
                  ".warn{background:#fff3cd;border:1px solid #e0c060;padding:.6em 1em}.thumbs{display:flex;flex-wrap:wrap;gap:8px}" +
                  ".thumbs figure{margin:0;width:120px;font-size:11px}.thumbs img{width:112px;height:112px;image-rendering:auto}" +
                  ".bar{display:inline-block;height:10px;background:#4a7bd0}</style></head><body>");
-        h.Append("<h1>Transfer learning: VGG16 ").Append(E(r.Settings.Layer)).Append(" features + linear SVM</h1>");
+        h.Append("<h1>Transfer learning: ").Append(E(r.Model == "vgg16" ? "VGG16" : r.Model == "resnet18" ? "ResNet18" : r.Model)).Append(' ').Append(E(r.Settings.Layer ?? "")).Append(" features + linear SVM</h1>");
         if (r.RandomWeights)
             h.Append("<p class=\"warn\"><b>Random weights.</b> These features come from an untrained VGG16, so the accuracy says little about transfer learning. Get ImageNet weights with <code>python3 tools/convert_weights.py --download vgg16</code>.</p>");
         h.Append(CultureInfo.InvariantCulture, $"<p><b>Accuracy {rep.Accuracy:P2}</b> on {rep.NumSamples} test images ({r.Train.N} training images, {names.Count} classes). Macro F1 {rep.MacroF1:F3}.</p>");

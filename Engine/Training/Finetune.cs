@@ -159,33 +159,72 @@ public sealed class Finetune
             : RunImages(weights, checkpoint, cancel);
     }
 
-    // ---- --tune head: a Dropout + Linear network over cached relu7 features ----
+    // ---- --tune head: a Dropout + Linear network over cached features ----
 
     FinetuneResult RunHead(Vgg16Weights weights, string weightsSha256, Checkpoint? resume, CancellationToken cancel)
     {
-        int classes = dataset.Classes.Count;
         FeatureSet train, test;
-        using (var vgg = new Vgg16(device, weights) { Log = log })
+        using (var vgg = new ImageModel(device, weights) { Log = log })
+            (train, test) = HeadFeatures(vgg, weightsSha256, "relu7", Preprocessing.ImageNet with { Size = s.Size }, cancel);
+        var (result, head) = TrainHead(train, test, Vgg16Architecture.HeadWeight, Vgg16Architecture.HeadBias,
+            (weights[Vgg16Architecture.HeadWeight], weights[Vgg16Architecture.HeadBias]), resume, cancel);
+        return Finish(result, weights, head, test.Labels, test.Paths);
+    }
+
+    /// <summary>
+    /// --tune head on any image model (an imported ONNX network): a new Linear(D, classes) on its features at
+    /// <paramref name="layer"/> (null: the model's default feature layer), drawn as nn.Linear would be. Writes
+    /// head.safetensors (head.weight, head.bias; class names, model, layer and preprocessing in its metadata).
+    /// </summary>
+    public FinetuneResult RunHead(ImageModel model, string modelIdentity, string? layer, string? resumeDir, CancellationToken cancel = default)
+    {
+        if (s.Tune != "head")
+            throw new ArgumentException($"--tune {s.Tune}: only --tune head works on {model.Name} (full backpropagation through imported networks is not supported yet)");
+        Directory.CreateDirectory(outDir);
+        var resume = resumeDir != null ? Checkpoint.Read(Path.Combine(resumeDir, CheckpointName), s, dataset) : null;
+        string tap = model.CanonicalLayer(layer ?? model.DefaultLayer);
+        var (train, test) = HeadFeatures(model, modelIdentity, tap, model.Preprocessing, cancel);
+        var (result, head) = TrainHead(train, test, "head.weight", "head.bias", NewHead(dataset.Classes.Count, train.D, s.Seed), resume, cancel);
+        var report = ClassificationReport.Compute(test.Labels, result.Predicted, dataset.Classes.Count);
+        string modelPath = Path.Combine(outDir, "head.safetensors");
+        var meta = new Dictionary<string, string>
         {
-            var pre = Preprocessing.ImageNet with { Size = s.Size };
-            var ex = new FeatureExtractor(vgg, weightsSha256, "relu7", l2: false, batchSize: Math.Min(32, Math.Max(8, s.Batch)), cache: Cache, preprocessing: pre);
-            train = ex.Extract(dataset.Train, dataset.Classes, p => ExtractProgress?.Invoke("train features", p), cancel);
-            test = ex.Extract(dataset.Test, dataset.Classes, p => ExtractProgress?.Invoke("test features", p), cancel);
-        }
+            ["source"] = $"tp7 finetune --model {model.Name} --tune head",
+            ["model"] = model.Name,
+            ["model_source"] = model.WeightsSource,
+            ["layer"] = tap,
+            ["preprocessing"] = model.Preprocessing.Describe(),
+            ["classes"] = JsonSerializer.Serialize(dataset.Classes),
+            ["settings"] = JsonSerializer.Serialize(s),
+        };
+        SafeTensorsWriter.Write(modelPath, [("head.weight", new long[] { dataset.Classes.Count, train.D }, head.W), ("head.bias", new long[] { dataset.Classes.Count }, head.B)], meta);
+        return new FinetuneResult(dataset, s, result.Epochs, test.Labels, result.Predicted, test.Paths, report, modelPath, result.Steps, result.StoppedAtMaxSteps, device.Name);
+    }
+
+    (FeatureSet Train, FeatureSet Test) HeadFeatures(ImageModel model, string identity, string layer, Preprocessing pre, CancellationToken cancel)
+    {
+        var ex = new FeatureExtractor(model, identity, layer, l2: false, batchSize: Math.Min(32, Math.Max(8, s.Batch)), cache: Cache, preprocessing: pre);
+        var train = ex.Extract(dataset.Train, dataset.Classes, p => ExtractProgress?.Invoke("train features", p), cancel);
+        var test = ex.Extract(dataset.Test, dataset.Classes, p => ExtractProgress?.Invoke("test features", p), cancel);
         foreach (var sk in train.Skipped.Concat(test.Skipped)) log($"skipped {sk.Path}: {sk.Reason}");
+        return (train, test);
+    }
+
+    (LoopResult Result, (float[] W, float[] B) Head) TrainHead(FeatureSet train, FeatureSet test, string wName, string bName, (float[] W, float[] B) start,
+        Checkpoint? resume, CancellationToken cancel)
+    {
+        int classes = dataset.Classes.Count, d = train.D;
         var g = new Graph.Graph();
-        g.Inputs["relu7"] = new Shape(1, train.D);
-        g.Nodes.Add(new Node("classifier.5", "Dropout", ["relu7"], ["classifier.5"], new Attributes().Set("p", s.Dropout)));
-        g.Parameters.Add((Vgg16Architecture.HeadWeight, new Shape(classes, train.D)));
-        g.Parameters.Add((Vgg16Architecture.HeadBias, new Shape(classes)));
-        g.Nodes.Add(new Node("classifier.6", "Linear", ["classifier.5", Vgg16Architecture.HeadWeight, Vgg16Architecture.HeadBias], ["classifier.6"], new Attributes()));
-        g.Output = "classifier.6";
-        g.Aliases.Add(("fc8", "classifier.6"));
+        g.Inputs["features"] = new Shape(1, d);
+        g.Nodes.Add(new Node("head.dropout", "Dropout", ["features"], ["head.dropout"], new Attributes().Set("p", s.Dropout)));
+        g.Parameters.Add((wName, new Shape(classes, d)));
+        g.Parameters.Add((bName, new Shape(classes)));
+        g.Nodes.Add(new Node("head", "Linear", ["head.dropout", wName, bName], ["logits"], new Attributes()));
+        g.Output = "logits";
         using var net = new Network(device, g) { Log = log };
-        net.Parameters.Write(Vgg16Architecture.HeadWeight, weights[Vgg16Architecture.HeadWeight]);
-        net.Parameters.Write(Vgg16Architecture.HeadBias, weights[Vgg16Architecture.HeadBias]);
-        using var trainer = new Trainer(net, [Vgg16Architecture.HeadWeight, Vgg16Architecture.HeadBias], MakeOptimizer, (ulong)s.Seed);
-        int d = train.D;
+        net.Parameters.Write(wName, start.W);
+        net.Parameters.Write(bName, start.B);
+        using var trainer = new Trainer(net, [wName, bName], MakeOptimizer, (ulong)s.Seed);
         var batches = new BatchSource(rows =>
         {
             var x = new float[(long)rows.Length * d];
@@ -194,15 +233,14 @@ public sealed class Finetune
         });
         var result = Loop(trainer, train.N, train.Labels, batches, resume, cancel,
             evaluate: () => Evaluate(net, test.X, new Shape(test.N, d), test.Labels));
-        var head = (net.Parameters.Read(Vgg16Architecture.HeadWeight), net.Parameters.Read(Vgg16Architecture.HeadBias));
-        return Finish(result, weights, head, test.Labels, test.Paths);
+        return (result, (net.Parameters.Read(wName), net.Parameters.Read(bName)));
     }
 
     // ---- classifier / all / from:TAP: images through VGG16 ----
 
     FinetuneResult RunImages(Vgg16Weights weights, Checkpoint? resume, CancellationToken cancel)
     {
-        using var vgg = new Vgg16(device, weights) { Log = log };
+        using var vgg = new ImageModel(device, weights) { Log = log };
         var net = vgg.Network;
         foreach (var n in net.Graph.Nodes.Where(n => n.Op == "Dropout")) n.Attributes.Set("p", s.Dropout);
         string from = s.TrainableFrom();
