@@ -47,6 +47,17 @@ sealed class ModelOptions
 
     readonly Func<ParseResult, int?>? ownSize;
 
+    /// <summary>Every check of these options that needs no file but the model's: run before a verb opens its data.</summary>
+    public void Check(ParseResult parse)
+    {
+        if (parse.GetValue(Model) is { } m)
+        {
+            ModelCatalog.Check(m);
+            if (parse.GetValue(Weights) != null && m != "vgg16") throw new ArgumentException($"--weights holds VGG16 weights; it does not go with --model {m}");
+        }
+        Preprocessing(parse, Tp7.Engine.Imaging.Preprocessing.ImageNet);
+    }
+
     /// <summary>The model to open: the option's value checked, or the default resolved (auto says why on stderr).</summary>
     public string Choose(ParseResult parse)
     {

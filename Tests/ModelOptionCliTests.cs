@@ -1,3 +1,4 @@
+using Google.Protobuf;
 using System.Text.Json;
 using Tp7.Tests.Infrastructure;
 using Xunit.Abstractions;

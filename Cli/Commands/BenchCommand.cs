@@ -178,7 +178,7 @@ static class BenchCommand
         double maxRef = want.Max(v => Math.Abs(v)), maxErr = 0;
         for (int i = 0; i < want.Length; i++) maxErr = Math.Max(maxErr, Math.Abs(got[i] - want[i]));
         double rel = maxErr / Math.Max(maxRef, 1e-30);
-        Console.WriteLine($"validation: outputs of {n} image(s) vs host backend: max |diff| {maxErr:E2}, {rel:E2} of max |logit| ({(rel <= 1e-3 ? "ok" : "MISMATCH")})");
-        if (rel > 1e-3) throw new InvalidOperationException($"{session.Device.Name}: logits differ from the host backend by {rel:E2} of their range");
+        Console.WriteLine($"validation: outputs of {n} image(s) vs host backend: max |diff| {maxErr:E2}, {rel:E2} of max |value| ({(rel <= 1e-3 ? "ok" : "MISMATCH")})");
+        if (rel > 1e-3) throw new InvalidOperationException($"{session.Device.Name}: outputs differ from the host backend by {rel:E2} of their range");
     }
 }

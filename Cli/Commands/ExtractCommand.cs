@@ -25,6 +25,7 @@ static class ExtractCommand
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
+            model.Check(parse);
             var ds = DatasetLoader.Open(parse.GetValue(data)!, parse.GetValue(perClass), parse.GetValue(seed));
             var items = parse.GetValue(subset) switch
             {

@@ -31,6 +31,7 @@ static class RunCommand
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
+            model.Check(parse);
             var ds = dataset.Open(parse);
 
             using var session = ModelSession.Open(parse, device, model, allowInMemoryRandom: true);
