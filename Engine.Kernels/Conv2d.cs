@@ -134,12 +134,12 @@ public static partial class Conv2d
         => s.R == 1 && s.S == 1 && s.StrideH == 1 && s.StrideW == 1 && s.PadH == 0 && s.PadW == 0 && s.PadEndH == 0 && s.PadEndW == 0;
 
     /// <summary>The dense versions index weights as (K, C, R, S) and read taps at unit spacing: grouped or dilated
-    /// shapes go through <see cref="ForwardHostGrouped"/> instead.</summary>
-    internal static void RequireDense(ConvShape s, string version)
+    /// shapes go through <see cref="ForwardHostGrouped"/> (host) or <see cref="Conv2dVersion.V3GroupedDirect"/> instead.</summary>
+    internal static void RequireDense(ConvShape s, string version, string instead = "Conv2d.ForwardHost")
     {
         if (!s.IsDense)
             throw new ArgumentException($"conv2d {version} computes dense convolutions only (groups 1, dilation 1), not {s}; "
-                + "grouped and dilated shapes go through Conv2d.ForwardHost");
+                + $"grouped and dilated shapes go through {instead}");
     }
 
     static void CheckForward(ReadOnlySpan<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<float> b, ConvShape s)
@@ -662,7 +662,7 @@ public sealed partial class Conv2dGpu
         Check.Length("x", x.Length, s.InputLength, s);
         Check.Length("w", w.Length, s.WeightLength, s);
         Check.Length("b", b.Length, s.K, s);
-        if (version != Conv2dVersion.V3GroupedDirect) Conv2d.RequireDense(s, $"ILGPU {version}");
+        if (version != Conv2dVersion.V3GroupedDirect) Conv2d.RequireDense(s, $"ILGPU {version}", "Conv2dVersion.V3GroupedDirect (the default for them)");
         var args = new ConvArgs(s, relu);
         switch (version)
         {
