@@ -33,6 +33,9 @@ public static partial class Conv2d
             ForwardHost_V2Im2colGemm(y, x, w, b, s, relu);
     }
 
+    /// <summary>3x3 stride-1 pad-1: the shapes the Winograd versions (V3, V4) compute.</summary>
+    public static bool WinogradSupports(ConvShape s) => HostWinograd.Supports(s);
+
     /// <summary>F(4x4)'s tiles need strictly fewer element-wise multiplies than F(2x2)'s for this output size.</summary>
     public static bool Winograd4x4FewerMultiplies(ConvShape s)
         => 36L * ((s.OutH + 3) / 4) * ((s.OutW + 3) / 4) < 16L * ((s.OutH + 1) / 2) * ((s.OutW + 1) / 2);
