@@ -47,6 +47,7 @@ public sealed class ResNet18ConvsBench : IBenchmark
         ["v2"] = (_ => true, Conv2d.ForwardHost_V2Im2colGemm),
         ["v3"] = (Conv2d.WinogradSupports, Conv2d.ForwardHost_V3Winograd),
         ["v4"] = (Conv2d.WinogradSupports, Conv2d.ForwardHost_V4Winograd4x4),
+        ["v5"] = (_ => true, Conv2d.ForwardHost_V5BatchedGemm),
     };
 
     const double Tolerance = 1e-4;
@@ -55,7 +56,7 @@ public sealed class ResNet18ConvsBench : IBenchmark
     {
         int[] batches = [1, 8];
         int reps = 7;
-        string[] versions = ["auto", "v2", "v3", "v4"];
+        string[] versions = ["auto", "v2", "v3", "v4", "v5"];
         string[]? only = null;
         for (int i = 0; i < args.Length; i++)
             switch (args[i])
@@ -142,6 +143,9 @@ public sealed class ResNet18ConvsBench : IBenchmark
             for (int r = 0; r < reps; r++)
                 for (int e = 0; e < engines.Count; e++)
                 {
+                    // ORT's intra-op threads spin for a while after a run returns, and so do idle .NET pool threads:
+                    // without a pause the engine timed next would share the cores with them.
+                    Thread.Sleep(15);
                     long s0 = Stopwatch.GetTimestamp();
                     for (int i = 0; i < inner; i++) engines[e].Pass();
                     times[e][r] = Stopwatch.GetElapsedTime(s0).TotalSeconds / inner;
