@@ -10,7 +10,7 @@ namespace Tp7.Bench;
 /// Every distinct convolution of ResNet18 at 224x224 (dense, BatchNorm folded into the bias, ReLU fused), our host
 /// forward against ONNX Runtime running a one-node Conv + Relu model of the same shape with the same weights, built
 /// here as an ONNX ModelProto. Validates each of our versions against ORT's output (max |Δ| / max |ORT| ≤ 1e-4),
-/// warms up, then times rounds of (each version, ORT) back to back and reports medians, GFLOP/s and the median of the
+/// warms up, then times rounds of (each version, ORT) back to back, each round starting with the next engine, and reports medians, GFLOP/s and the median of the
 /// per-round ratios ours / ORT, per shape and FLOP-weighted over the network (each shape times its count).
 /// Args: [--batch 1,8] [--reps N] [--versions auto,v2,v3,v4,...] [--only stem,l1,...]
 /// </summary>
@@ -141,8 +141,10 @@ public sealed class ResNet18ConvsBench : IBenchmark
             var times = engines.Select(_ => new double[reps]).ToArray();
             foreach (var e in engines) e.Pass(); // warm-up
             for (int r = 0; r < reps; r++)
-                for (int e = 0; e < engines.Count; e++)
+                // Each round starts with a different engine, so none is always the one that runs after ORT.
+                for (int o = 0; o < engines.Count; o++)
                 {
+                    int e = (o + r) % engines.Count;
                     // ORT's intra-op threads spin for a while after a run returns, and so do idle .NET pool threads:
                     // without a pause the engine timed next would share the cores with them.
                     Thread.Sleep(15);
