@@ -12,7 +12,7 @@ namespace Tp7.Bench;
 /// here as an ONNX ModelProto. Validates each of our versions against ORT's output (max |Δ| / max |ORT| ≤ 1e-4),
 /// warms up, then times rounds of (each version, ORT) back to back, each round starting with the next engine, and reports medians, GFLOP/s and the median of the
 /// per-round ratios ours / ORT, per shape and FLOP-weighted over the network (each shape times its count).
-/// Args: [--batch 1,8] [--reps N] [--versions auto,v2,v3,v4,...] [--only stem,l1,...]
+/// Args: [--batch 1,8] [--reps N] [--versions auto,auto0,v1,v2,v3,v4,v5] [--only stem,l1,...]
 /// </summary>
 public sealed class ResNet18ConvsBench : IBenchmark
 {
@@ -43,6 +43,17 @@ public sealed class ResNet18ConvsBench : IBenchmark
     static readonly Dictionary<string, (Func<ConvShape, bool> Supports, Conv2d.ForwardVersion Run)> Versions = new()
     {
         ["auto"] = (_ => true, Conv2d.ForwardHost),
+        // The dispatch rule before this benchmark existed (Winograd on every 3x3 stride-1 layer with C ≥ 64, V2 for
+        // the rest), so one run shows what the current rule gained.
+        ["auto0"] = (_ => true, (y, x, w, b, s, relu) =>
+        {
+            if (Conv2d.WinogradSupports(s) && s.C >= 64)
+            {
+                if (Conv2d.Winograd4x4FewerMultiplies(s)) Conv2d.ForwardHost_V4Winograd4x4(y, x, w, b, s, relu);
+                else Conv2d.ForwardHost_V3Winograd(y, x, w, b, s, relu);
+            }
+            else Conv2d.ForwardHost_V2Im2colGemm(y, x, w, b, s, relu);
+        }),
         ["v1"] = (_ => true, Conv2d.ForwardHost_V1Naive),
         ["v2"] = (_ => true, Conv2d.ForwardHost_V2Im2colGemm),
         ["v3"] = (Conv2d.WinogradSupports, Conv2d.ForwardHost_V3Winograd),
@@ -56,7 +67,7 @@ public sealed class ResNet18ConvsBench : IBenchmark
     {
         int[] batches = [1, 8];
         int reps = 7;
-        string[] versions = ["auto", "v2", "v3", "v4", "v5"];
+        string[] versions = ["auto", "auto0", "v2", "v3", "v4", "v5"];
         string[]? only = null;
         for (int i = 0; i < args.Length; i++)
             switch (args[i])
