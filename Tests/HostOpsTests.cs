@@ -360,8 +360,8 @@ public class HostOpsTests
     /// <summary>The dispatcher on shapes it sends to F(4x4) Winograd, to F(2x2) Winograd (2-row outputs) and to V5
     /// (C = 3, strided, too few tiles) gives V1's answer (to F(4x4)'s tolerance, the loosest of them).</summary>
     [Theory]
-    [InlineData(9, 64, 19, 21, 24, 3, 1, 1)]   // 270 4x4 tiles x C 64 ≥ 16384: F(4x4)
-    [InlineData(2, 64, 19, 21, 24, 3, 1, 1)]   // 60 tiles: F(2x2)
+    [InlineData(9, 64, 19, 21, 24, 3, 1, 1)]   // 270 4x4 tiles: F(4x4)
+    [InlineData(2, 64, 19, 21, 24, 3, 1, 1)]   // 60 tiles: F(4x4)
     [InlineData(1, 64, 19, 21, 24, 3, 1, 1)]   // 30 tiles: V5
     [InlineData(88, 64, 2, 9, 24, 3, 1, 1)]    // 264 tiles, 2 tall: F(2x2)
     [InlineData(3, 64, 2, 9, 24, 3, 1, 1)]
