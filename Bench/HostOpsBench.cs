@@ -6,7 +6,7 @@ namespace Tp7.Bench;
 /// <summary>
 /// The CPU backend's hot ops: GEMM, every distinct VGG16 conv layer at batch 8 (fp32), pool and relu.
 /// Validates each fast version against its V1 specification on a small shape, then times medians.
-/// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3,v4] [--backward]
+/// Args: [--batch N] [--reps N] [--quick] [--only conv1_2,gemm,...] [--versions auto,v2,v3,v4,v5] [--backward]
 /// [--data-versions auto,v2,v3,v4] (quick: fewer
 /// reps, skips the GEMM 4096 case; versions: conv forward versions to time one after another in this process, or with
 /// --backward the backward-weight versions; data-versions: with --backward, the backward-data versions; backward: time the conv layers' backward-data (the host entry point) and
@@ -104,6 +104,7 @@ public sealed class HostOpsBench : IBenchmark
         ["v2"] = (y, x, w, b, s) => Conv2d.ForwardHost_V2Im2colGemm(y, x, w, b, s, relu: true),
         ["v3"] = (y, x, w, b, s) => Conv2d.ForwardHost_V3Winograd(y, x, w, b, s, relu: true),
         ["v4"] = (y, x, w, b, s) => Conv2d.ForwardHost_V4Winograd4x4(y, x, w, b, s, relu: true),
+        ["v5"] = (y, x, w, b, s) => Conv2d.ForwardHost_V5BatchedGemm(y, x, w, b, s, relu: true),
     };
 
     /// <summary>Each selected layer is timed under every requested version back to back, so the versions see the
@@ -251,6 +252,8 @@ public sealed class HostOpsBench : IBenchmark
             Compare("conv V3 Winograd 2x13x21x17 -> 19", e, f);
             Conv2d.ForwardHost_V4Winograd4x4(f, x, w, b, s, true);
             Compare("conv V4 Winograd 4x4 2x13x21x17 -> 19", e, f);
+            Conv2d.ForwardHost_V5BatchedGemm(f, x, w, b, s, true);
+            Compare("conv V5 batched GEMM 2x13x21x17 -> 19", e, f);
         }
         {
             // Backward on a shape whose dx goes through the flipped forward on Winograd (K ≥ 64).

@@ -13,26 +13,37 @@ public static partial class Conv2d
 {
     /// <summary>
     /// y = conv(x, w) + b (then ReLU): the host backend's entry point, dispatching to the fastest version.
-    /// Rule, on AVX2 + FMA machines, for 3x3 stride-1 pad-1 layers with C ≥ 64: V4 Winograd F(4x4) when its tiles
-    /// need strictly fewer multiplies than F(2x2)'s (⌈OH/4⌉·⌈OW/4⌉·36 &lt; ⌈OH/2⌉·⌈OW/2⌉·16: every VGG16 layer at
-    /// 224, not outputs 2 wide or tall, where a 4x4 tile is three quarters padding), else V3 Winograd F(2x2);
-    /// V2 otherwise (C = 3: each Winograd GEMM would be 3 deep). The rule depends on the shape only, so results
-    /// are deterministic. Measured per layer in docs/benchmarks.md (`bench hostops --versions v2,v3,v4`).
-    /// Without AVX2 the Winograd transforms run their scalar path, which has not been measured, so those
-    /// machines stay on V2.
+    /// Rule, on AVX2 + FMA machines, for 3x3 stride-1 pad-1 layers with C ≥ 64, by the number of 4x4 output tiles over
+    /// the batch, T = N·⌈OH/4⌉·⌈OW/4⌉: below <see cref="WinogradMinTiles"/>, V5; else V4 Winograd F(4x4) where its
+    /// tiles need strictly fewer multiplies than F(2x2)'s (⌈OH/4⌉·⌈OW/4⌉·36 &lt; ⌈OH/2⌉·⌈OW/2⌉·16: not outputs 2 wide or tall, where a 4x4 tile is
+    /// three quarters padding); else V3 Winograd F(2x2). Both Winograd versions transform every filter on each call
+    /// (V4: 36 MiB at 512 channels), which few tiles do not repay. So ResNet18 at batch 1 runs V4 at 56² and 28², V5
+    /// at 14² and 7²; at batch 8 V4 on every 3x3 stride-1 layer, as VGG16 at batch 8 does. (F(2x2) measured ahead of
+    /// F(4x4) at batch 1, 56², but switching there moved the AdamW trajectory test against PyTorch past its tolerance.) Everything else (strided, 1x1, C = 3
+    /// stems, where each Winograd GEMM would be 3 deep) runs V5. The rule depends on the shape only, so results are
+    /// deterministic. Measured per layer with `bench resnet18-convs` (docs/benchmarks.md). Without AVX2 the Winograd
+    /// transforms run their scalar path, which has not been measured, so those machines stay on V5.
     /// </summary>
     public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
         ReadOnlySpan<float> b, ConvShape s, bool relu)
     {
         if (!s.IsDense) { ForwardHostGrouped(y, x, w, b, s, relu); return; }
-        if (HostWinograd.Supports(s) && s.C >= 64 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported)
+        long tiles4 = (long)s.N * ((s.OutH + 3) / 4) * ((s.OutW + 3) / 4);
+        if (HostWinograd.Supports(s) && s.C >= 64 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported
+            && tiles4 >= WinogradMinTiles)
         {
             if (Winograd4x4FewerMultiplies(s)) ForwardHost_V4Winograd4x4(y, x, w, b, s, relu);
             else ForwardHost_V3Winograd(y, x, w, b, s, relu);
         }
         else
-            ForwardHost_V2Im2colGemm(y, x, w, b, s, relu);
+            ForwardHost_V5BatchedGemm(y, x, w, b, s, relu);
     }
+
+    /// <summary>Fewest 4x4 output tiles (over the batch) for which <see cref="ForwardHost"/> picks Winograd.</summary>
+    public const int WinogradMinTiles = 32;
+
+    /// <summary>3x3 stride-1 pad-1: the shapes the Winograd versions (V3, V4) compute.</summary>
+    public static bool WinogradSupports(ConvShape s) => HostWinograd.Supports(s);
 
     /// <summary>F(4x4)'s tiles need strictly fewer element-wise multiplies than F(2x2)'s for this output size.</summary>
     public static bool Winograd4x4FewerMultiplies(ConvShape s)
@@ -87,6 +98,69 @@ public static partial class Conv2d
         }
         finally { System.Buffers.ArrayPool<float>.Shared.Return(aBuf); }
     }
+
+    /// <summary>
+    /// Version 5: y (K, N*OH*OW) = W (K, C*R*S) x col (C*R*S, N*OH*OW) with W read in place (no packed copy of the
+    /// weights, which V2 makes on every call) and col packed straight from the images (<see cref="Im2colBatchB"/>,
+    /// stride-2 rows de-interleaved with AVX2). Maps of more than <see cref="BatchedGemmMaxPixels"/> outputs run one
+    /// GEMM per image straight into y; smaller ones run the whole batch as one GEMM into a pooled (K, N*OH*OW)
+    /// buffer (already biased and rectified by the GEMM's epilogue) copied to (N, K, OH, OW) afterwards, so the
+    /// weights of late layers (9 MiB at 512 channels) stream once per call instead of once per image. Tasks split
+    /// output channels or pixels, whichever repeats less (<see cref="HostGemmKernels.SplitRowsColumns"/>), so 7x7 and
+    /// 14x14 maps at batch 1 keep every core busy.
+    /// </summary>
+    public static unsafe void ForwardHost_V5BatchedGemm(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
+        ReadOnlySpan<float> b, ConvShape s, bool relu)
+    {
+        CheckForward(y, x, w, b, s);
+        RequireDense(s, "V5BatchedGemm");
+        int m = s.K, k = s.C * s.R * s.S, pixels = s.OutH * s.OutW;
+        bool perImage = s.N == 1 || pixels > BatchedGemmMaxPixels;
+        int n = perImage ? pixels : checked(s.N * pixels), gemms = perImage ? s.N : 1;
+        float[]? tmp = perImage ? null : System.Buffers.ArrayPool<float>.Shared.Rent(checked(m * n));
+        try
+        {
+            fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b) fixed (float* pt = tmp)
+            {
+                var epi = new GemmEpilogue(RowBias: (nint)pb, Relu: relu);
+                // Per image when there are enough images for the cores; else slices of each image's product too.
+                int rowTasks = 1, colTasks = 1, threads = Environment.ProcessorCount;
+                if (gemms < 2 * threads)
+                    HostGemmKernels.SplitRowsColumns(m, n, s.ForwardFlops / gemms, out rowTasks, out colTasks);
+                int perGemm = rowTasks * colTasks;
+                long imageIn = (long)s.C * s.H * s.W, imageOut = (long)m * pixels;
+                nint wp = (nint)pw, xp = (nint)px, cp = perImage ? (nint)py : (nint)pt;
+                void Task(int t)
+                {
+                    int g = t / perGemm, slice = t % perGemm;
+                    HostGemmKernels.Range(m, HostGemmKernels.MR, rowTasks, slice / colTasks, out int i0, out int i1);
+                    HostGemmKernels.Range(n, HostGemmKernels.NR, colTasks, slice % colTasks, out int j0, out int j1);
+                    if (i0 >= i1 || j0 >= j1) return;
+                    var src = new Im2colBatchB(xp + (nint)(g * imageIn * sizeof(float)), s);
+                    HostGemmKernels.RunRowMajorA((float*)wp, k, m, k, src, i0, i1, j0, j1, (float*)cp + g * imageOut, n, epi);
+                }
+                int tasks = gemms * perGemm;
+                if (tasks == 1 || threads == 1 || s.ForwardFlops < 4e6) for (int t = 0; t < tasks; t++) Task(t);
+                else Parallel.For(0, tasks, Task);
+                if (perImage) return;
+                // (K, N, OH*OW) -> (N, K, OH*OW), one contiguous run of pixels per (image, channel).
+                nint yp = (nint)py;
+                void Scatter(int nk)
+                {
+                    int img = nk / m, ch = nk % m;
+                    new ReadOnlySpan<float>((float*)cp + (long)ch * n + (long)img * pixels, pixels)
+                        .CopyTo(new Span<float>((float*)yp + (long)nk * pixels, pixels));
+                }
+                if ((long)m * n < 1 << 18) for (int nk = 0; nk < s.N * m; nk++) Scatter(nk);
+                else Parallel.For(0, s.N * m, Scatter);
+            }
+        }
+        finally { if (tmp != null) System.Buffers.ArrayPool<float>.Shared.Return(tmp); }
+    }
+
+    /// <summary>Largest output map (OH·OW) that <see cref="ForwardHost_V5BatchedGemm"/> runs as one GEMM over the
+    /// batch; larger maps give each image's product enough columns to feed the cores without the copy.</summary>
+    public const int BatchedGemmMaxPixels = 1024;
 
     /// <summary>
     /// Version 3: Winograd F(2x2, 3x3) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks",

@@ -204,7 +204,7 @@ internal readonly unsafe struct Im2colTransposedB(nint image, ConvShape s) : IPa
 /// of A (kept in L2) against one KC x NR panel of B (kept in L1). Work is split across cores by columns
 /// (or rows when C is tall and thin), so tasks never share a C element and need no synchronisation.
 /// </summary>
-internal static unsafe class HostGemmKernels
+internal static unsafe partial class HostGemmKernels
 {
     // 6x16 keeps 12 ymm accumulators + 2 B vectors + 1 A broadcast in AVX2's 16 registers.
     internal const int MR = 6, NR = 16;

@@ -145,6 +145,73 @@ public class HostOpsTests
         CheckConv(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: false, 12);
     }
 
+    static void CheckConvV5(ConvShape s, bool relu, int seed)
+    {
+        var x = Random(seed, s.InputLength);
+        var w = Random(seed + 1, s.WeightLength);
+        var b = Random(seed + 2, s.K);
+        var expected = new float[s.OutputLength];
+        var actual = Enumerable.Repeat(float.NaN, (int)s.OutputLength).ToArray(); // every output must be written
+        Conv2d.ForwardHost_V1Naive(expected, x, w, b, s, relu);
+        Conv2d.ForwardHost_V5BatchedGemm(actual, x, w, b, s, relu);
+        AssertClose(expected, actual, GemmAtol, GemmRtol, s + (relu ? " +relu" : ""));
+    }
+
+    /// <summary>Batch 1-3 (panels of 16 columns that span images), widths up to 40 so stride-2 rows take the
+    /// 8-at-a-time de-interleave and its scalar tail, kernels 1, 2, 3, 7, K not a multiple of 6.</summary>
+    [Property(MaxTest = 60)]
+    public void ConvV5MatchesNaiveOnOddShapes(PositiveInt n, PositiveInt c, PositiveInt h, PositiveInt w, PositiveInt k,
+        NonNegativeInt kernel, bool stride2, NonNegativeInt pad, bool relu, int seed)
+    {
+        int kr = Kernels[kernel.Get % Kernels.Length], stride = stride2 ? 2 : 1, p = pad.Get % 4;
+        int H = 1 + h.Get % 13, W = 1 + w.Get % 40;
+        var s = ConvShape.Square(1 + n.Get % 3, 1 + c.Get % 5, H, W, 1 + k.Get % 15, kr, stride, p);
+        if (s.OutH <= 0 || s.OutW <= 0) return;
+        CheckConvV5(s, relu, seed);
+    }
+
+    /// <summary>ResNet18's conv shapes at reduced channel counts (same maps, strides and padding), batch 1 and 3, and
+    /// maps on both sides of <see cref="Conv2d.BatchedGemmMaxPixels"/> (one GEMM per image, or one over the batch).</summary>
+    [Theory]
+    [InlineData(1, 3, 224, 224, 16, 7, 2, 3)]  // stem: 112² outputs, one GEMM per image, stride-2 de-interleave
+    [InlineData(3, 3, 61, 57, 10, 7, 2, 3)]    // odd stem-like map, batch 3
+    [InlineData(1, 20, 56, 56, 13, 3, 1, 1)]   // layer1: 56², 3136 pixels per image
+    [InlineData(3, 16, 56, 56, 24, 3, 2, 1)]   // layer2's strided 3x3: 28², the batch as one GEMM
+    [InlineData(3, 16, 56, 56, 24, 1, 2, 0)]   // layer2's 1x1 stride-2 downsample
+    [InlineData(1, 40, 14, 14, 70, 3, 2, 1)]   // layer4's strided 3x3 at batch 1: 49 pixels, rows split across cores
+    [InlineData(3, 300, 7, 7, 150, 3, 1, 1)]   // layer4-like: C·9 > one k-block, K > MC, panels span images
+    [InlineData(1, 260, 9, 11, 7, 1, 1, 0)]    // 1x1 stride 1, batch 1
+    public void ConvV5MatchesNaiveOnResNetLikeShapes(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
+    {
+        CheckConvV5(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: true, 71);
+        CheckConvV5(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: false, 72);
+    }
+
+    /// <summary>The bias is added and ReLU applied in the GEMM's epilogue: with zero filters y is exactly relu(bias)
+    /// (or bias), both when each image is its own GEMM and when the batch is one.</summary>
+    [Theory]
+    [InlineData(2, 40, 40)]  // 1600 pixels per image: per-image GEMMs
+    [InlineData(3, 9, 13)]   // the batch as one GEMM, copied back per image
+    public void ConvV5AppliesBiasAndRelu(int n, int h, int w)
+    {
+        var s = ConvShape.Square(n, 5, h, w, 11, 3, 1, 1);
+        var x = Random(81, s.InputLength);
+        var wt = new float[s.WeightLength];
+        var b = Random(82, s.K);
+        long plane = (long)s.OutH * s.OutW;
+        foreach (bool relu in new[] { false, true })
+        {
+            var y = Enumerable.Repeat(float.NaN, (int)s.OutputLength).ToArray();
+            Conv2d.ForwardHost_V5BatchedGemm(y, x, wt, b, s, relu);
+            for (long i = 0; i < y.Length; i++)
+            {
+                float bk = b[i / plane % s.K], expected = relu && bk < 0 ? 0f : bk;
+                Assert.True(y[i] == expected, $"{s} relu={relu}: y[{i}] = {y[i]:R}, expected {expected:R}");
+            }
+        }
+        Assert.Contains(b, v => v < 0);
+    }
+
     // Winograd F(2x2, 3x3): the input transform adds up to 4 patch elements, the output transform 9 products
     // per position, so each output carries a few times the rounding of direct summation; with inputs in
     // [-1, 1] and C·9 ≤ ~3000 terms the worst case stays near 1e-5. The same 1e-4 as the GEMM (and as the
@@ -290,13 +357,17 @@ public class HostOpsTests
         Assert.Contains("3x3 stride-1 pad-1", ex.Message);
     }
 
-    /// <summary>The dispatcher on shapes it sends to F(4x4) Winograd, to F(2x2) Winograd (2-row outputs) and to V2
-    /// gives V1's answer (to F(4x4)'s tolerance, the loosest of the three).</summary>
+    /// <summary>The dispatcher on shapes it sends to F(4x4) Winograd, to F(2x2) Winograd (2-row outputs) and to V5
+    /// (C = 3, strided, too few tiles) gives V1's answer (to F(4x4)'s tolerance, the loosest of them).</summary>
     [Theory]
-    [InlineData(2, 64, 19, 21, 24, 3, 1, 1)]
+    [InlineData(9, 64, 19, 21, 24, 3, 1, 1)]   // 270 4x4 tiles: F(4x4)
+    [InlineData(2, 64, 19, 21, 24, 3, 1, 1)]   // 60 tiles: F(4x4)
+    [InlineData(1, 64, 19, 21, 24, 3, 1, 1)]   // 30 tiles: V5
+    [InlineData(88, 64, 2, 9, 24, 3, 1, 1)]    // 264 tiles, 2 tall: F(2x2)
     [InlineData(3, 64, 2, 9, 24, 3, 1, 1)]
     [InlineData(1, 3, 19, 21, 24, 3, 1, 1)]
     [InlineData(1, 64, 19, 21, 24, 3, 2, 1)]
+    [InlineData(1, 3, 37, 37, 8, 7, 2, 3)]     // stem-like
     public void ConvForwardHostDispatchMatchesNaive(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
     {
         var s = ConvShape.Square(n, c, h, w, k, kernel, stride, pad);

@@ -44,11 +44,18 @@ public sealed class TrainingTrajectoryTests(ReferenceFiles refs, ITestOutputHelp
     /// network's loss to ~650 at step 2, where every difference grows). eps = 1e-3 bounds the slope so the comparison
     /// sees the optimiser — moments, bias correction, decoupled decay — over five steps; the default eps is checked on
     /// the first step below, on the elements it is well conditioned for.
+    /// Element by element even eps = 1e-3 is not enough on every CPU: the elements whose |g| is below eps have an
+    /// update of lr·g/eps, so the fp32 rounding of their gradient, which depends on the convolution algorithms (ours:
+    /// Winograd F(4x4); PyTorch's: whatever its CPU build picks for the machine), shows in the update (measured: worst
+    /// element 1.9e-4 of max |update| on an AVX-512 CPU, 4e-2 on an AVX2 one, with the losses equal to 5e-6 on both).
+    /// So the updates are compared as vectors per parameter, ||Δ||₂ / ||update torch||₂ ≤ 5e-2 (measured 2.2e-2 on
+    /// the AVX2 CPU): rounding in the ill-conditioned elements passes; an error of the optimiser itself does not (a
+    /// missing bias correction alone scales the step-5 update by 1/(1 − 0.9⁵) = 2.4).
     /// </summary>
     [Fact]
     public void AdamWFollowsPyTorchFor5Steps()
         => Compare(Reference("adamw", 5, "--lr", "1e-4", "--betas", "0.9", "0.999", "--eps", "1e-3", "--weight-decay", "0.01"), lr: 1e-4,
-            store => new AdamW(store, 0.01f) { Beta1 = 0.9f, Beta2 = 0.999f, Eps = 1e-3f }, minGradient: 0);
+            store => new AdamW(store, 0.01f) { Beta1 = 0.9f, Beta2 = 0.999f, Eps = 1e-3f }, minGradient: 0, normTolerance: 5e-2);
 
     /// <summary>
     /// The first update alone, on the elements whose gradient is 0 or at least 100·eps: Adam's first update is
@@ -60,7 +67,8 @@ public sealed class TrainingTrajectoryTests(ReferenceFiles refs, ITestOutputHelp
         => Compare(Reference("adamw", 1, "--lr", "1e-3", "--betas", "0.9", "0.999", "--eps", "1e-8", "--weight-decay", "0.01"), lr: 1e-3,
             store => new AdamW(store, 0.01f) { Beta1 = 0.9f, Beta2 = 0.999f, Eps = 1e-8f }, minGradient: 1e-6);
 
-    void Compare(string referencePath, double lr, Func<ParameterStore, Optimizer> optimizer, double minGradient = 0)
+    /// <param name="normTolerance">When set, each parameter's update is compared as a vector (relative L2 error) instead of element by element.</param>
+    void Compare(string referencePath, double lr, Func<ParameterStore, Optimizer> optimizer, double minGradient = 0, double? normTolerance = null)
     {
         int steps;
         using var file = ReferenceFiles.Open(referencePath);
@@ -101,7 +109,7 @@ public sealed class TrainingTrajectoryTests(ReferenceFiles refs, ITestOutputHelp
             var after = model.Network.Parameters.Read(p);
             var want = file.ReadFloat32("update/" + p);
             Assert.Equal(want.Length, after.Length);
-            double maxRef = 0, maxErr = 0;
+            double maxRef = 0, maxErr = 0, sumRef = 0, sumErr = 0;
             int at = 0;
             long skipped = 0;
             for (int k = 0; k < want.Length; k++)
@@ -109,12 +117,20 @@ public sealed class TrainingTrajectoryTests(ReferenceFiles refs, ITestOutputHelp
                 if (minGradient > 0 && firstGrad[p][k] != 0 && Math.Abs(firstGrad[p][k]) < minGradient) { skipped++; continue; }
                 maxRef = Math.Max(maxRef, Math.Abs(want[k]));
                 double e = Math.Abs((after[k] - (double)before[k]) - want[k]);
+                sumRef += (double)want[k] * want[k];
+                sumErr += e * e;
                 if (e > maxErr || double.IsNaN(e)) { maxErr = e; at = k; }
             }
             double rel = maxErr / Math.Max(maxRef, 1e-30);
             if (rel > worst.Item2 || double.IsNaN(rel)) worst = (p, rel);
             output.WriteLine($"{p,-22} {maxRef,-18:G4}  {rel:E2}{(minGradient > 0 ? $"  ({skipped} of {want.Length} with 0 < |g| < {minGradient:G2} left out)" : "")}");
-            if (!(rel <= UpdateTolerance))
+            if (normTolerance is { } nt)
+            {
+                double relNorm = Math.Sqrt(sumErr / Math.Max(sumRef, 1e-300));
+                output.WriteLine($"{"",-22} ||Δ|| / ||update|| {relNorm:E2}");
+                if (!(relNorm <= nt)) failures.Add($"update/{p}: ||ours - torch|| is {relNorm:E2} of ||update torch||");
+            }
+            else if (!(rel <= UpdateTolerance))
                 failures.Add($"update/{p}: {rel:E2} of max |torch| {maxRef:G4} at {at} (ours {after[at] - (double)before[at]:G6}, torch {want[at]:G6}, start {before[at]:G6})");
         }
         output.WriteLine($"worst update: {worst.Item1} at {worst.Item2:E2} of max |torch update|");
