@@ -25,14 +25,19 @@ public static partial class Conv2d
     /// transforms run their scalar path, which has not been measured, so those machines stay on V5.
     /// </summary>
     public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
-        ReadOnlySpan<float> b, ConvShape s, bool relu)
+        ReadOnlySpan<float> b, ConvShape s, bool relu) => ForwardHost(y, x, w, b, s, relu, null);
+
+    /// <param name="filters">Where F(4x4)'s transformed filters may be kept between calls with unchanged weights
+    /// (inference): null transforms them on every call.</param>
+    public static void ForwardHost(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
+        ReadOnlySpan<float> b, ConvShape s, bool relu, WinogradFilters? filters)
     {
         if (!s.IsDense) { ForwardHostGrouped(y, x, w, b, s, relu); return; }
         long tiles4 = (long)s.N * ((s.OutH + 3) / 4) * ((s.OutW + 3) / 4);
         if (HostWinograd.Supports(s) && s.C >= 64 && System.Runtime.Intrinsics.X86.Avx2.IsSupported && System.Runtime.Intrinsics.X86.Fma.IsSupported
-            && tiles4 >= WinogradMinTiles)
+            && tiles4 >= (filters != null ? WinogradMinTilesKeptFilters : WinogradMinTiles))
         {
-            if (Winograd4x4FewerMultiplies(s)) ForwardHost_V4Winograd4x4(y, x, w, b, s, relu);
+            if (Winograd4x4FewerMultiplies(s)) ForwardHost_V4Winograd4x4(y, x, w, b, s, relu, filters);
             else ForwardHost_V3Winograd(y, x, w, b, s, relu);
         }
         else
@@ -41,6 +46,11 @@ public static partial class Conv2d
 
     /// <summary>Fewest 4x4 output tiles (over the batch) for which <see cref="ForwardHost"/> picks Winograd.</summary>
     public const int WinogradMinTiles = 32;
+
+    /// <summary>The same when the transformed filters are kept between calls (inference): the transform no longer has
+    /// to be repaid by the tiles of one call (ResNet18 at batch 1: 14x14 maps, 16 tiles, run F(4x4) at ~130 GFLOP/s
+    /// with kept filters; 7x7 maps, 4 tiles padded to a 16-column panel, stay on V5).</summary>
+    public const int WinogradMinTilesKeptFilters = 16;
 
     /// <summary>3x3 stride-1 pad-1: the shapes the Winograd versions (V3, V4) compute.</summary>
     public static bool WinogradSupports(ConvShape s) => HostWinograd.Supports(s);
@@ -192,15 +202,56 @@ public static partial class Conv2d
     /// entries reach 8 and the filter transform's 1/24, so rounding grows a few times over V3's (VGG16 taps against
     /// PyTorch: ≤ 4e-6 of the tap's max instead of ≤ 1.3e-6). Past-edge outputs of sizes not a multiple of 4 are dropped.
     /// </summary>
+    public static void ForwardHost_V4Winograd4x4(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
+        ReadOnlySpan<float> b, ConvShape s, bool relu) => ForwardHost_V4Winograd4x4(y, x, w, b, s, relu, null);
+
+    /// <param name="filters">Keeps U between calls while its <see cref="WinogradFilters.Version"/> stays; null: transform here.</param>
     public static unsafe void ForwardHost_V4Winograd4x4(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
-        ReadOnlySpan<float> b, ConvShape s, bool relu)
+        ReadOnlySpan<float> b, ConvShape s, bool relu, WinogradFilters? filters)
     {
         CheckForward(y, x, w, b, s);
         RequireDense(s, "V4Winograd4x4");
         if (!HostWinograd.Supports(s))
             throw new ArgumentException($"conv2d V4Winograd4x4 computes 3x3 stride-1 pad-1 convolutions only, not {s}");
         fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
-            HostWinograd.Forward4x4(py, px, pw, pb, s, relu, portable: false);
+        {
+            if (filters == null)
+            {
+                HostWinograd.Forward4x4(py, px, pw, pb, s, relu, portable: false);
+                return;
+            }
+            fixed (float* pu = filters.For(pw, s))
+                HostWinograd.Forward4x4(py, px, pw, pb, s, relu, portable: false, pu);
+        }
+    }
+
+    /// <summary>
+    /// F(4x4)'s transformed filters U of one convolution's weights, kept while the weights' <see cref="Version"/>
+    /// stays the same (an inference session transforms each layer's filters once instead of on every call:
+    /// 36 MiB of U at 512 channels, most of a 7x7 layer's time at small batches). The caller owns the rule: set
+    /// <see cref="Version"/> to a value that changes whenever the weights do.
+    /// </summary>
+    public sealed class WinogradFilters
+    {
+        float[]? u;
+        long madeAt = long.MinValue;
+        ConvShape shapeOf;
+
+        /// <summary>Identifies the weights' contents: U is recomputed when it differs from the one U was made for.</summary>
+        public long Version { get; set; }
+
+        internal unsafe float[] For(float* w, ConvShape s)
+        {
+            var key = s with { N = 1, H = 1, W = 1 };
+            if (u == null || madeAt != Version || key != shapeOf)
+            {
+                u = GC.AllocateUninitializedArray<float>(HostWinograd.FilterFloats4x4(s), pinned: true);
+                fixed (float* pu = u) HostWinograd.TransformFilters4x4(pu, w, s);
+                madeAt = Version;
+                shapeOf = key;
+            }
+            return u;
+        }
     }
 
     /// <summary>A 1x1 stride-1 convolution without any padding reads the image (C, H*W) itself as the GEMM's B.</summary>

@@ -57,18 +57,33 @@ internal static unsafe partial class HostWinograd
         return (long*)Unsafe.AsPointer(ref t_offsets[0]);
     }
 
-    internal static void Forward4x4(float* y, float* x, float* w, float* b, ConvShape s, bool relu, bool portable)
+    /// <summary>Floats of U (the transformed filters) for <see cref="Forward4x4"/>, 64-byte alignment slack included.</summary>
+    internal static int FilterFloats4x4(ConvShape s) => checked(Positions4 * HostGemmKernels.PaddedRows(s.K) * s.C + 16);
+
+    /// <summary>U of <paramref name="w"/> into <paramref name="u"/> (at its first 64-byte boundary): what a caller may keep
+    /// across calls while the weights do not change, and pass to <see cref="Forward4x4"/>.</summary>
+    internal static void TransformFilters4x4(float* u, float* w, ConvShape s) => FilterTransform4x4(Align(u), w, s.K, s.C);
+
+    static float* Align(float* p) => (float*)(((nint)p + 63) & ~(nint)63);
+
+    /// <param name="uPrepared">U from <see cref="TransformFilters4x4"/> for these weights, or null to transform them here.</param>
+    internal static void Forward4x4(float* y, float* x, float* w, float* b, ConvShape s, bool relu, bool portable, float* uPrepared = null)
     {
         int C = s.C, K = s.K, mPad = HostGemmKernels.PaddedRows(K);
         int tilesH = (s.OutH + 3) / 4, tilesW = (s.OutW + 3) / 4;
         long total = (long)s.N * tilesH * tilesW;
         // U: 36 packed A matrices (mPad x C each, HostGemmKernels.PackA layout). Pooled: 36 MiB at C = K = 512.
-        float[] uRaw = System.Buffers.ArrayPool<float>.Shared.Rent(checked(Positions4 * mPad * C + 16));
+        float[] uRaw = uPrepared != null ? [] : System.Buffers.ArrayPool<float>.Shared.Rent(FilterFloats4x4(s));
         var uHandle = System.Runtime.InteropServices.GCHandle.Alloc(uRaw, System.Runtime.InteropServices.GCHandleType.Pinned);
         try
         {
-            float* u = (float*)((uHandle.AddrOfPinnedObject() + 63) & ~(nint)63);
-            FilterTransform4x4(u, w, K, C);
+            float* u;
+            if (uPrepared != null) u = Align(uPrepared);
+            else
+            {
+                u = (float*)((uHandle.AddrOfPinnedObject() + 63) & ~(nint)63);
+                FilterTransform4x4(u, w, K, C);
+            }
 
             nint up = (nint)u, yp = (nint)y, xp = (nint)x, bp = (nint)b;
             int threads = Environment.ProcessorCount;
@@ -116,7 +131,7 @@ internal static unsafe partial class HostWinograd
         finally
         {
             uHandle.Free();
-            System.Buffers.ArrayPool<float>.Shared.Return(uRaw);
+            if (uPrepared == null) System.Buffers.ArrayPool<float>.Shared.Return(uRaw);
         }
     }
 

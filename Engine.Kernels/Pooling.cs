@@ -77,28 +77,49 @@ public static partial class Pooling
             MaxPlane(y.Slice((int)(plane * oh * ow), oh * ow), x.Slice((int)(plane * s.H * s.W), s.H * s.W), s);
     }
 
-    /// <summary>V1's window loop for one plane (H, W) -> (OH, OW).</summary>
-    static void MaxPlane(Span<float> yo, ReadOnlySpan<float> xi, PoolShape s)
+    /// <summary>V1's window loop for one plane (H, W) -> (OH, OW). The shape's fields are read into locals once, and a
+    /// window that lies wholly inside the input (the interior of every padded map) is read without bounds checks.</summary>
+    static unsafe void MaxPlane(Span<float> yo, ReadOnlySpan<float> xi, PoolShape s)
     {
-        int oh = s.OutH, ow = s.OutW;
-        for (int oy = 0; oy < oh; oy++)
-        for (int ox = 0; ox < ow; ox++)
-        {
-            float m = float.NegativeInfinity;
-            for (int r = 0; r < s.KernelH; r++)
+        int oh = s.OutH, ow = s.OutW, h = s.H, w = s.W, kh = s.KernelH, kw = s.KernelW, sh = s.StrideH, sw = s.StrideW;
+        int ph = s.PadH, pw = s.PadW, dh = s.DilationH, dw = s.DilationW;
+        fixed (float* py = yo) fixed (float* px = xi)
+            for (int oy = 0; oy < oh; oy++)
             {
-                int iy = oy * s.StrideH - s.PadH + r * s.DilationH;
-                if ((uint)iy >= (uint)s.H) continue;
-                for (int q = 0; q < s.KernelW; q++)
+                int iy0 = oy * sh - ph;
+                bool rowsInside = iy0 >= 0 && iy0 + (kh - 1) * dh < h;
+                for (int ox = 0; ox < ow; ox++)
                 {
-                    int ix = ox * s.StrideW - s.PadW + q * s.DilationW;
-                    if ((uint)ix >= (uint)s.W) continue;
-                    float v = xi[iy * s.W + ix];
-                    if (v > m || float.IsNaN(v)) m = v;
+                    int ix0 = ox * sw - pw;
+                    float m = float.NegativeInfinity;
+                    if (rowsInside && ix0 >= 0 && ix0 + (kw - 1) * dw < w)
+                    {
+                        for (int r = 0; r < kh; r++)
+                        {
+                            float* row = px + (iy0 + r * dh) * w + ix0;
+                            for (int q = 0; q < kw; q++)
+                            {
+                                float v = row[q * dw];
+                                if (v > m || float.IsNaN(v)) m = v;
+                            }
+                        }
+                    }
+                    else
+                        for (int r = 0; r < kh; r++)
+                        {
+                            int iy = iy0 + r * dh;
+                            if ((uint)iy >= (uint)h) continue;
+                            for (int q = 0; q < kw; q++)
+                            {
+                                int ix = ix0 + q * dw;
+                                if ((uint)ix >= (uint)w) continue;
+                                float v = px[iy * w + ix];
+                                if (v > m || float.IsNaN(v)) m = v;
+                            }
+                        }
+                    py[oy * ow + ox] = m;
                 }
             }
-            yo[oy * ow + ox] = m;
-        }
     }
 
     /// <summary>

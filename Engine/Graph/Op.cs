@@ -18,6 +18,9 @@ public sealed class OpContext(ComputeDevice device)
     public ulong Seed { get; init; }
     /// <summary>Index of the node being run (makes each dropout's mask its own).</summary>
     public int NodeIndex { get; set; }
+    /// <summary>The network's parameters: what an op derives from them and keeps between passes is keyed on this
+    /// store and valid while its <see cref="ParameterStore.Version"/> stays.</summary>
+    public ParameterStore? Parameters { get; init; }
 }
 
 /// <summary>

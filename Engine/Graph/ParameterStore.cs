@@ -97,8 +97,19 @@ public sealed class ParameterStore : IDisposable
         if (Grads != null) Device.Clear(Grads);
     }
 
+    /// <summary>
+    /// Changes whenever a parameter may have: Write, Fill, an optimiser step. What is derived from the weights and kept
+    /// between passes (F(4x4)'s transformed filters) is valid while it stays the same.
+    /// </summary>
+    public long Version => Interlocked.Read(ref version);
+    long version;
+
+    /// <summary>Says the parameters changed outside Write and Fill (an optimiser's launch over the block).</summary>
+    public void MarkChanged() => Interlocked.Increment(ref version);
+
     public void Write(string name, ReadOnlySpan<float> values)
     {
+        MarkChanged();
         var e = Info(name);
         if (values.Length != e.Elements)
             throw new ArgumentException($"parameter '{name}' has {e.Elements} values ({e.Shape}), got {values.Length}");
@@ -113,6 +124,7 @@ public sealed class ParameterStore : IDisposable
     /// </summary>
     public void Fill(string name, SpanAction fill)
     {
+        MarkChanged();
         var e = Info(name);
         if (Device is HostDevice)
             fill(HostDevice.Span(Block.Slice(e.Offset, e.Elements)));

@@ -32,7 +32,13 @@ public abstract class Optimizer : IDisposable
     protected DeviceTensor Params => Store.Block.Slice(Store.TrainableOffset, Store.TrainableCount);
 
     /// <summary>One update of every trainable parameter from its gradient, at learning rate <paramref name="lr"/>.</summary>
-    public abstract void Step(double lr);
+    public void Step(double lr)
+    {
+        StepCore(lr);
+        Store.MarkChanged();
+    }
+
+    protected abstract void StepCore(double lr);
 
     /// <summary>Restores the step count (state vectors are written through <see cref="State"/>).</summary>
     public void Restore(int steps) => Steps = steps;
@@ -69,7 +75,7 @@ public sealed class Sgd : Optimizer
 
     public override IReadOnlyList<(string Name, DeviceTensor Data)> State => buffer != null ? [("momentum_buffer", buffer)] : [];
 
-    public override void Step(double lr)
+    protected override void StepCore(double lr)
     {
         var a = new SgdArgs((float)lr, momentum, weightDecay, nesterov);
         var grads = Store.Grads!;
@@ -104,7 +110,7 @@ public sealed class AdamW : Optimizer
 
     public override IReadOnlyList<(string Name, DeviceTensor Data)> State => [("exp_avg", m), ("exp_avg_sq", v)];
 
-    public override void Step(double lr)
+    protected override void StepCore(double lr)
     {
         Steps++;
         var a = new AdamWArgs((float)lr, Beta1, Beta2, Eps, weightDecay, Steps);

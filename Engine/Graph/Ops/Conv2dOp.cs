@@ -57,10 +57,25 @@ public sealed class Conv2dOp : Op
         var s = ShapeOf(node, inputs[0].Shape, inputs[1].Shape);
         bool relu = node.Attributes.Flag("relu");
         if (ctx.Device is HostDevice)
-            Conv2d.ForwardHost(Host(outputs[0]), Host(inputs[0]), Host(inputs[1]), Host(inputs[2]), s, relu);
+            Conv2d.ForwardHost(Host(outputs[0]), Host(inputs[0]), Host(inputs[1]), Host(inputs[2]), s, relu, Filters(ctx, node));
         else
             ((IlgpuDevice)ctx.Device).Kernels(a => new Conv2dGpu(a))
                 .Forward(Gpu(outputs[0]), Gpu(inputs[0]), Gpu(inputs[1]), Gpu(inputs[2]), s, relu);
+    }
+
+    // Inference keeps each layer's Winograd filters per network while its parameters do not change; training
+    // (weights move every step) transforms them on every call.
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<ParameterStore, Dictionary<string, Conv2d.WinogradFilters>> filters = new();
+
+    static Conv2d.WinogradFilters? Filters(OpContext ctx, Node node)
+    {
+        if (ctx.Training || ctx.Parameters is not { } store || !store.Contains(node.Inputs[1])) return null;
+        var perNode = filters.GetOrCreateValue(store);
+        Conv2d.WinogradFilters f;
+        lock (perNode)
+            if (!perNode.TryGetValue(node.Inputs[1], out f!)) perNode[node.Inputs[1]] = f = new Conv2d.WinogradFilters(); // by weight: names are unique in a store
+        f.Version = store.Version;
+        return f;
     }
 
     public override bool HasBackward => true;
