@@ -157,31 +157,7 @@ internal static unsafe partial class HostGemmKernels
             v = Vector256.Create(a5[p]); c50 = MulAdd(v, b0, c50); c51 = MulAdd(v, b1, c51);
             b += NR;
         }
-        if (mv == MR && nv == NR)
-        {
-            var colBias0 = Vector256<float>.Zero;
-            var colBias1 = Vector256<float>.Zero;
-            if (last && e.ColBias != 0)
-            {
-                colBias0 = Vector256.Load((float*)e.ColBias + col);
-                colBias1 = Vector256.Load((float*)e.ColBias + col + 8);
-            }
-            StoreRow(c, c00, c01, loadC, 1f, last, e, row, colBias0, colBias1);
-            StoreRow(c + ldc, c10, c11, loadC, 1f, last, e, row + 1, colBias0, colBias1);
-            StoreRow(c + 2 * ldc, c20, c21, loadC, 1f, last, e, row + 2, colBias0, colBias1);
-            StoreRow(c + 3 * ldc, c30, c31, loadC, 1f, last, e, row + 3, colBias0, colBias1);
-            StoreRow(c + 4 * ldc, c40, c41, loadC, 1f, last, e, row + 4, colBias0, colBias1);
-            StoreRow(c + 5 * ldc, c50, c51, loadC, 1f, last, e, row + 5, colBias0, colBias1);
-            return;
-        }
-        float* t = stackalloc float[MR * NR];
-        Vector256.Store(c00, t); Vector256.Store(c01, t + 8);
-        Vector256.Store(c10, t + 16); Vector256.Store(c11, t + 24);
-        Vector256.Store(c20, t + 32); Vector256.Store(c21, t + 40);
-        Vector256.Store(c30, t + 48); Vector256.Store(c31, t + 56);
-        Vector256.Store(c40, t + 64); Vector256.Store(c41, t + 72);
-        Vector256.Store(c50, t + 80); Vector256.Store(c51, t + 88);
-        StoreEdge(t, c, ldc, mv, nv, loadC, 1f, last, e, row, col);
+        StoreTile(c, ldc, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, mv, nv, loadC, 1f, last, e, row, col);
     }
 
     /// <summary><see cref="KernelPortable"/> with A read in place (rows past mv read row 0, dropped at the store).</summary>

@@ -525,6 +525,18 @@ internal static unsafe partial class HostGemmKernels
             var a5 = Vector256.Create(a[5]); c50 = MulAdd(a5, b0, c50); c51 = MulAdd(a5, b1, c51);
             a += MR; b += NR;
         }
+        StoreTile(c, ldc, c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, mv, nv, loadC, scale, last, e, row, col);
+    }
+
+    /// <summary>
+    /// The micro-kernels' epilogue: the 6 x 16 accumulators into C's tile (loadC: onto beta·C or C), with the row and
+    /// column biases and ReLU on the last k-block; a tile cut by the matrix's edge goes through a stack copy.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void StoreTile(float* c, long ldc, Vector256<float> c00, Vector256<float> c01, Vector256<float> c10, Vector256<float> c11,
+        Vector256<float> c20, Vector256<float> c21, Vector256<float> c30, Vector256<float> c31, Vector256<float> c40, Vector256<float> c41,
+        Vector256<float> c50, Vector256<float> c51, int mv, int nv, bool loadC, float scale, bool last, in GemmEpilogue e, int row, int col)
+    {
         if (mv == MR && nv == NR)
         {
             var colBias0 = Vector256<float>.Zero;
