@@ -108,7 +108,8 @@ public class HostOpsTests
         Assert.Equal(new float[] { 0.5f, 1, 1.5f, 2 }, c);
     }
 
-    static void CheckConv(ConvShape s, bool relu, int seed)
+    /// <summary>A forward version against V1 on seeded inputs in [-1, 1]; every output must be written (y starts as NaN).</summary>
+    static void CheckAgainstNaive(Conv2d.ForwardVersion version, ConvShape s, bool relu, int seed, float atol, float rtol)
     {
         var x = Random(seed, s.InputLength);
         var w = Random(seed + 1, s.WeightLength);
@@ -116,9 +117,11 @@ public class HostOpsTests
         var expected = new float[s.OutputLength];
         var actual = Enumerable.Repeat(float.NaN, (int)s.OutputLength).ToArray();
         Conv2d.ForwardHost_V1Naive(expected, x, w, b, s, relu);
-        Conv2d.ForwardHost_V2Im2colGemm(actual, x, w, b, s, relu);
-        AssertClose(expected, actual, GemmAtol, GemmRtol, s + (relu ? " +relu" : ""));
+        version(actual, x, w, b, s, relu);
+        AssertClose(expected, actual, atol, rtol, s + (relu ? " +relu" : ""));
     }
+
+    static void CheckConv(ConvShape s, bool relu, int seed) => CheckAgainstNaive(Conv2d.ForwardHost_V2Im2colGemm, s, relu, seed, GemmAtol, GemmRtol);
 
     static readonly int[] Kernels = [1, 3, 7, 2];
 
@@ -145,17 +148,7 @@ public class HostOpsTests
         CheckConv(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: false, 12);
     }
 
-    static void CheckConvV5(ConvShape s, bool relu, int seed)
-    {
-        var x = Random(seed, s.InputLength);
-        var w = Random(seed + 1, s.WeightLength);
-        var b = Random(seed + 2, s.K);
-        var expected = new float[s.OutputLength];
-        var actual = Enumerable.Repeat(float.NaN, (int)s.OutputLength).ToArray(); // every output must be written
-        Conv2d.ForwardHost_V1Naive(expected, x, w, b, s, relu);
-        Conv2d.ForwardHost_V5BatchedGemm(actual, x, w, b, s, relu);
-        AssertClose(expected, actual, GemmAtol, GemmRtol, s + (relu ? " +relu" : ""));
-    }
+    static void CheckConvV5(ConvShape s, bool relu, int seed) => CheckAgainstNaive(Conv2d.ForwardHost_V5BatchedGemm, s, relu, seed, GemmAtol, GemmRtol);
 
     /// <summary>Batch 1-3 (panels of 16 columns that span images), widths up to 40 so stride-2 rows take the
     /// 8-at-a-time de-interleave and its scalar tail, kernels 1, 2, 3, 7, K not a multiple of 6.</summary>
@@ -218,17 +211,7 @@ public class HostOpsTests
     // per-tap tolerance against PyTorch) still catches a wrong transform entry, which moves outputs by ~0.1.
     const float WinogradAtol = 1e-4f, WinogradRtol = 1e-4f;
 
-    static void CheckWinograd(ConvShape s, bool relu, int seed)
-    {
-        var x = Random(seed, s.InputLength);
-        var w = Random(seed + 1, s.WeightLength);
-        var b = Random(seed + 2, s.K);
-        var expected = new float[s.OutputLength];
-        var actual = Enumerable.Repeat(float.NaN, (int)s.OutputLength).ToArray(); // every output must be written
-        Conv2d.ForwardHost_V1Naive(expected, x, w, b, s, relu);
-        Conv2d.ForwardHost_V3Winograd(actual, x, w, b, s, relu);
-        AssertClose(expected, actual, WinogradAtol, WinogradRtol, s + (relu ? " +relu" : ""));
-    }
+    static void CheckWinograd(ConvShape s, bool relu, int seed) => CheckAgainstNaive(Conv2d.ForwardHost_V3Winograd, s, relu, seed, WinogradAtol, WinogradRtol);
 
     /// <summary>Odd and even H, W (edge tiles, rows of tiles not a multiple of 8), batch 1-3 (tile groups that
     /// span images), C and K not multiples of the 6x16 blocks.</summary>

@@ -3,10 +3,11 @@ using Tp7.Engine.Kernels;
 
 namespace Tp7.Engine.Graph.Ops;
 
-/// <summary>y = max(x, 0). Backward reads y: the gradient passes where y &gt; 0.</summary>
-public sealed class ReluOp : Op
+/// <summary>An op of one input whose output has its shape, element by element (Relu, Clip, LeakyRelu): reads and
+/// writes each element once.</summary>
+public abstract class ElementwiseUnaryOp : Op
 {
-    public override string Name => "Relu";
+    protected virtual double FlopsPerElement => 1;
 
     public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
     {
@@ -15,7 +16,13 @@ public sealed class ReluOp : Op
     }
 
     public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
-        => new(inputs[0].Elements, 8.0 * inputs[0].Elements);
+        => new(FlopsPerElement * inputs[0].Elements, 8.0 * inputs[0].Elements);
+}
+
+/// <summary>y = max(x, 0). Backward reads y: the gradient passes where y &gt; 0.</summary>
+public sealed class ReluOp : ElementwiseUnaryOp
+{
+    public override string Name => "Relu";
 
     public override void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs)
     {
@@ -158,21 +165,14 @@ public sealed class FlattenOp : Op
 /// y = min(max(x, min), max), attributes floats <c>min</c> and <c>max</c> (defaults -inf, +inf): ReLU6 and friends.
 /// As ONNX defines, min &gt; max gives max everywhere.
 /// </summary>
-public sealed class ClipOp : Op
+public sealed class ClipOp : ElementwiseUnaryOp
 {
     public override string Name => "Clip";
 
     static (float Lo, float Hi) Bounds(Node node)
         => (node.Attributes.Float("min", float.NegativeInfinity), node.Attributes.Float("max", float.PositiveInfinity));
 
-    public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
-    {
-        Arity(node, inputs, 1);
-        return [inputs[0]];
-    }
-
-    public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
-        => new(2.0 * inputs[0].Elements, 8.0 * inputs[0].Elements);
+    protected override double FlopsPerElement => 2;
 
     public override void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs)
     {
@@ -183,18 +183,9 @@ public sealed class ClipOp : Op
 }
 
 /// <summary>y = x &lt; 0 ? alpha·x : x, attribute float <c>alpha</c> (default 0.01, ONNX's).</summary>
-public sealed class LeakyReluOp : Op
+public sealed class LeakyReluOp : ElementwiseUnaryOp
 {
     public override string Name => "LeakyRelu";
-
-    public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
-    {
-        Arity(node, inputs, 1);
-        return [inputs[0]];
-    }
-
-    public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
-        => new(inputs[0].Elements, 8.0 * inputs[0].Elements);
 
     public override void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs)
     {

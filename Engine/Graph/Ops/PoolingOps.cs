@@ -21,21 +21,22 @@ public sealed class MaxPoolOp : Op
             node.Attributes.Flag("ceil_mode"));
     }
 
-    public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
+    public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs) => WindowOutput(this, node, inputs, ShapeOf);
+
+    public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs) => WindowCost(ShapeOf(node, inputs[0]));
+
+    /// <summary>A pooling window's output (N, C, OH, OW) for a 4-D input, checked by <see cref="PoolShape.Validate"/>.</summary>
+    internal static Shape[] WindowOutput(Op op, Node node, IReadOnlyList<Shape> inputs, Func<Node, Shape, PoolShape> shapeOf)
     {
         Arity(node, inputs, 1);
         Require(inputs[0].Rank == 4, node, () => $"needs NCHW, got {inputs[0]}");
-        var s = ShapeOf(node, inputs[0]);
+        var s = shapeOf(node, inputs[0]);
         try { s.Validate(); }
-        catch (ArgumentException e) { throw new ArgumentException($"{node.Name} ({Name}): {e.Message} does not fit input {inputs[0]}", e); }
+        catch (ArgumentException e) { throw new ArgumentException($"{node.Name} ({op.Name}): {e.Message} does not fit input {inputs[0]}", e); }
         return [new Shape(s.N, s.C, s.OutH, s.OutW)];
     }
 
-    public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
-    {
-        var s = ShapeOf(node, inputs[0]);
-        return new(s.Flops, s.Bytes);
-    }
+    internal static OpCost WindowCost(PoolShape s) => new(s.Flops, s.Bytes);
 
     public override void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs)
     {
@@ -77,20 +78,12 @@ public sealed class AveragePoolOp : Op
     public override Shape[] InferShapes(Node node, IReadOnlyList<Shape> inputs)
     {
         Arity(node, inputs, 1);
-        Require(inputs[0].Rank == 4, node, () => $"needs NCHW, got {inputs[0]}");
         var d = node.Attributes.Ints("dilations", [1, 1]);
         Require(d.All(v => v == 1), node, () => $"dilations [{string.Join(", ", d)}] are not supported, only [1, 1]");
-        var s = ShapeOf(node, inputs[0]);
-        try { s.Validate(); }
-        catch (ArgumentException e) { throw new ArgumentException($"{node.Name} ({Name}): {e.Message} does not fit input {inputs[0]}", e); }
-        return [new Shape(s.N, s.C, s.OutH, s.OutW)];
+        return MaxPoolOp.WindowOutput(this, node, inputs, ShapeOf);
     }
 
-    public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
-    {
-        var s = ShapeOf(node, inputs[0]);
-        return new(s.Flops, s.Bytes);
-    }
+    public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs) => MaxPoolOp.WindowCost(ShapeOf(node, inputs[0]));
 
     public override void Forward(OpContext ctx, Node node, Tensor[] inputs, Tensor[] outputs)
     {
