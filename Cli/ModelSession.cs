@@ -133,13 +133,7 @@ sealed class ModelSession : IDisposable
     }
 
     string ComputeIdentity()
-    {
-        if (files.Length == 0) return "in-memory-random-init-seed0";
-        var hashes = string.Join("+", files.Select(Tp7.Engine.Features.FeatureCache.HashFile));
-        if (files.Length == 1 && !customPreprocessing) return hashes;
-        var bytes = System.Text.Encoding.UTF8.GetBytes(hashes + "|" + Model.Preprocessing.Describe());
-        return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant();
-    }
+        => files.Length == 0 ? "in-memory-random-init-seed0" : ModelCatalog.Identity(files, Model.Preprocessing, customPreprocessing);
 
     /// <param name="allowInMemoryRandom">When no VGG16 weights file exists, draw torchvision-distributed weights in memory.</param>
     /// <param name="check">Checks of the request against the model's graph and preprocessing (e.g. a layer name), run before
@@ -151,15 +145,14 @@ sealed class ModelSession : IDisposable
         bool custom = modelOptions.PreprocessingOverridden(parse);
         if (choice != "vgg16")
         {
-            var basis = choice == "resnet18" ? ModelCatalog.ResNet18Preprocessing : Preprocessing.ImageNet;
-            var files = choice == "resnet18" ? new[] { ModelCatalog.FindResNet18().Network, ModelCatalog.FindResNet18().Preprocess } : [choice];
-            var imported = choice == "resnet18" ? ModelCatalog.ImportResNet18() : Tp7.Engine.Onnx.OnnxImporter.Load(choice);
+            var files = ModelCatalog.Files(choice);
+            var imported = ModelCatalog.Import(choice);
             var pre = modelOptions.Preprocessing(parse, ModelCatalog.DefaultPreprocessing(choice, imported));
             check?.Invoke(imported.Graph, pre);
             var dev = deviceOptions.Open(parse);
             try
             {
-                var model = new ImageModel(dev, imported, choice == "resnet18" ? "resnet18" : Path.GetFileName(choice), pre);
+                var model = new ImageModel(dev, imported, ModelCatalog.NameOf(choice), pre);
                 model.Log = line => Console.Error.WriteLine(line);
                 string what = choice == "resnet18" ? $"resnet18 ({ModelCatalog.ResNet18Provenance})" : $"{choice} ({model.ParameterCount:N0} parameters)";
                 Console.Error.WriteLine($"model: {what}; input {model.Preprocessing.Describe()}");

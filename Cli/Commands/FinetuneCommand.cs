@@ -113,14 +113,13 @@ static class FinetuneCommand
     static int RunImported(ParseResult parse, string choice, string? layer, Dataset ds, FinetuneSettings settings, string outDir, string? resumeDir,
         DeviceOptions device, bool noCache)
     {
-        var imported = choice == "resnet18" ? ModelCatalog.ImportResNet18() : Tp7.Engine.Onnx.OnnxImporter.Load(choice);
+        var imported = ModelCatalog.Import(choice);
         var pre = ModelCatalog.DefaultPreprocessing(choice, imported);
         if (layer != null) ImageModel.CanonicalLayer(imported.Graph, layer); // a bad --layer fails before any work
         using var dev = device.Open(parse);
-        using var m = new ImageModel(dev, imported, choice == "resnet18" ? "resnet18" : Path.GetFileName(choice), pre) { Log = line => Console.Error.WriteLine(line) };
+        using var m = new ImageModel(dev, imported, ModelCatalog.NameOf(choice), pre) { Log = line => Console.Error.WriteLine(line) };
         Console.Error.WriteLine($"model: {m.Name}, head on {m.CanonicalLayer(layer ?? m.DefaultLayer)} ({m.LayerShape(layer ?? m.DefaultLayer).PerSample} features); input {pre.Describe()}");
-        var files = choice == "resnet18" ? new[] { ModelCatalog.FindResNet18().Network, ModelCatalog.FindResNet18().Preprocess } : [choice];
-        string identity = string.Join("+", files.Select(FeatureCache.HashFile));
+        string identity = ModelCatalog.Identity(ModelCatalog.Files(choice), pre, customPreprocessing: false); // the key `run` and `extract` use
         var progress = new ProgressLine();
         var result = Job(ds, settings, outDir, dev, progress, noCache).RunHead(m, identity, layer, resumeDir);
         progress.Finish();

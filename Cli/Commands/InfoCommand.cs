@@ -3,7 +3,6 @@ using System.Globalization;
 using System.Text.Json;
 using Spectre.Console;
 using Tp7.Engine.Model;
-using Tp7.Engine.Onnx;
 
 namespace Tp7.Cli.Commands;
 
@@ -44,7 +43,7 @@ static class InfoCommand
             else
             {
                 if (parse.GetValue(weights) != null) throw new ArgumentException($"--weights holds VGG16 weights; it does not go with --model {choice}");
-                var imported = choice == "resnet18" ? ModelCatalog.ImportResNet18() : OnnxImporter.Load(choice);
+                var imported = ModelCatalog.Import(choice);
                 graph = imported.Graph;
                 var input = graph.Inputs.Values.Single();
                 s = parse.GetValue(size) ?? input[2];

@@ -69,10 +69,36 @@ public static class ModelCatalog
         return Preprocessing.ImageNet with { Size = input.Rank == 4 && input[2] == input[3] ? input[2] : 224 };
     }
 
+    /// <summary>The graph and weights of an ONNX model by its --model name (resnet18 or an .onnx path).</summary>
+    public static ImportedModel Import(string model) => model == "resnet18" ? ImportResNet18() : OnnxImporter.Load(model);
+
+    /// <summary>The name a model goes by in reports: resnet18, or the ONNX file's name.</summary>
+    public static string NameOf(string model) => model == "resnet18" ? "resnet18" : Path.GetFileName(model);
+
+    /// <summary>The files an ONNX model by its --model name is read from (ResNet18: network and preprocessing graph).</summary>
+    public static string[] Files(string model)
+    {
+        if (model != "resnet18") return [model];
+        var (net, pre) = FindResNet18();
+        return [net, pre];
+    }
+
+    /// <summary>
+    /// What keys the feature cache for a model: the SHA-256 of its one file, or, for several files or a preprocessing
+    /// other than the model's default, the SHA-256 of their hashes with the preprocessing.
+    /// </summary>
+    public static string Identity(IReadOnlyList<string> files, Preprocessing preprocessing, bool customPreprocessing)
+    {
+        var hashes = string.Join("+", files.Select(Features.FeatureCache.HashFile));
+        if (files.Count == 1 && !customPreprocessing) return hashes;
+        var bytes = System.Text.Encoding.UTF8.GetBytes(hashes + "|" + preprocessing.Describe());
+        return Convert.ToHexString(System.Security.Cryptography.SHA256.HashData(bytes)).ToLowerInvariant();
+    }
+
     /// <summary>Opens a model by its --model name (resnet18 or an .onnx path) on a device.</summary>
     public static ImageModel OpenOnnx(ComputeDevice device, string model, Preprocessing? preprocessing = null)
     {
-        var imported = model == "resnet18" ? ImportResNet18() : OnnxImporter.Load(model);
-        return new ImageModel(device, imported, model == "resnet18" ? "resnet18" : Path.GetFileName(model), preprocessing ?? DefaultPreprocessing(model, imported));
+        var imported = Import(model);
+        return new ImageModel(device, imported, NameOf(model), preprocessing ?? DefaultPreprocessing(model, imported));
     }
 }

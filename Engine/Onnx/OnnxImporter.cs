@@ -21,9 +21,7 @@ public sealed record ImportedModel(G.Graph Graph, IReadOnlyDictionary<string, fl
 /// </summary>
 public static class OnnxImporter
 {
-    public const int MinOpset = OnnxModel.MinOpset, MaxOpset = OnnxModel.MaxOpset;
-
-    /// <summary>ONNX op types this importer maps, with the opsets whose semantics it implements.</summary>
+    /// <summary>ONNX op types this importer maps (opsets 7 to 21, which <see cref="OnnxModel"/> checks).</summary>
     public static readonly IReadOnlySet<string> SupportedOps = new HashSet<string>(StringComparer.Ordinal)
     {
         "Conv", "BatchNormalization", "Relu", "Clip", "LeakyRelu", "MaxPool", "AveragePool", "GlobalAveragePool",
@@ -127,8 +125,6 @@ public static class OnnxImporter
                 if (!defaultDomain || !SupportedOps.Contains(n.OpType))
                     bad.Add($"{NodeName(n)} ({(defaultDomain ? "" : n.Domain + ".")}{n.OpType}, opset {m.Opset})");
             }
-            if (m.Opset < MinOpset || m.Opset > MaxOpset)
-                throw new OnnxFormatException(m.Path, $"opset {m.Opset} is outside the supported {MinOpset}..{MaxOpset}");
             if (bad.Count > 0)
                 throw new OnnxFormatException(m.Path, $"{bad.Count} unsupported node{(bad.Count > 1 ? "s" : "")}: {string.Join("; ", bad)}");
         }
