@@ -25,20 +25,10 @@ static class CliCommon
             catch (Exception e) when (e is not OutOfMemoryException)
             {
                 if (parse.GetValue(Verbose)) Console.Error.WriteLine(e);
-                else Console.Error.WriteLine($"{VerbPath(parse)}: {OneLine(e)}");
+                else Console.Error.WriteLine($"{OptionChecks.VerbPath(parse.CommandResult)}: {OneLine(e)}");
                 return 1;
             }
         });
-
-    /// <summary>"tp7 svm eval" for a nested verb: the names from the root down to the verb that ran.</summary>
-    static string VerbPath(ParseResult parse)
-    {
-        var names = new List<string>();
-        for (var r = parse.CommandResult; r != null; r = r.Parent as System.CommandLine.Parsing.CommandResult)
-            names.Insert(0, r.Command.Name);
-        if (names.Count > 0) names[0] = "tp7";
-        return string.Join(' ', names);
-    }
 
     static string OneLine(Exception e)
     {

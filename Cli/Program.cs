@@ -14,4 +14,12 @@ foreach (var command in new[]
     SelfTestCommand.Create(), FinetuneCommand.Create(),
 })
     root.Subcommands.Add(command);
-return root.Parse(args).Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });
+var parse = root.Parse(args);
+// A bad option value fails here, before any work, one line per problem; the help page stays behind --help.
+if (parse.Errors.Count > 0)
+{
+    foreach (var line in OptionChecks.ErrorLines(parse)) Console.Error.WriteLine(line);
+    Console.Error.WriteLine($"(see '{OptionChecks.VerbPath(parse.CommandResult)} --help')");
+    return 2;
+}
+return parse.Invoke(new InvocationConfiguration { EnableDefaultExceptionHandler = false });

@@ -1,0 +1,138 @@
+using System.CommandLine;
+using System.CommandLine.Parsing;
+using System.Globalization;
+
+namespace Tp7.Cli;
+
+/// <summary>
+/// Checks of single option values that run while the command line is parsed, so a bad value fails at once, before a
+/// dataset is listed or a weight is read, with a message in the CLI's own words ("--C must be ...", never an internal
+/// name). Program.cs prints parse errors as one line each. Checks that need several options or a file belong in the
+/// verb, still before any long work.
+/// </summary>
+static class OptionChecks
+{
+    /// <summary>The value must be at least <paramref name="min"/> (e.g. --batch 1, --top 1).</summary>
+    public static Option<int> AtLeast(this Option<int> option, int min)
+    {
+        option.Validators.Add(r =>
+        {
+            int v = r.GetValueOrDefault<int>();
+            if (v < min) r.AddError($"{option.Name} must be at least {min}, got {v}");
+        });
+        return option;
+    }
+
+    /// <summary>When given, the value must be at least <paramref name="min"/>.</summary>
+    public static Option<int?> AtLeast(this Option<int?> option, int min)
+    {
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<int?>() is { } v && v < min) r.AddError($"{option.Name} must be at least {min}, got {v}");
+        });
+        return option;
+    }
+
+    /// <summary>The value must be a positive finite number (e.g. --C, --lr, --tol).</summary>
+    public static Option<double> Positive(this Option<double> option)
+    {
+        option.Validators.Add(r =>
+        {
+            double v = r.GetValueOrDefault<double>();
+            if (!(v > 0) || !double.IsFinite(v)) r.AddError($"{option.Name} must be a positive number, got {Format(v)}");
+        });
+        return option;
+    }
+
+    /// <summary>The value must be a finite number of at least <paramref name="min"/> (e.g. --weight-decay 0).</summary>
+    public static Option<double> AtLeast(this Option<double> option, double min)
+    {
+        option.Validators.Add(r =>
+        {
+            double v = r.GetValueOrDefault<double>();
+            if (!(v >= min) || !double.IsFinite(v)) r.AddError($"{option.Name} must be a number of at least {Format(min)}, got {Format(v)}");
+        });
+        return option;
+    }
+
+    /// <summary>
+    /// An output path (file or folder) the program can create: its nearest existing ancestor is a folder we can write
+    /// in, and nothing on the way is a file. Nothing is created here; <see cref="CreateParent"/> and
+    /// <see cref="CreateFolder"/> do that when the verb writes.
+    /// </summary>
+    public static Option<string?> Writable(this Option<string?> option)
+    {
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string?>() is { Length: > 0 } path && WhyNotWritable(path) is { } why) r.AddError($"{option.Name}: {why}");
+        });
+        return option;
+    }
+
+    /// <summary>Why <paramref name="path"/> cannot be created or written, or null when it can.</summary>
+    public static string? WhyNotWritable(string path)
+    {
+        string full;
+        try { full = Path.GetFullPath(path); }
+        catch (Exception e) when (e is ArgumentException or NotSupportedException or PathTooLongException) { return $"{path}: not a valid path ({e.Message})"; }
+        if (File.Exists(full) && (File.GetAttributes(full) & FileAttributes.ReadOnly) != 0) return $"{path}: the file is read-only";
+        var dir = Directory.Exists(full) ? full : Path.GetDirectoryName(full);
+        while (dir != null && !Directory.Exists(dir))
+        {
+            if (File.Exists(dir)) return $"{path}: {dir} is a file, not a folder";
+            dir = Path.GetDirectoryName(dir);
+        }
+        if (dir == null) return $"{path}: no existing folder above it";
+        var probe = Path.Combine(dir, $".tp7-write-test-{Environment.ProcessId}");
+        try
+        {
+            using (File.Create(probe, 1, FileOptions.DeleteOnClose)) { }
+            return null;
+        }
+        catch (Exception e) when (e is UnauthorizedAccessException or IOException)
+        {
+            return $"{path}: cannot write in {dir} ({e.Message.TrimEnd('.')})";
+        }
+    }
+
+    /// <summary>Creates the folders above an output file; returns the path.</summary>
+    public static string CreateParent(string file)
+    {
+        var dir = Path.GetDirectoryName(Path.GetFullPath(file));
+        if (dir != null) Directory.CreateDirectory(dir);
+        return file;
+    }
+
+    /// <summary>Creates an output folder and the folders above it; returns the path.</summary>
+    public static string CreateFolder(string folder)
+    {
+        Directory.CreateDirectory(folder);
+        return folder;
+    }
+
+    /// <summary>The first parse error of each option, as "tp7 VERB: message" lines (no help page: `--help` shows it).</summary>
+    public static IEnumerable<string> ErrorLines(ParseResult parse)
+    {
+        string verb = VerbPath(parse.CommandResult);
+        foreach (var e in parse.Errors) yield return $"{verb}: {Plain(e.Message.ReplaceLineEndings(" "))}";
+    }
+
+    internal static string VerbPath(CommandResult? result)
+    {
+        var names = new List<string>();
+        for (var r = result; r != null; r = r.Parent as CommandResult) names.Insert(0, r.Command.Name);
+        if (names.Count > 0) names[0] = "tp7";
+        return string.Join(' ', names);
+    }
+
+    /// <summary>The parser's messages name .NET types ("expected type 'System.Int32'"); say what a user types instead.</summary>
+    static string Plain(string message)
+    {
+        foreach (var (type, words) in new[] { ("System.Int32", "an integer"), ("System.Nullable`1[System.Int32]", "an integer"), ("System.Double", "a number"),
+                     ("System.Nullable`1[System.Double]", "a number"), ("System.Single", "a number"), ("System.Int64", "an integer") })
+            message = message.Replace($"as expected type '{type}'", $"as {words}");
+        return message;
+    }
+
+    static string Format(double v) => v.ToString("g", CultureInfo.InvariantCulture);
+}
