@@ -75,3 +75,25 @@ public sealed class TorchGeneratorTests
     }
 }
 
+/// <summary>
+/// <see cref="Vgg16Weights.RandomInit"/> is the file <c>tools/convert_weights.py --random-init --seed 0</c> writes,
+/// every tensor bit for bit (the in-memory fallback of `tp7 run` and the script's file must be the same weights).
+/// </summary>
+public sealed class RandomInitTests
+{
+    [Fact]
+    public void RandomInitIsTheScriptsFileBitForBit()
+    {
+        string hash = RepoPaths.ScriptsHash("convert_weights.py", "tp7_safetensors.py");
+        string path = Path.Combine(RepoPaths.Cache, $"vgg16-random-seed0-{hash}.safetensors");
+        Python.Cached(path, "convert_weights.py", "--random-init", "--seed", "0", "--out", path);
+        using var file = SafeTensorsFile.Open(path);
+        Assert.StartsWith("normal_fill_16_AVX2", file.Metadata["normal_kernel"]);
+
+        var ours = Vgg16Weights.RandomInit(0);
+        Assert.Contains("seed(0)", ours.Source);
+        Assert.Equal(Vgg16Architecture.ParameterSpecs.Select(p => p.Key), file.Tensors.Select(t => t.Key));
+        foreach (var (key, _) in Vgg16Architecture.ParameterSpecs)
+            TorchGeneratorTests.AssertBitEqual(key, file.ReadFloat32(key), ours[key]);
+    }
+}

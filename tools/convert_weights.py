@@ -14,7 +14,10 @@ Both of torch's on-disk formats are read:
   * legacy (torch < 1.6, e.g. torchvision's 2017 files): consecutive pickles — magic number,
     protocol version, sys info, the object pickle, the list of storage keys — followed by each
     storage as an 8-byte little-endian element count and its raw bytes.
---random-init needs torch + torchvision: torch.manual_seed(seed); torchvision.models.vgg16().
+--random-init needs torch + torchvision: torch.manual_seed(seed); torchvision.models.vgg16(). On a CPU
+with AVX2 and FMA it sets ATEN_CPU_CAPABILITY=avx2 first, so torch's normal_ runs its AVX2 kernel (the one
+the engine's Vgg16Weights.RandomInit reproduces bit for bit) even where avx512 or default was asked for;
+the file's metadata "cpu_capability" / "normal_kernel" say which kernel ran.
 --random-biases then redraws every bias from U(-0.1, 0.1) with a separate seeded generator.
 """
 
@@ -518,9 +521,41 @@ def convert_pth(src, out, any_arch=False, extra_metadata=None):
 BIAS_RANGE = 0.1
 
 
+def cpu_has_avx2_fma():
+    """Linux's /proc/cpuinfo flags; False where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return {"avx2", "fma"} <= flags
+    except OSError:
+        pass
+    return False
+
+
+def force_avx2_kernels():
+    """Ask torch for its AVX2 kernels when the CPU has them. torch reads ATEN_CPU_CAPABILITY once, at the
+    first kernel it runs, so this is too late in a process that already ran one; torch_cpu_kernels()
+    reports what was used."""
+    if cpu_has_avx2_fma():
+        os.environ["ATEN_CPU_CAPABILITY"] = "avx2"
+
+
+def torch_cpu_kernels(torch):
+    """(torch's CPU capability, the normal_ kernel it implies). torch 1.13 runs normal_ from its AVX2
+    build on AVX512 too (DistributionKernels.cpp: REGISTER_NO_AVX512_DISPATCH(normal_stub))."""
+    m = re.search(r"CPU capability usage: (\S+)", torch.__config__.show())
+    capability = m.group(1) if m else "unknown"
+    if capability in ("AVX2", "AVX512"):
+        return capability, "normal_fill_16_AVX2 (avx_mathfun.h log256_ps/sincos256_ps, FMA)"
+    return capability, "normal_fill_16 (libm logf/cosf/sinf; not what Vgg16Weights.RandomInit reproduces)"
+
+
 def random_init_model(seed, random_biases=False):
     """torchvision's randomly initialised vgg16 after torch.manual_seed(seed); with random_biases,
     every bias (torchvision sets them to 0) is then redrawn by randomise_biases(model, seed)."""
+    force_avx2_kernels()
     try:
         import torch
         import torchvision
@@ -566,6 +601,7 @@ def random_init_contents(model, seed, random_biases=False):
         "converter": "tools/convert_weights.py --random-init",
         "arch": "vgg16",
     }
+    metadata["cpu_capability"], metadata["normal_kernel"] = torch_cpu_kernels(torch)
     if random_biases:
         metadata["source"] += f"; biases U(-{BIAS_RANGE}, {BIAS_RANGE})"
         metadata["converter"] += " --random-biases"
@@ -581,6 +617,9 @@ def random_init_path(weights_dir, seed, random_biases=False):
 def convert_random_init(seed, out, random_biases=False):
     t0 = time.time()
     tensors, metadata = random_init_contents(random_init_model(seed, random_biases), seed, random_biases)
+    if not metadata["normal_kernel"].startswith("normal_fill_16_AVX2"):
+        print(f"warning: torch ran its {metadata['cpu_capability']} kernels, not AVX2: these weights differ in the "
+              f"last bits from the engine's in-memory random init (Vgg16Weights.RandomInit)", file=sys.stderr)
     size, sha = st.write(out, tensors, metadata)
     report(out, [(k, s) for k, _, s, _ in tensors], size, sha, time.time() - t0)
 

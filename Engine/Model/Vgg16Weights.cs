@@ -42,32 +42,32 @@ public sealed class Vgg16Weights
     public long ParameterCount => tensors.Values.Sum(t => (long)t.Length);
 
     /// <summary>
-    /// Weights drawn from torchvision's initialisation distributions (VGG._initialize_weights): convolutions
-    /// kaiming_normal_(mode="fan_out", nonlinearity="relu"), i.e. N(0, 2 / (out_channels * k * k)); linear layers
-    /// N(0, 0.01^2); biases 0. Same seed, same weights; not bit-equal to PyTorch's generator (use
-    /// tools/convert_weights.py --random-init for that). Lets the main job run on a machine with no weights file.
+    /// torchvision's randomly initialised VGG16 after <c>torch.manual_seed(seed)</c>, bit for bit what
+    /// <c>tools/convert_weights.py --random-init --seed S</c> writes on a CPU with AVX2 (torch 1.13; see
+    /// <see cref="TorchGenerator"/>), generated in memory. Lets the main job run on a machine with no weights file.
+    /// torchvision 0.14 (models/vgg.py) builds the network first, and every Conv2d and Linear runs its own
+    /// reset_parameters as it is constructed (kaiming_uniform_(weight, a=sqrt(5)), then uniform_(bias)), drawing
+    /// one word per parameter; VGG.__init__ then overwrites them all (_initialize_weights): convolutions
+    /// kaiming_normal_(mode="fan_out", nonlinearity="relu"), i.e. normal_(0, sqrt(2) / sqrt(out_channels * k * k)),
+    /// linear layers normal_(0, 0.01), biases 0.
     /// </summary>
     public static Vgg16Weights RandomInit(int seed)
     {
-        var specs = Vgg16Architecture.Layers.Where(l => l.WeightKey != null).ToList();
-        var tensors = new System.Collections.Concurrent.ConcurrentDictionary<string, float[]>();
-        Parallel.For(0, specs.Count, i =>
+        var layers = Vgg16Architecture.Layers.Where(l => l.WeightKey != null).ToList();
+        var generator = new TorchGenerator(unchecked((ulong)seed));   // torch.manual_seed takes negative seeds mod 2^64
+        // reset_parameters' values are all overwritten below; only how many words they drew matters.
+        generator.Skip(layers.Sum(l => l.Parameters));
+        var tensors = new Dictionary<string, float[]>();
+        foreach (var l in layers)
         {
-            var l = specs[i];
-            double std = l.Kind == LayerKind.Conv ? Math.Sqrt(2.0 / (l.OutChannels * l.Kernel * l.Kernel)) : 0.01;
             var w = new float[l.Parameters - l.BiasShape![0]];
-            var rng = new Random(unchecked(seed * 1_000_003 + i));
-            for (int j = 0; j < w.Length; j += 2)
-            {
-                // Box-Muller: two independent normals per pair of uniforms.
-                double u1 = 1.0 - rng.NextDouble(), u2 = rng.NextDouble();
-                double r = Math.Sqrt(-2.0 * Math.Log(u1)) * std;
-                w[j] = (float)(r * Math.Cos(2 * Math.PI * u2));
-                if (j + 1 < w.Length) w[j + 1] = (float)(r * Math.Sin(2 * Math.PI * u2));
-            }
+            double std = l.Kind == LayerKind.Conv
+                ? Math.Sqrt(2.0) / Math.Sqrt(l.OutChannels * l.Kernel * l.Kernel)   // torch.nn.init: gain / sqrt(fan)
+                : 0.01;
+            generator.Normal(w, 0, std);
             tensors[l.WeightKey!] = w;
             tensors[l.BiasKey!] = new float[l.BiasShape[0]];
-        });
-        return new Vgg16Weights(tensors, $"random-init (torchvision distributions, seed {seed}, generated in memory)");
+        }
+        return new Vgg16Weights(tensors, $"random-init (torchvision's initialisation, torch.manual_seed({seed}), reproduced in memory)");
     }
 }
