@@ -14,11 +14,13 @@ sealed class ShardOptions
 
     public readonly Option<string?> Explicit = new Option<string?>("--shard")
     {
+        HelpName = "INDEX/COUNT",
         Description = "Extract only shard INDEX/COUNT of the listing (INDEX from 0): the contiguous block [INDEX*N/COUNT, (INDEX+1)*N/COUNT) of its N images; join the shards with 'tp7 merge'",
     }.ShardSpec();
 
     public readonly Option<int?> Count = new Option<int?>("--shards")
     {
+        HelpName = "COUNT",
         Description = $"Extract one of COUNT shards, the index from the environment: {Sharding.KubernetesIndex} (Kubernetes Indexed Job), else " +
                       $"({Sharding.SlurmTaskId} - {Sharding.SlurmTaskMin}) / {Sharding.SlurmTaskStep} (Slurm job array; {Sharding.SlurmTaskCount} must equal COUNT)",
     }.AtLeast(1);

@@ -69,7 +69,7 @@ public sealed class ShardingTests
     [InlineData("", "", "", "--shards 3 takes this task's shard from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job) or SLURM_ARRAY_TASK_ID (a Slurm job array), and neither is set: outside a scheduler give --shard INDEX/3")]
     [InlineData("x1", "", "", "JOB_COMPLETION_INDEX='x1' is not a task index (a whole number from 0)")]
     [InlineData("3", "", "", "JOB_COMPLETION_INDEX=3 is outside 0..2 for --shards 3: the Job's completions must equal the shard count")]
-    [InlineData("", "1", "4", "SLURM_ARRAY_TASK_COUNT=4 but --shards 3: the array must have as many tasks as there are shards (#SBATCH --array=0-2)")]
+    [InlineData("", "1", "4", "SLURM_ARRAY_TASK_COUNT=4 but --shards 3: the array must have as many tasks as there are shards (#SBATCH --array=0-2; to rerun some of them alone, give each --shard INDEX/3)")]
     [InlineData("", "3", "", "SLURM_ARRAY_TASK_ID=3 (SLURM_ARRAY_TASK_MIN=0, SLURM_ARRAY_TASK_STEP=1) is not one of the 3 tasks of --shards 3 (#SBATCH --array=0-2)")]
     [InlineData("", "-1", "", "SLURM_ARRAY_TASK_ID='-1' is not a task index (a whole number from 0)")]
     public void ABadOrMissingEnvironmentIsNamed(string k8s, string slurmId, string slurmCount, string message)
@@ -251,11 +251,18 @@ public sealed class ShardingCliTests(ReferenceFiles refs, ITestOutputHelper log)
                    "and neither is set: outside a scheduler give --shard INDEX/3", ["--shards", "3"]);
         Refused(1, "tp7 extract: JOB_COMPLETION_INDEX=5 is outside 0..2 for --shards 3: the Job's completions must equal the shard count", ["--shards", "3"],
             Scheduler(("JOB_COMPLETION_INDEX", "5")));
-        Refused(1, "tp7 extract: SLURM_ARRAY_TASK_COUNT=4 but --shards 3: the array must have as many tasks as there are shards (#SBATCH --array=0-2)", ["--shards", "3"],
+        Refused(1, "tp7 extract: SLURM_ARRAY_TASK_COUNT=4 but --shards 3: the array must have as many tasks as there are shards (#SBATCH --array=0-2; to rerun some of them alone, give each --shard INDEX/3)", ["--shards", "3"],
             Scheduler(("SLURM_ARRAY_TASK_ID", "0"), ("SLURM_ARRAY_TASK_COUNT", "4")));
         Refused(1, $"tp7 extract: --out {tmp["out/f-{shard}.npy"]}: {{shard}} is replaced by the shard's index, but neither --shard nor --shards is given",
             [], outPath: tmp["out/f-{shard}.npy"]);
         Assert.False(Directory.Exists(tmp["out"]));
+
+        // A layer the model lacks fails before the weights reach a device (after the listing's summary line).
+        var layer = CliRunner.Run(tmp.Path, Extract(data, output, "--layer", "relu9"), tmp["cache"], environment: NoScheduler);
+        Assert.True(layer.ExitCode == 1, layer.ToString());
+        Assert.StartsWith("tp7 extract: --layer: 'relu9' is not a layer of the model; taps: conv1_1,", layer.StderrLines[^1]);
+        Assert.DoesNotContain(layer.StderrLines, l => l.StartsWith("device:"));
+        Assert.False(Directory.Exists(tmp["cache"]), "a refused extract opened the feature cache");
     }
 
     [Fact]

@@ -92,7 +92,8 @@ public static class Sharding
             int step = Get(SlurmTaskStep) is { } s ? Integer(SlurmTaskStep, s) : 1;
             if (step < 1) throw new ArgumentException($"{SlurmTaskStep}={step} must be at least 1");
             if (Get(SlurmTaskCount) is { } c && Integer(SlurmTaskCount, c) != count)
-                throw new ArgumentException($"{SlurmTaskCount}={c} but {countOption}: the array must have as many tasks as there are shards (#SBATCH --array=0-{count - 1})");
+                throw new ArgumentException($"{SlurmTaskCount}={c} but {countOption}: the array must have as many tasks as there are shards " +
+                                            $"(#SBATCH --array=0-{count - 1}; to rerun some of them alone, give each --shard INDEX/{count})");
             if (task < min || (task - min) % step != 0 || (task - min) / step >= count)
                 throw new ArgumentException($"{SlurmTaskId}={id} ({SlurmTaskMin}={min}, {SlurmTaskStep}={step}) is not one of the {count} tasks of {countOption} " +
                                             $"(#SBATCH --array=0-{count - 1})");
@@ -131,9 +132,13 @@ public static class Sharding
         return new FeatureFile.ShardInfo(shard.Index, shard.Count, start, end);
     }
 
-    /// <summary>"images 100-199 of the listing", or "no image of the listing" for an empty shard.</summary>
-    public static string DescribeRange(int start, int end)
-        => end > start ? $"images {start}-{end - 1} of the listing" : "no image of the listing";
+    /// <summary>"images 100-199 of the listing" (from 0), "image 7 of the listing", or "no image of the listing" for an empty shard.</summary>
+    public static string DescribeRange(int start, int end) => (end - start) switch
+    {
+        <= 0 => "no image of the listing",
+        1 => $"image {start} of the listing",
+        _ => $"images {start}-{end - 1} of the listing",
+    };
 
     /// <summary>What <see cref="Merge"/> joined.</summary>
     public sealed record MergeSummary(int Shards, int ListingSize, int Rows, int Dimension, int Skipped, FeatureFile.Sidecar Sidecar);
@@ -155,6 +160,7 @@ public static class Sharding
         {
             if (string.Equals(Path.GetFullPath(path), outFull, StringComparison.Ordinal))
                 throw new ArgumentException($"{path} is both a shard and the output; write the merged features to another file");
+            if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such file", path);
             var side = FeatureFile.ReadSidecar(path);
             var header = FeatureFile.ReadHeader(path, side);
             if (side.Shard is null || side.Listing is null)
