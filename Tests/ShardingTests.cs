@@ -96,6 +96,71 @@ public sealed class ShardingTests
     }
 }
 
+/// <summary><see cref="Sharding.Merge"/> on feature files written by <see cref="FeatureFile.Write"/>, without a network.</summary>
+public sealed class ShardingMergeTests
+{
+    /// <summary>Listing items 0..9, labels 0 then 1, items 2, 7 and 8 undecodable; row i holds i·10 + j in column j.</summary>
+    static FeatureSet Rows(string root, int start, int end)
+    {
+        int[] skipped = [2, 7, 8];
+        const int d = 5;
+        var kept = Enumerable.Range(start, end - start).Where(i => !skipped.Contains(i)).ToArray();
+        string PathOf(int i) => Path.Combine(root, $"c{(i < 5 ? 0 : 1)}", $"img{i:D2}.png");
+        return new FeatureSet([.. kept.SelectMany(i => Enumerable.Range(0, d).Select(j => i * 10f + j))], kept.Length, d,
+            [.. kept.Select(PathOf)], [.. kept.Select(i => i < 5 ? 0 : 1)], ["c0", "c1"], "relu7", true, new string('a', 64),
+            [.. Enumerable.Range(start, end - start).Where(skipped.Contains).Select(i => new SkippedFile(PathOf(i), "truncated PNG"))],
+            new ExtractionStats(kept.Length, 0, kept.Length, 0, 0, 0, 0, 0));
+    }
+
+    [Fact]
+    public void MergeJoinsShardsInListingOrderAndRefusesABlockWithRowsMissing()
+    {
+        using var tmp = new ScratchDir("tp7-merge");
+        var listing = new FeatureFile.ListingInfo(10, new string('b', 64));
+        string whole = tmp["whole.npy"];
+        FeatureFile.Write(whole, Rows(tmp.Path, 0, 10), listing: listing);
+        var parts = new List<string>();
+        for (int i = 0; i < 4; i++)
+        {
+            var shard = Sharding.Describe(new Shard(i, 4), 10);
+            string part = tmp[$"part-{i}.npy"];
+            FeatureFile.Write(part, Rows(tmp.Path, shard.Start, shard.End), listing: listing, shard: shard);
+            parts.Add(part);
+        }
+        string merged = tmp["merged.npy"];
+        var m = Sharding.Merge([parts[3], parts[1], parts[0], parts[2]], merged);
+        Assert.Equal((4, 10, 7, 5, 3), (m.Shards, m.ListingSize, m.Rows, m.Dimension, m.Skipped));
+        Assert.Equal(File.ReadAllBytes(whole), File.ReadAllBytes(merged));
+        Assert.Equal(File.ReadAllText(FeatureFile.SidecarPath(whole)), File.ReadAllText(FeatureFile.SidecarPath(merged)));
+
+        // Shard 1 of 4 is items 2-4 (2 undecodable): a file with a row less than that, and no skipped image for it, is refused.
+        var one = Sharding.Describe(new Shard(1, 4), 10);
+        var short1 = Rows(tmp.Path, 3, 5) with { Skipped = [] };
+        string bad = tmp["bad/part-1.npy"];
+        FeatureFile.Write(bad, short1, listing: listing, shard: one);
+        string refused = tmp["refused.npy"];
+        var e = Assert.Throws<InvalidDataException>(() => Sharding.Merge([parts[0], bad, parts[2], parts[3]], refused));
+        Assert.Equal($"{bad}: 2 rows and 0 skipped images for the 3 images of shard 1/4", e.Message);
+        Assert.False(File.Exists(refused));
+    }
+
+    [Fact]
+    public void TheStreamingWriterRefusesDataOfAnotherLengthAndLeavesNothing()
+    {
+        using var tmp = new ScratchDir("tp7-npy-stream");
+        string path = tmp["x.npy"];
+        var e = Assert.Throws<InvalidDataException>(() => Tp7.Engine.IO.Npy.WriteFloat32(path, [2, 3], s => s.Write(new byte[5 * 4])));
+        Assert.Equal($"{path}: shape (2, 3) of '<f4' needs 24 data bytes, 20 were written", e.Message);
+        Assert.Empty(Directory.EnumerateFileSystemEntries(tmp.Path));
+
+        float[] data = [1, 2, 3, 4, 5, 6];
+        Tp7.Engine.IO.Npy.WriteFloat32(path, [2, 3], s => s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(data.AsSpan())));
+        string whole = tmp["y.npy"];
+        Tp7.Engine.IO.Npy.Write(whole, data, 2, 3);
+        Assert.Equal(File.ReadAllBytes(whole), File.ReadAllBytes(path));
+    }
+}
+
 /// <summary>
 /// `tp7 extract --shard/--shards` and `tp7 merge` as a cluster runs them: separate processes, separate caches, the
 /// scheduler's variables in the environment, and a real SIGINT/SIGTERM in the middle of an extraction.
