@@ -2,6 +2,7 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using Tp7.Engine.Data;
+using Tp7.Engine.IO;
 
 namespace Tp7.Engine.Features;
 
@@ -155,7 +156,7 @@ public static class Sharding
     {
         if (shardNpys.Count == 0) throw new ArgumentException("no shard files given");
         string outFull = Path.GetFullPath(outNpy);
-        var parts = new List<(string Path, FeatureFile.Sidecar Side, Tp7.Engine.IO.Npy.Header Header)>();
+        var parts = new List<Part>();
         foreach (var path in shardNpys)
         {
             if (string.Equals(Path.GetFullPath(path), outFull, StringComparison.Ordinal))
@@ -165,7 +166,9 @@ public static class Sharding
             var header = FeatureFile.ReadHeader(path, side);
             if (side.Shard is null || side.Listing is null)
                 throw new InvalidDataException($"{path}: not a shard (its sidecar records no shard; write shards with 'tp7 extract --shard INDEX/COUNT')");
-            parts.Add((path, side, header));
+            if (side.Shard.Count < 1 || side.Shard.Index < 0 || side.Shard.Index >= side.Shard.Count || side.Listing.Images < 0)
+                throw new InvalidDataException($"{FeatureFile.SidecarPath(path)}: shard {side.Shard.Index}/{side.Shard.Count} of {side.Listing.Images} images is not a shard");
+            parts.Add(new Part(path, side, header));
         }
 
         var (firstPath, first, firstHeader) = parts[0];
@@ -187,11 +190,10 @@ public static class Sharding
         }
 
         int count = first.Shard!.Count, listingSize = first.Listing!.Images;
-        var byIndex = new List<(string Path, FeatureFile.Sidecar Side, Tp7.Engine.IO.Npy.Header Header)>?[count];
+        var byIndex = new List<Part>?[count];
         foreach (var part in parts)
         {
             var s = part.Side.Shard!;
-            if (s.Index < 0 || s.Index >= count) throw new InvalidDataException($"{part.Path}: shard {s.Index}/{s.Count} is not a shard of {s.Count}");
             var (start, end) = new Shard(s.Index, count).Range(listingSize);
             if (s.Start != start || s.End != end)
                 throw new InvalidDataException($"{part.Path}: shard {s.Index}/{count} records images {s.Start}-{s.End - 1}, but that shard of {listingSize} images is {start}-{end - 1}");
@@ -222,11 +224,11 @@ public static class Sharding
             Skipped = [.. ordered.SelectMany(p => p.Side.Skipped).OrderBy(s => s.Path, StringComparer.Ordinal)],
             Shard = null,
         };
-        Tp7.Engine.IO.Npy.WriteFloat32(outNpy, [rows, d], output =>
+        Npy.WriteFloat32(outNpy, [rows, d], output =>
         {
             foreach (var p in ordered)
             {
-                using var data = Tp7.Engine.IO.Npy.OpenData(p.Path, p.Header);
+                using var data = Npy.OpenData(p.Path, p.Header);
                 data.CopyTo(output, 1 << 20);
             }
         });
@@ -235,4 +237,6 @@ public static class Sharding
     }
 
     static string Times(int n) => n == 2 ? "twice" : $"{n} times";
+
+    sealed record Part(string Path, FeatureFile.Sidecar Side, Npy.Header Header);
 }
