@@ -1,6 +1,7 @@
 using System.CommandLine;
 using Tp7.Engine.Data;
 using Tp7.Engine.Features;
+using Tp7.Engine.Model;
 
 namespace Tp7.Cli.Commands;
 
@@ -36,44 +37,16 @@ static class ExtractCommand
             var shard = shards.Resolve(parse);
             var outPath = ShardOptions.OutPath(parse.GetValue(output)!, shard);
             var ds = DatasetLoader.Open(parse.GetValue(data)!, parse.GetValue(perClass), parse.GetValue(seed));
-            var listing = parse.GetValue(subset) switch
-            {
-                "train" => ds.Train,
-                "test" => ds.Test,
-                _ => ds.Train.Concat(ds.Test).ToList(),
-            };
-            var listingInfo = Sharding.Fingerprint(ds.Root, listing, ds.Classes);
-            var shardInfo = shard is { } s ? Sharding.Describe(s, listing.Count) : null;
-            var items = shard is { } t ? t.Slice(listing) : listing;
-            Console.Error.WriteLine($"{ds.Root}: {ds.Layout}, {ds.Classes.Count} classes, {listing.Count} images ({parse.GetValue(subset)})" +
-                                    (shardInfo != null ? $"; shard {shard}: {Sharding.DescribeRange(shardInfo.Start, shardInfo.End)}" : ""));
+            var (items, listing, block) = List(ds, parse.GetValue(subset)!, shard);
 
             // A misspelt --layer fails before any weights are read.
             using var session = ModelSession.Open(parse, device, model,
-                check: (graph, _) => { if (parse.GetValue(layer) is { } l) Tp7.Engine.Model.ImageModel.CanonicalLayer(graph, l); });
+                check: (graph, _) => { if (parse.GetValue(layer) is { } l) ImageModel.CanonicalLayer(graph, l); });
             var cache = parse.GetValue(noCache) ? null : FeatureCache.Default();
             var extractor = new FeatureExtractor(session.Model, session.WeightsSha256, parse.GetValue(layer), !parse.GetValue(noL2),
                 parse.GetValue(batch), cache);
-            var progress = new ProgressLine();
-            var last = new ExtractProgress(0, items.Count, 0);
-            FeatureSet f;
-            using (var interruption = new Interruption())
-            {
-                try
-                {
-                    f = extractor.Extract(items, ds.Classes, p => { last = p; progress.Report("features", p); }, interruption.Token);
-                }
-                catch (OperationCanceledException) when (interruption.Signal is { } signal)
-                {
-                    progress.Finish();
-                    Console.Error.WriteLine($"tp7 extract: interrupted ({signal}) after {last.Done} of {items.Count} images; " + (cache != null
-                        ? $"their features are cached in {cache.Root}: run the same command again to resume"
-                        : "--no-cache kept none of them: run without it to keep features as they are computed"));
-                    return interruption.ExitCode;
-                }
-            }
-            progress.Finish();
-            FeatureFile.Write(OptionChecks.CreateParent(outPath), f, extractor.Preprocessing, session.Model.Name, listingInfo, shardInfo);
+            if (ExtractUnlessInterrupted(extractor, items, ds.Classes, cache, out int signalExit) is not { } f) return signalExit;
+            FeatureFile.Write(OptionChecks.CreateParent(outPath), f, extractor.Preprocessing, session.Model.Name, listing, block);
             foreach (var skip in f.Skipped) Console.Error.WriteLine($"skipped: {skip.Path}: {skip.Reason}");
             Console.WriteLine($"wrote {outPath}: {f.N} x {f.D} ({f.Layer}{(f.L2 ? ", L2-normalised" : "")}) and {FeatureFile.SidecarPath(outPath)}");
             Console.WriteLine($"{f.Stats.Computed} computed ({f.Stats.ComputeImagesPerSecond:F1} img/s on the network), {f.Stats.Cached} from cache, " +
@@ -81,5 +54,49 @@ static class ExtractCommand
             return 0;
         });
         return command;
+    }
+
+    /// <summary>The listing --subset names (train then test for all), its fingerprint, and the block of it this shard takes; prints one line.</summary>
+    static (IReadOnlyList<DatasetItem> Items, FeatureFile.ListingInfo Listing, FeatureFile.ShardInfo? Block) List(Dataset ds, string subset, Shard? shard)
+    {
+        var listing = subset switch
+        {
+            "train" => ds.Train,
+            "test" => ds.Test,
+            _ => ds.Train.Concat(ds.Test).ToList(),
+        };
+        var block = shard is { } s ? Sharding.Describe(s, listing.Count) : null;
+        Console.Error.WriteLine($"{ds.Root}: {ds.Layout}, {ds.Classes.Count} classes, {listing.Count} images ({subset})" +
+                                (block != null ? $"; shard {shard}: {Sharding.DescribeRange(block.Start, block.End)}" : ""));
+        return (shard is { } t ? t.Slice(listing) : listing, Sharding.Fingerprint(ds.Root, listing, ds.Classes), block);
+    }
+
+    /// <summary>
+    /// The features, or null when SIGINT or SIGTERM stopped the extraction: then it has said how many features the cache
+    /// holds (every batch's are written as it finishes) and that the same command resumes, and <paramref name="exitCode"/>
+    /// is the shell's status for that signal.
+    /// </summary>
+    static FeatureSet? ExtractUnlessInterrupted(FeatureExtractor extractor, IReadOnlyList<DatasetItem> items, IReadOnlyList<string> classes,
+        FeatureCache? cache, out int exitCode)
+    {
+        exitCode = 0;
+        var progress = new ProgressLine();
+        var last = new ExtractProgress(0, items.Count, 0);
+        using var interruption = new Interruption();
+        try
+        {
+            var f = extractor.Extract(items, classes, p => { last = p; progress.Report("features", p); }, interruption.Token);
+            progress.Finish();
+            return f;
+        }
+        catch (OperationCanceledException) when (interruption.Signal is { } signal)
+        {
+            progress.Finish();
+            Console.Error.WriteLine($"tp7 extract: interrupted ({signal}) after {last.Done} of {items.Count} images; " + (cache != null
+                ? $"their features are cached in {cache.Root}: run the same command again to resume"
+                : "--no-cache kept none of them: run without it to keep features as they are computed"));
+            exitCode = interruption.ExitCode;
+            return null;
+        }
     }
 }
