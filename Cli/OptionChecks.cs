@@ -55,6 +55,16 @@ static class OptionChecks
         return option;
     }
 
+    /// <summary>When given, the value is a shard INDEX/COUNT with 0 &lt;= INDEX &lt; COUNT (e.g. --shard 2/8).</summary>
+    public static Option<string?> ShardSpec(this Option<string?> option)
+    {
+        option.Validators.Add(r =>
+        {
+            if (r.GetValueOrDefault<string?>() is { } text && Tp7.Engine.Features.Shard.TryParse(text, out var why) is null) r.AddError($"{option.Name}: {why}");
+        });
+        return option;
+    }
+
     /// <summary>
     /// An output path (file or folder) the program can create: its nearest existing ancestor is a folder we can write
     /// in, and nothing on the way is a file. Nothing is created here; <see cref="CreateParent"/> and

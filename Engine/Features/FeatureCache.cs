@@ -48,7 +48,8 @@ public sealed class FeatureCache
     {
         var path = PathOf(contentHash, weightsHash, layer);
         Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-        var tmp = $"{path}.{Environment.ProcessId}.{Environment.CurrentManagedThreadId}.tmp";
+        // Unique across machines too: pods sharing the cache on one volume are all PID 1, and two shards may hold the same image.
+        var tmp = $"{path}.{Guid.NewGuid():N}.tmp";
         using (var f = File.Create(tmp)) f.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(feature));
         File.Move(tmp, path, overwrite: true);
     }

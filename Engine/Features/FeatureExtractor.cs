@@ -85,6 +85,8 @@ public sealed class FeatureExtractor(ImageModel model, string weightsSha256, str
             {
                 using (batch)
                 {
+                    // A prefetched batch is ready at once; stop here rather than compute the batches already decoded.
+                    cancellation.ThrowIfCancellationRequested();
                     if (batch.Count > 0)
                     {
                         long t0 = Stopwatch.GetTimestamp();

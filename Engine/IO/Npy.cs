@@ -58,36 +58,76 @@ public static class Npy
 
     private static void WriteRaw(string path, DType dtype, ReadOnlySpan<byte> bytes, long count, long[] shape)
     {
+        if (shape.Length == 0) shape = [count];
+        long expected = CheckShape(path, shape);
+        if (expected != count)
+            throw new ArgumentException($"{path}: data has {count} elements but shape ({string.Join(", ", shape)}) needs {expected}");
+        using var file = new AtomicFile(path);
+        file.Stream.Write(BuildHeader(dtype, shape));
+        file.Stream.Write(bytes);
+        file.Commit();
+    }
+
+    /// <summary>
+    /// Writes a '&lt;f4' array of the given C-order shape whose data <paramref name="writeData"/> streams into the file
+    /// after the header (e.g. copied from other .npy files, without holding them in memory); refuses data of another
+    /// length. Atomic as the other writers: nothing is left behind when it fails.
+    /// </summary>
+    public static void WriteFloat32(string path, long[] shape, Action<Stream> writeData)
+    {
+        long count = CheckShape(path, shape);
+        byte[] header = BuildHeader(DType.Float32, shape);
+        using var file = new AtomicFile(path);
+        file.Stream.Write(header);
+        writeData(file.Stream);
+        long written = file.Stream.Position - header.Length;
+        if (written != count * 4)
+            throw new InvalidDataException($"{path}: shape ({string.Join(", ", shape)}) of '<f4' needs {count * 4} data bytes, {written} were written");
+        file.Commit();
+    }
+
+    /// <summary>The number of elements of <paramref name="shape"/>; refuses negative dimensions and a big-endian host.</summary>
+    private static long CheckShape(string path, long[] shape)
+    {
         if (!BitConverter.IsLittleEndian)
             throw new PlatformNotSupportedException($"{path}: .npy writer assumes a little-endian host");
-        if (shape.Length == 0) shape = [count];
         long expected = 1;
         foreach (long s in shape)
         {
             if (s < 0) throw new ArgumentException($"{path}: negative dimension in shape ({string.Join(", ", shape)})");
             expected *= s;
         }
-        if (expected != count)
-            throw new ArgumentException($"{path}: data has {count} elements but shape ({string.Join(", ", shape)}) needs {expected}");
+        return expected;
+    }
 
-        byte[] header = BuildHeader(dtype, shape);
-        // Temp file in the same directory so the final rename is atomic: a reader never sees half a file.
-        string full = Path.GetFullPath(path);
-        string tmp = full + ".tmp-" + Environment.ProcessId + "-" + Guid.NewGuid().ToString("N")[..8];
-        try
+    /// <summary>A temp file in the target's folder, renamed over the target on <see cref="Commit"/> (so a reader never
+    /// sees half a file) and deleted on dispose when not committed.</summary>
+    private sealed class AtomicFile : IDisposable
+    {
+        private readonly string _full, _tmp;
+        private bool _committed;
+        public FileStream Stream { get; }
+
+        public AtomicFile(string path)
         {
-            using (var fs = new FileStream(tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16))
-            {
-                fs.Write(header);
-                fs.Write(bytes);
-                fs.Flush(flushToDisk: false);
-            }
-            File.Move(tmp, full, overwrite: true);
+            _full = Path.GetFullPath(path);
+            _tmp = _full + ".tmp-" + Environment.ProcessId + "-" + Guid.NewGuid().ToString("N")[..8];
+            Stream = new FileStream(_tmp, FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 16);
         }
-        catch
+
+        public void Commit()
         {
-            try { File.Delete(tmp); } catch (IOException) { /* best effort; the original error matters more */ }
-            throw;
+            Stream.Flush(flushToDisk: false);
+            Stream.Dispose();
+            File.Move(_tmp, _full, overwrite: true);
+            _committed = true;
+        }
+
+        public void Dispose()
+        {
+            Stream.Dispose();
+            if (!_committed)
+                try { File.Delete(_tmp); } catch (IOException) { /* best effort; the original error matters more */ }
         }
     }
 
@@ -204,6 +244,26 @@ public static class Npy
     {
         using var fs = OpenRead(path);
         return ReadHeader(fs, path);
+    }
+
+    /// <summary>The file opened at the first data byte of <paramref name="header"/> (read with <see cref="ReadHeader(string)"/>), to
+    /// stream its data; the header is read again, so a file that changed since is refused.</summary>
+    public static FileStream OpenData(string path, Header header)
+    {
+        var fs = OpenRead(path);
+        try
+        {
+            var now = ReadHeader(fs, path);
+            if (now.DType != header.DType || !now.Shape.SequenceEqual(header.Shape) || now.DataOffset != header.DataOffset)
+                throw new InvalidDataException($"{path}: changed while being read (shape ({string.Join(", ", now.Shape)}), was ({string.Join(", ", header.Shape)}))");
+            fs.Position = now.DataOffset;
+            return fs;
+        }
+        catch
+        {
+            fs.Dispose();
+            throw;
+        }
     }
 
     private static FileStream OpenRead(string path)

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using System.Runtime.InteropServices;
 
 namespace Tp7.Tests.Infrastructure;
 
@@ -36,9 +37,18 @@ public static class CliRunner
     /// <summary>
     /// Runs `tp7 ARGS` in <paramref name="workingDir"/>. The feature cache goes to <paramref name="cacheDir"/>
     /// (TP7_CACHE) so a test never reads or fills the user's ~/.cache/tp7; by default a folder inside the working
-    /// directory, i.e. a fresh, empty cache.
+    /// directory, i.e. a fresh, empty cache. <paramref name="environment"/> sets variables of the process (a null value
+    /// removes one), e.g. a scheduler's JOB_COMPLETION_INDEX.
     /// </summary>
-    public static CliResult Run(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null)
+    public static CliResult Run(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null,
+        IReadOnlyDictionary<string, string?>? environment = null)
+    {
+        using var running = Start(workingDir, args, cacheDir, environment);
+        return running.WaitForExit(timeout ?? TimeSpan.FromMinutes(5));
+    }
+
+    /// <summary>Starts `tp7 ARGS` as <see cref="Run"/> does, for a test that acts while it runs (e.g. sends it a signal).</summary>
+    public static RunningCli Start(string workingDir, string[] args, string? cacheDir = null, IReadOnlyDictionary<string, string?>? environment = null)
     {
         var (fileName, prefix) = Command();
         var psi = new ProcessStartInfo(fileName)
@@ -50,27 +60,102 @@ public static class CliRunner
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["TP7_CACHE"] = cacheDir ?? Path.Combine(workingDir, "tp7-cache");
-        var clock = Stopwatch.StartNew();
-        using var p = Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {fileName}");
-        var stdout = p.StandardOutput.ReadToEndAsync();
-        var stderr = p.StandardError.ReadToEndAsync();
-        var limit = timeout ?? TimeSpan.FromMinutes(5);
-        if (!p.WaitForExit(limit))
-        {
-            p.Kill(entireProcessTree: true);
-            p.WaitForExit();
-            throw new TimeoutException($"tp7 {string.Join(' ', args)}: still running after {limit.TotalSeconds:F0} s\n--- stdout ---\n{stdout.Result}\n--- stderr ---\n{stderr.Result}");
-        }
-        p.WaitForExit(); // drains the redirected streams
-        return new CliResult(args, p.ExitCode, stdout.Result, stderr.Result, clock.Elapsed);
+        foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
+            if (value == null) psi.Environment.Remove(name);
+            else psi.Environment[name] = value;
+        return new RunningCli(args, Process.Start(psi) ?? throw new InvalidOperationException($"cannot start {fileName}"));
     }
 
     /// <summary>Runs and asserts exit code 0, showing the whole invocation when it is not.</summary>
-    public static CliResult RunOk(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null)
+    public static CliResult RunOk(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null,
+        IReadOnlyDictionary<string, string?>? environment = null)
     {
-        var r = Run(workingDir, args, cacheDir, timeout);
+        var r = Run(workingDir, args, cacheDir, timeout, environment);
         Assert.True(r.ExitCode == 0, r.ToString());
         return r;
+    }
+}
+
+/// <summary>A `tp7` process started by <see cref="CliRunner.Start"/>: its stderr lines as they come, signals, its result.</summary>
+public sealed class RunningCli : IDisposable
+{
+    readonly string[] args;
+    readonly Process process;
+    readonly Stopwatch clock = Stopwatch.StartNew();
+    readonly Task<string> stdout;
+    readonly System.Text.StringBuilder stderr = new();
+    readonly System.Threading.Channels.Channel<string> stderrLines = System.Threading.Channels.Channel.CreateUnbounded<string>();
+    readonly Task stderrPump;
+
+    internal RunningCli(string[] args, Process process)
+    {
+        this.args = args;
+        this.process = process;
+        stdout = process.StandardOutput.ReadToEndAsync();
+        stderrPump = Task.Run(async () =>
+        {
+            // Lines end at '\n' or at the progress line's '\r'.
+            var line = new System.Text.StringBuilder();
+            var buffer = new char[4096];
+            int n;
+            while ((n = await process.StandardError.ReadAsync(buffer)) > 0)
+                for (int i = 0; i < n; i++)
+                {
+                    lock (stderr) stderr.Append(buffer[i]);
+                    if (buffer[i] is '\n' or '\r') { if (line.Length > 0) stderrLines.Writer.TryWrite(line.ToString()); line.Clear(); }
+                    else line.Append(buffer[i]);
+                }
+            if (line.Length > 0) stderrLines.Writer.TryWrite(line.ToString());
+            stderrLines.Writer.TryComplete();
+        });
+    }
+
+    public int Id => process.Id;
+
+    /// <summary>The first stderr line from now on that <paramref name="match"/> accepts; fails with everything so far if the
+    /// process ends first or <paramref name="limit"/> passes.</summary>
+    public string WaitForStderrLine(Func<string, bool> match, TimeSpan limit)
+    {
+        using var cts = new CancellationTokenSource(limit);
+        try
+        {
+            while (stderrLines.Reader.WaitToReadAsync(cts.Token).AsTask().GetAwaiter().GetResult())
+                while (stderrLines.Reader.TryRead(out var line))
+                    if (match(line)) return line;
+        }
+        catch (OperationCanceledException) { }
+        string seen;
+        lock (stderr) seen = stderr.ToString();
+        throw new Xunit.Sdk.XunitException($"tp7 {string.Join(' ', args)}: no matching stderr line {(process.HasExited ? $"before it exited ({process.ExitCode})" : $"within {limit.TotalSeconds:F0} s")}\n--- stderr ---\n{seen}");
+    }
+
+    /// <summary>Sends a POSIX signal (e.g. 2, SIGINT: what Ctrl-C sends) to the process.</summary>
+    public void Signal(int signal)
+    {
+        if (kill(process.Id, signal) != 0) throw new InvalidOperationException($"kill({process.Id}, {signal}) failed: errno {Marshal.GetLastPInvokeError()}");
+    }
+
+    [DllImport("libc", SetLastError = true)]
+    static extern int kill(int pid, int sig);
+
+    public CliResult WaitForExit(TimeSpan limit)
+    {
+        if (!process.WaitForExit(limit))
+        {
+            process.Kill(entireProcessTree: true);
+            process.WaitForExit();
+            stderrPump.Wait();
+            throw new TimeoutException($"tp7 {string.Join(' ', args)}: still running after {limit.TotalSeconds:F0} s\n--- stdout ---\n{stdout.Result}\n--- stderr ---\n{stderr}");
+        }
+        process.WaitForExit(); // drains the redirected streams
+        stderrPump.Wait();
+        return new CliResult(args, process.ExitCode, stdout.Result, stderr.ToString(), clock.Elapsed);
+    }
+
+    public void Dispose()
+    {
+        if (!process.HasExited) process.Kill(entireProcessTree: true);
+        process.Dispose();
     }
 }
 
