@@ -77,15 +77,13 @@ sealed class ModelOptions
         check?.Invoke(model.Graph, pre);
     }
 
-    /// <summary>The ONNX model <paramref name="choice"/> names, imported once for the check and the session.</summary>
-    internal ImportedModel Import(string choice)
+    /// <summary>The ONNX model <paramref name="choice"/> names, imported once for the check and the session; the session
+    /// takes it (<paramref name="keep"/> false) so its host weights are not held twice once they are on a device.</summary>
+    internal ImportedModel Import(string choice, bool keep = true)
     {
-        if (importedChoice != choice)
-        {
-            imported = ModelCatalog.Import(choice);
-            importedChoice = choice;
-        }
-        return imported!;
+        var model = importedChoice == choice ? imported! : ModelCatalog.Import(choice);
+        (imported, importedChoice) = keep ? (model, choice) : (null, null);
+        return model;
     }
 
     /// <summary>The model to open: the option's value checked, or the default resolved (auto says why on stderr).</summary>
@@ -184,7 +182,7 @@ sealed class ModelSession : IDisposable
         if (choice != "vgg16")
         {
             var files = ModelCatalog.Files(choice);
-            var imported = modelOptions.Import(choice);
+            var imported = modelOptions.Import(choice, keep: false);
             var pre = modelOptions.Preprocessing(parse, ModelCatalog.DefaultPreprocessing(choice, imported));
             check?.Invoke(imported.Graph, pre);
             var dev = deviceOptions.Open(parse);

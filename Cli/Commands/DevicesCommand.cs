@@ -21,7 +21,7 @@ static class DevicesCommand
                     device = d.Backend, index = d.Index, name = d.Name, memory_bytes = d.MemoryBytes, capability = d.Capability,
                     usable = d.RefusedBecause == null, refused_because = d.RefusedBecause,
                 });
-                Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(doc, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(doc, new System.Text.Json.JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
                 return 0;
             }
             var table = new Table().AddColumn("--device").AddColumn("index").AddColumn("name")

@@ -61,7 +61,7 @@ static class SvmCommand
                     macro_avg = new { precision = report.MacroPrecision, recall = report.MacroRecall, f1 = report.MacroF1 },
                     confusion_matrix = Enumerable.Range(0, k).Select(t => Enumerable.Range(0, k).Select(p => report.Confusion[t, p]).ToArray()),
                 };
-                Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(doc, new System.Text.Json.JsonSerializerOptions { WriteIndented = true }));
+                Console.WriteLine(System.Text.Json.JsonSerializer.Serialize(doc, new System.Text.Json.JsonSerializerOptions { WriteIndented = true, Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping }));
                 return 0;
             }
             Console.WriteLine(report.ToText(f.Classes));

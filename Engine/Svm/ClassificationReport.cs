@@ -27,7 +27,7 @@ public sealed record ClassificationReport(
     {
         if (yTrue.Length != yPred.Length)
             throw new ArgumentException($"yPred has {yPred.Length} labels, yTrue has {yTrue.Length}");
-        if (numClasses < 1) throw new ArgumentException($"numClasses must be positive, got {numClasses}");
+        if (numClasses < 1) throw new ArgumentException($"the number of classes must be positive, got {numClasses}");
         var conf = new int[numClasses, numClasses];
         int correct = 0;
         for (int i = 0; i < yTrue.Length; i++)
