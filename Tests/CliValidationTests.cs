@@ -277,18 +277,21 @@ public sealed class CliValidationTests(ITestOutputHelper log)
     static readonly int[] Labels = [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2];
     static readonly string[] Classes = ["cat", "dog", "owl"];
 
-    static string WriteFeatures(string path, int[] labels)
+    /// <param name="rowsOf">The classes the rows' features are drawn for (default: <paramref name="labels"/>), so a test can mislabel rows.</param>
+    static string WriteFeatures(string path, int[] labels, int[]? rowsOf = null, string[]? classes = null)
     {
         const int d = 5;
-        var x = new float[Labels.Length * d];
-        for (int i = 0; i < Labels.Length; i++)
+        rowsOf ??= labels;
+        classes ??= Classes;
+        var x = new float[rowsOf.Length * d];
+        for (int i = 0; i < rowsOf.Length; i++)
         {
-            x[i * d + Labels[i]] = 1f;
+            x[i * d + rowsOf[i]] = 1f;
             x[i * d + 3] = 0.1f * (i % 4);
             x[i * d + 4] = 0.05f;
         }
-        var paths = Enumerable.Range(0, labels.Length).Select(i => $"img/{Classes[Labels[i]]}_{i}.png").ToArray();
-        FeatureFile.Write(path, new FeatureSet(x, labels.Length, d, paths, labels, Classes, "relu7", false, "sha", [],
+        var paths = Enumerable.Range(0, labels.Length).Select(i => $"img/{classes[rowsOf[i]]}_{i}.png").ToArray();
+        FeatureFile.Write(path, new FeatureSet(x, labels.Length, d, paths, labels, classes, "relu7", false, "sha", [],
             new ExtractionStats(labels.Length, 0, labels.Length, 0, 0, 0, 0, 0)));
         return path;
     }
@@ -301,7 +304,7 @@ public sealed class CliValidationTests(ITestOutputHelper log)
         // The same rows, with row 5 (a dog) labelled owl: the model still says dog there.
         var relabelled = (int[])Labels.Clone();
         relabelled[5] = 2;
-        string test = WriteFeatures(tmp["test.npy"], relabelled);
+        string test = WriteFeatures(tmp["test.npy"], relabelled, rowsOf: Labels);
         CliRunner.RunOk(tmp.Path, ["svm", "train", "--features", train, "--out", "m.safetensors"]);
 
         var text = CliRunner.RunOk(tmp.Path, ["svm", "eval", "--model", "m.safetensors", "--features", test]);
@@ -356,6 +359,24 @@ public sealed class CliValidationTests(ITestOutputHelper log)
             var values = cells[3..].Select(c => double.Parse(c, System.Globalization.CultureInfo.InvariantCulture)).ToArray();
             Assert.Equal(want.AsSpan(i * 3, 3).ToArray(), values); // "R" round-trips every double
             Assert.Equal(cells[2], Classes[Array.IndexOf(values, values.Max())]);
+        }
+
+        // Two classes: one classifier scoring dog against cat; cat's column is its negation.
+        string two = WriteFeatures(tmp["two.npy"], [0, 0, 0, 0, 1, 1, 1, 1], classes: ["cat", "dog"]);
+        CliRunner.RunOk(tmp.Path, ["svm", "train", "--features", two, "--out", "two.safetensors"]);
+        var binary = CliRunner.RunOk(tmp.Path, ["svm", "predict", "--model", "two.safetensors", "--features", two, "--scores"]).Stdout
+            .Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        Assert.Equal("path,true,predicted,score:cat,score:dog", binary[0]);
+        var g = FeatureFile.Read(two);
+        var dogScore = SvmModelFile.Read(tmp["two.safetensors"]).Model.DecisionFunctionBatch(g.X, g.N);
+        for (int i = 0; i < g.N; i++)
+        {
+            var cells = binary[i + 1].Split(',');
+            double cat = double.Parse(cells[3], System.Globalization.CultureInfo.InvariantCulture), dog = double.Parse(cells[4], System.Globalization.CultureInfo.InvariantCulture);
+            Assert.Equal(dogScore[i], dog);
+            Assert.Equal(-dog, cat);
+            Assert.Equal(dog > 0 ? "dog" : "cat", cells[2]);
+            Assert.Equal(cells[1], cells[2]);
         }
     }
 
