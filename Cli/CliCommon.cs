@@ -11,7 +11,12 @@ static class CliCommon
         Recursive = true,
     };
 
-    public static Option<string?> Weights(string description = "VGG16 weights (safetensors, torchvision keys); default: weights/vgg16.safetensors, else weights/vgg16-random-seed0.safetensors")
+    /// <summary>What every verb's help says of the weights lookup (<see cref="Tp7.Engine.Model.WeightsLocator.Locate"/>).</summary>
+    public const string WeightsLookup =
+        "default: $TP7_WEIGHTS (a file, or a folder), else weights/ of the repository, else $TP7_CACHE/weights or ~/.cache/tp7/weights " +
+        "(vgg16.safetensors before vgg16-random-seed0.safetensors), else random init in memory";
+
+    public static Option<string?> Weights(string description = "VGG16 weights (safetensors, torchvision keys); " + WeightsLookup)
         => new("--weights") { Description = description };
 
     /// <summary>Runs a verb body; a failure becomes "tp7: message" on stderr and exit code 1 (a stack trace with --verbose).</summary>
@@ -68,7 +73,7 @@ sealed class DatasetOptions
     public readonly Option<string?> Data = new("--data") { Description = "Dataset folder (train/ + test/, or class folders with --train-per-class); default: the committed demo set" };
     public readonly Option<string?> Train = new("--train") { Description = "Training folder of class folders" };
     public readonly Option<string?> Test = new("--test") { Description = "Test folder of class folders" };
-    public readonly Option<int?> PerClass = new("--train-per-class") { Description = "Split --data: this many training images per class, the rest for testing (15-Scene: 100)" };
+    public readonly Option<int?> PerClass = new Option<int?>("--train-per-class") { Description = "Split --data: this many training images per class, the rest for testing (15-Scene: 100)" }.AtLeast(1);
     public readonly Option<int> Seed;
 
     public DatasetOptions(Command command, string seedDescription)
@@ -77,12 +82,28 @@ sealed class DatasetOptions
         foreach (var o in new Option[] { Data, Train, Test, PerClass, Seed }) command.Options.Add(o);
     }
 
+    /// <summary>How the options combine, and that the folders they name exist: checked before any model or file is read.</summary>
+    public void Check(ParseResult parse)
+    {
+        string? train = parse.GetValue(Train), test = parse.GetValue(Test), data = parse.GetValue(Data);
+        if (train != null && test == null) throw new ArgumentException("--train needs --test");
+        if (test != null && train == null) throw new ArgumentException("--test needs --train");
+        if (train != null && data != null) throw new ArgumentException("--data does not go with --train and --test: give one or the other");
+        if (train != null && parse.GetValue(PerClass) != null)
+            throw new ArgumentException("--train-per-class splits --data; --train and --test are already split");
+        foreach (var (option, folder) in new[] { ("--data", data), ("--train", train), ("--test", test) })
+            if (folder != null && !Directory.Exists(folder))
+                throw new DirectoryNotFoundException(File.Exists(folder) ? $"{option} {folder}: a file, not a folder of class folders" : $"{option} {folder}: no such folder");
+        if (data == null && train == null) FindDemo();
+    }
+
     /// <summary>Opens the dataset and prints its one-line summary and any empty class folders.</summary>
     public Tp7.Engine.Data.Dataset Open(ParseResult parse)
     {
+        Check(parse);
         Tp7.Engine.Data.Dataset ds;
         if (parse.GetValue(Train) is { } tr)
-            ds = Tp7.Engine.Data.DatasetLoader.Open(tr, parse.GetValue(Test) ?? throw new ArgumentException("--train needs --test"));
+            ds = Tp7.Engine.Data.DatasetLoader.Open(tr, parse.GetValue(Test)!);
         else
             ds = Tp7.Engine.Data.DatasetLoader.Open(parse.GetValue(Data) ?? FindDemo(), parse.GetValue(PerClass), parse.GetValue(Seed));
         Console.WriteLine($"data: {ds.Root} ({ds.Layout}): {ds.Classes.Count} classes, {ds.Train.Count} train, {ds.Test.Count} test images");

@@ -4,6 +4,7 @@ using Spectre.Console;
 using Tp7.Engine.Devices;
 using Tp7.Engine.Imaging;
 using Tp7.Engine.Model;
+using Tp7.Engine.Onnx;
 
 namespace Tp7.Cli;
 
@@ -29,14 +30,14 @@ sealed class ModelOptions
         Model = new Option<string?>("--model")
         {
             Description = defaultModel == "auto"
-                ? "vgg16, resnet18 (ImageNet-trained, offline) or PATH.onnx; default: vgg16 when ImageNet VGG16 weights are in weights/, else resnet18"
+                ? "vgg16, resnet18 (ImageNet-trained, offline) or PATH.onnx; default: vgg16 when ImageNet VGG16 weights are found (see --weights), else resnet18"
                 : "vgg16, resnet18 (ImageNet-trained, offline) or PATH.onnx",
         };
         command.Options.Add(Model);
         command.Options.Add(Weights);
         if (ownSize == null)
         {
-            Size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224)" };
+            Size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224; VGG16 needs at least 32)" }.AtLeast(1);
             command.Options.Add(Size);
         }
         this.ownSize = ownSize;
@@ -46,20 +47,57 @@ sealed class ModelOptions
     }
 
     readonly Func<ParseResult, int?>? ownSize;
+    ImportedModel? imported;
+    string? importedChoice;
 
-    /// <summary>Every check of these options that needs no file but the model's: run before a verb opens its data.</summary>
-    public void Check(ParseResult parse)
+    /// <summary>
+    /// Every check of these options, run before a verb lists its data: --model and --weights (the weights lookup
+    /// included: a --weights or TP7_WEIGHTS that names nothing fails here), the preprocessing, and --size against the
+    /// model (VGG16's minimum; an ONNX model's own shape inference, which names the node that cannot take it).
+    /// </summary>
+    /// <param name="check">The verb's own checks against the model's graph and preprocessing (e.g. its --layer).</param>
+    public void Check(ParseResult parse, Action<Tp7.Engine.Graph.Graph, Preprocessing>? check = null)
     {
-        if (parse.GetValue(Model) is { } m)
+        string choice = Decide(parse);
+        if (choice == "vgg16")
         {
-            ModelCatalog.Check(m);
-            if (parse.GetValue(Weights) != null && m != "vgg16") throw new ArgumentException($"--weights holds VGG16 weights; it does not go with --model {m}");
+            var vggPre = Preprocessing(parse, Tp7.Engine.Imaging.Preprocessing.ImageNet);
+            if (vggPre.Size < Vgg16Architecture.MinInputSize) throw new ArgumentException(Vgg16Architecture.SizeTooSmall(vggPre.Size));
+            WeightsLocator.Locate(parse.GetValue(Weights));
+            check?.Invoke(Vgg16Graph.Build(), vggPre);
+            return;
         }
-        Preprocessing(parse, Tp7.Engine.Imaging.Preprocessing.ImageNet);
+        var model = Import(choice);
+        var pre = Preprocessing(parse, ModelCatalog.DefaultPreprocessing(choice, model));
+        try { ImageModel.Layers(model.Graph, pre.Size); }
+        catch (Exception e) when (e is ArgumentException or InvalidOperationException or InvalidDataException)
+        {
+            throw new ArgumentException($"--size {pre.Size}: {ModelCatalog.NameOf(choice)} cannot take a {pre.Size}x{pre.Size} input: {e.Message}");
+        }
+        check?.Invoke(model.Graph, pre);
+    }
+
+    /// <summary>The ONNX model <paramref name="choice"/> names, imported once for the check and the session; the session
+    /// takes it (<paramref name="keep"/> false) so its host weights are not held twice once they are on a device.</summary>
+    internal ImportedModel Import(string choice, bool keep = true)
+    {
+        var model = importedChoice == choice ? imported! : ModelCatalog.Import(choice);
+        (imported, importedChoice) = keep ? (model, choice) : (null, null);
+        return model;
     }
 
     /// <summary>The model to open: the option's value checked, or the default resolved (auto says why on stderr).</summary>
     public string Choose(ParseResult parse)
+    {
+        string choice = Decide(parse);
+        if (choice == "resnet18" && parse.GetValue(Model) == null)
+            Console.Error.WriteLine("model: resnet18 (no ImageNet VGG16 weights found, so the ImageNet-trained ResNet18 of the NuGet package " +
+                                    "Microsoft.ML.DnnImageFeaturizer.ResNet18 is used; --model vgg16 for the lab's network)");
+        return choice;
+    }
+
+    /// <summary>--model checked, or the default: auto takes VGG16 when the weights lookup finds ImageNet weights.</summary>
+    string Decide(ParseResult parse)
     {
         if (parse.GetValue(Model) is { } m)
         {
@@ -68,12 +106,9 @@ sealed class ModelOptions
             return m;
         }
         if (defaultModel != "auto" || parse.GetValue(Weights) != null) return "vgg16";
-        var found = WeightsLocator.FindDefault();
-        if (found != null && !WeightsLocator.IsRandomInit(found)) return "vgg16";
-        if (!ModelCatalog.ResNet18Available()) return "vgg16";
-        Console.Error.WriteLine("model: resnet18 (no ImageNet VGG16 weights in weights/, so the ImageNet-trained ResNet18 of the NuGet package " +
-                                "Microsoft.ML.DnnImageFeaturizer.ResNet18 is used; --model vgg16 for the lab's network)");
-        return "resnet18";
+        var found = WeightsLocator.Locate(null);
+        if (found != null && !WeightsLocator.IsRandomInit(found.Path)) return "vgg16";
+        return ModelCatalog.ResNet18Available() ? "resnet18" : "vgg16";
     }
 
     /// <summary>The preprocessing for a model: its default with every override given on the command line, checked.</summary>
@@ -135,10 +170,11 @@ sealed class ModelSession : IDisposable
     string ComputeIdentity()
         => files.Length == 0 ? "in-memory-random-init-seed0" : ModelCatalog.Identity(files, Model.Preprocessing, customPreprocessing);
 
-    /// <param name="allowInMemoryRandom">When no VGG16 weights file exists, draw torchvision-distributed weights in memory.</param>
     /// <param name="check">Checks of the request against the model's graph and preprocessing (e.g. a layer name), run before
     /// any weights reach a device and before any other line is printed.</param>
-    public static ModelSession Open(ParseResult parse, DeviceOptions deviceOptions, ModelOptions modelOptions, bool allowInMemoryRandom = false,
+    /// <remarks>VGG16's weights come from <see cref="WeightsLocator.Locate"/>; when it finds none, torchvision's random
+    /// init (seed 0) is drawn in memory, as every verb does, with a warning.</remarks>
+    public static ModelSession Open(ParseResult parse, DeviceOptions deviceOptions, ModelOptions modelOptions,
         Action<Tp7.Engine.Graph.Graph, Preprocessing>? check = null)
     {
         string choice = modelOptions.Choose(parse);
@@ -146,7 +182,7 @@ sealed class ModelSession : IDisposable
         if (choice != "vgg16")
         {
             var files = ModelCatalog.Files(choice);
-            var imported = ModelCatalog.Import(choice);
+            var imported = modelOptions.Import(choice, keep: false);
             var pre = modelOptions.Preprocessing(parse, ModelCatalog.DefaultPreprocessing(choice, imported));
             check?.Invoke(imported.Graph, pre);
             var dev = deviceOptions.Open(parse);
@@ -165,24 +201,9 @@ sealed class ModelSession : IDisposable
             }
         }
         var vggPre = modelOptions.Preprocessing(parse, Preprocessing.ImageNet);
+        if (vggPre.Size < Vgg16Architecture.MinInputSize) throw new ArgumentException(Vgg16Architecture.SizeTooSmall(vggPre.Size));
         check?.Invoke(Vgg16Graph.Build(), vggPre);
-        string? path = parse.GetValue(modelOptions.Weights) ?? WeightsLocator.FindDefault();
-        Vgg16Weights weights;
-        bool random;
-        if (path == null)
-        {
-            if (!allowInMemoryRandom) WeightsLocator.Resolve(null); // throws with how to get weights
-            weights = Vgg16Weights.RandomInit(0);
-            random = true;
-        }
-        else
-        {
-            weights = WeightsLocator.Load(path);
-            random = WeightsLocator.IsRandomInit(path);
-        }
-        if (random)
-            Console.Error.WriteLine($"warning: {weights.Source} holds RANDOM weights, not ImageNet-trained ones: predictions and accuracies mean little. {WeightsLocator.HowToGet}" +
-                                    (ModelCatalog.ResNet18Available() ? " (--model resnet18 gives an ImageNet-trained network offline.)" : ""));
+        var (weights, path, random) = LoadVgg16(parse.GetValue(modelOptions.Weights), "--weights");
         var device = deviceOptions.Open(parse);
         try
         {
@@ -194,6 +215,23 @@ sealed class ModelSession : IDisposable
             device.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// VGG16's weights for every verb: the file <paramref name="explicitPath"/> names (the option <paramref name="option"/>),
+    /// else what the weights lookup finds (said on stderr), else torchvision's random init drawn in memory (seed 0).
+    /// Path is null for the in-memory weights; Random is true for them and for random-init files.
+    /// </summary>
+    public static (Vgg16Weights Weights, string? Path, bool Random) LoadVgg16(string? explicitPath, string option)
+    {
+        var located = WeightsLocator.Locate(explicitPath, option);
+        if (located != null && located.Origin != option) Console.Error.WriteLine($"weights: {located.Path} (found through {located.Origin})");
+        var weights = located == null ? Vgg16Weights.RandomInit(0) : WeightsLocator.Load(located.Path);
+        bool random = located == null || WeightsLocator.IsRandomInit(located.Path);
+        if (random)
+            Console.Error.WriteLine($"warning: {weights.Source} holds RANDOM weights, not ImageNet-trained ones: predictions and accuracies mean little. {WeightsLocator.HowToGet}" +
+                                    (ModelCatalog.ResNet18Available() ? " (--model resnet18 gives an ImageNet-trained network offline.)" : ""));
+        return (weights, located?.Path, random);
     }
 
     /// <summary>The same model (weights, preprocessing) on another device, e.g. the host backend as a reference.</summary>

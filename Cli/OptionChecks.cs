@@ -70,14 +70,48 @@ static class OptionChecks
     /// in, and nothing on the way is a file. Nothing is created here; <see cref="CreateParent"/> and
     /// <see cref="CreateFolder"/> do that when the verb writes.
     /// </summary>
-    public static Option<string?> Writable(this Option<string?> option)
+    /// <typeparam name="T">string or string? (an option with a default, or one that may be absent).</typeparam>
+    public static Option<T> Writable<T>(this Option<T> option) where T : class?
     {
         option.Validators.Add(r =>
         {
-            if (r.GetValueOrDefault<string?>() is { Length: > 0 } path && WhyNotWritable(path) is { } why) r.AddError($"{option.Name}: {why}");
+            if (r.GetValueOrDefault<T>() is string { Length: > 0 } path && WhyNotWritable(path) is { } why) r.AddError($"{option.Name}: {why}");
         });
         return option;
     }
+
+    /// <summary>An input side for VGG16: at least <see cref="Tp7.Engine.Model.Vgg16Architecture.MinInputSize"/>.</summary>
+    public static Option<int> Vgg16Size(this Option<int> option)
+    {
+        option.Validators.Add(r =>
+        {
+            int v = r.GetValueOrDefault<int>();
+            if (v < Tp7.Engine.Model.Vgg16Architecture.MinInputSize) r.AddError(Tp7.Engine.Model.Vgg16Architecture.SizeTooSmall(v));
+        });
+        return option;
+    }
+
+    /// <summary>A comma-separated list of integers of at least 1 (e.g. bench's --batch 1,8,64).</summary>
+    public static Option<string> PositiveIntegers(this Option<string> option)
+    {
+        option.Validators.Add(r =>
+        {
+            var text = r.GetValueOrDefault<string>() ?? "";
+            var items = text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+            if (items.Length == 0) r.AddError($"{option.Name}: no value in '{text}' (e.g. 1,8,64)");
+            foreach (var item in items)
+                if (!int.TryParse(item, NumberStyles.None, CultureInfo.InvariantCulture, out int v) || v < 1)
+                {
+                    r.AddError($"{option.Name}: '{item}' is not an integer of at least 1 (e.g. 1,8,64)");
+                    break;
+                }
+        });
+        return option;
+    }
+
+    /// <summary>The integers of a list <see cref="PositiveIntegers"/> checked.</summary>
+    public static int[] Integers(string text)
+        => text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
 
     /// <summary>Why <paramref name="path"/> cannot be created or written, or null when it can.</summary>
     public static string? WhyNotWritable(string path)
@@ -102,6 +136,20 @@ static class OptionChecks
         catch (Exception e) when (e is UnauthorizedAccessException or IOException)
         {
             return $"{path}: cannot write in {dir} ({e.Message.TrimEnd('.')})";
+        }
+    }
+
+    /// <summary>
+    /// Image files named on the command line: each must be a file; a folder or a missing path is refused before any
+    /// model is loaded (a folder with the hint to give its files).
+    /// </summary>
+    public static void RequireImageFiles(IEnumerable<string> paths)
+    {
+        foreach (var path in paths)
+        {
+            if (File.Exists(path)) continue;
+            if (Directory.Exists(path)) throw new ArgumentException($"{path} is a folder; give image files (e.g. {Path.Combine(path, "*.jpg")})");
+            throw new FileNotFoundException($"{path}: no such image file");
         }
     }
 

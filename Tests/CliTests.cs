@@ -330,9 +330,9 @@ public sealed class CliTests(ReferenceFiles refs, TinyDataset tiny, ITestOutputH
 
         var predict = CliRunner.RunOk(dir, ["svm", "predict", "--model", model, "--features", tiny.Features]);
         var lines = predict.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Equal("path,predicted", lines[0]);
+        Assert.Equal("path,true,predicted", lines[0]);
         var f = Tp7.Engine.Features.FeatureFile.Read(tiny.Features);
-        Assert.Equal(f.Paths.Select((p, i) => $"{p},{f.Classes[f.Labels[i]]}"), lines.Skip(1));
+        Assert.Equal(f.Paths.Select((p, i) => $"{p},{f.Classes[f.Labels[i]]},{f.Classes[f.Labels[i]]}"), lines.Skip(1));
 
         // Features whose classes are not the model's: one line naming the file and both class lists.
         string other = Path.Combine(dir, "other.npy");

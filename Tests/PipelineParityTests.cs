@@ -77,11 +77,11 @@ public sealed class PipelineParityTests(ReferenceFiles refs, ITestOutputHelper l
         foreach (var (_, (truth, predicted)) in predOurs) expected[Array.IndexOf(classes, truth)][Array.IndexOf(classes, predicted)]++;
         Assert.Equal(expected, confusion);
         Assert.Equal(predOurs.Count(kv => kv.Value.True == kv.Value.Predicted) / (double)nTest, accOurs, 12);
-        var perClass = o.GetProperty("per_class_accuracy");
+        var perClass = o.GetProperty("per_class_recall");
         for (int k = 0; k < Classes; k++)
         {
             Assert.Equal(expected[k][k] / (double)expected[k].Sum(), perClass.GetProperty(classes[k]).GetDouble(), 12);
-            Assert.Equal(expected[k][k] / (double)expected[k].Sum(), o.GetProperty("per_class")[k].GetProperty("accuracy").GetDouble(), 12);
+            Assert.Equal(expected[k][k] / (double)expected[k].Sum(), o.GetProperty("per_class")[k].GetProperty("recall").GetDouble(), 12);
         }
         var timings = o.GetProperty("timings_seconds");
         foreach (var stage in new[] { "extract_train", "extract_test", "train_svm", "evaluate" })

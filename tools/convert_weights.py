@@ -14,6 +14,8 @@ Both of torch's on-disk formats are read:
   * legacy (torch < 1.6, e.g. torchvision's 2017 files): consecutive pickles — magic number,
     protocol version, sys info, the object pickle, the list of storage keys — followed by each
     storage as an 8-byte little-endian element count and its raw bytes.
+Without --out a file goes to weights/ of the repository when the current folder is inside it, else to the
+user cache tp7 searches from any folder: $TP7_CACHE/weights when TP7_CACHE is set, else ~/.cache/tp7/weights.
 --random-init needs torch + torchvision: torch.manual_seed(seed); torchvision.models.vgg16(). On a CPU
 with AVX2 and FMA it sets ATEN_CPU_CAPABILITY=avx2 first, so torch's normal_ runs its AVX2 kernel (the one
 the engine's Vgg16Weights.RandomInit reproduces bit for bit) even where avx512 or default was asked for;
@@ -702,6 +704,18 @@ def download(url, dest_dir):
     return final
 
 
+def default_weights_dir(cwd=None):
+    """Where a file goes without --out: weights/ of the repository when the current folder is inside the checkout that
+    holds this script; elsewhere the user cache that tp7 searches from any folder ($TP7_CACHE/weights when TP7_CACHE is
+    set, else ~/.cache/tp7/weights), the same rule as Engine/Model/WeightsLocator.cs."""
+    here = os.path.realpath(cwd or os.getcwd())
+    repo = os.path.realpath(REPO_ROOT)
+    if os.path.isfile(os.path.join(repo, "Tp7.Native.sln")) and (here == repo or here.startswith(repo + os.sep)):
+        return os.path.join(repo, "weights")
+    cache = os.environ.get("TP7_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tp7")
+    return os.path.join(cache, "weights")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group(required=True)
@@ -712,12 +726,13 @@ def main(argv=None):
     parser.add_argument("--random-biases", action="store_true",
                         help=f"with --random-init: biases U(-{BIAS_RANGE}, {BIAS_RANGE}) instead of torchvision's zeros "
                              "(weights unchanged)")
-    parser.add_argument("--out", help="output .safetensors path")
+    parser.add_argument("--out", help="output .safetensors path (default: weights/ of the repository when run inside it, "
+                                      "else $TP7_CACHE/weights or ~/.cache/tp7/weights)")
     parser.add_argument("--any-arch", action="store_true", help="accept state_dicts other than vgg16")
     args = parser.parse_args(argv)
     if args.random_biases and not args.random_init:
         parser.error("--random-biases applies to --random-init only")
-    weights_dir = os.path.join(REPO_ROOT, "weights")
+    weights_dir = default_weights_dir()
     try:
         if args.download:
             pth = download(DOWNLOADS[args.download], weights_dir)

@@ -321,6 +321,38 @@ class MaliciousPickleTests(unittest.TestCase):
         self.assertIn(f"{path}: not a PyTorch checkpoint", r.stderr)
 
 
+class DefaultOutputFolderTests(unittest.TestCase):
+    """Without --out: the repository's weights/ inside the checkout, the user cache tp7 searches anywhere else."""
+
+    def test_inside_the_repository(self):
+        self.assertEqual(cw.default_weights_dir(os.path.join(ROOT, "tools")), os.path.join(os.path.realpath(ROOT), "weights"))
+
+    def test_outside_the_repository_with_and_without_tp7_cache(self):
+        with tempfile.TemporaryDirectory() as elsewhere:
+            saved = os.environ.get("TP7_CACHE")
+            try:
+                os.environ["TP7_CACHE"] = os.path.join(elsewhere, "cache")
+                self.assertEqual(cw.default_weights_dir(elsewhere), os.path.join(elsewhere, "cache", "weights"))
+                del os.environ["TP7_CACHE"]
+                self.assertEqual(cw.default_weights_dir(elsewhere), os.path.join(os.path.expanduser("~"), ".cache", "tp7", "weights"))
+            finally:
+                if saved is not None:
+                    os.environ["TP7_CACHE"] = saved
+
+    @needs_torch
+    def test_a_conversion_run_elsewhere_writes_into_the_user_cache(self):
+        with tempfile.TemporaryDirectory() as elsewhere:
+            pth = os.path.join(elsewhere, "small.pth")
+            torch.save(small_state_dict(), pth)
+            env = dict(os.environ, TP7_CACHE=os.path.join(elsewhere, "cache"))
+            r = subprocess.run([PY, os.path.join(HERE, "convert_weights.py"), "--from", pth, "--any-arch"],
+                               capture_output=True, text=True, cwd=elsewhere, env=env)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            out = os.path.join(elsewhere, "cache", "weights", "small.safetensors")
+            with st.SafetensorsFile(out) as f:
+                self.assertEqual(f.keys(), list(small_state_dict()))
+
+
 class DownloadTests(unittest.TestCase):
     """--download against a local HTTP server (with Range support) standing in for download.pytorch.org."""
 

@@ -15,20 +15,19 @@ static class BenchCommand
     public static Command Create()
     {
         var bench = new Command("bench", "Benchmarks (validate, warm up, median)");
-        var batches = new Option<string>("--batch") { Description = "Comma-separated batch sizes", DefaultValueFactory = _ => "1,8" };
-        var reps = new Option<int>("--reps") { Description = "Timed repetitions per batch size (median reported)", DefaultValueFactory = _ => 5 };
-        var size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224)" };
+        var batches = new Option<string>("--batch") { Description = "Comma-separated batch sizes", DefaultValueFactory = _ => "1,8" }.PositiveIntegers();
+        var reps = new Option<int>("--reps") { Description = "Timed repetitions per batch size (median reported)", DefaultValueFactory = _ => 5 }.AtLeast(1);
+        var size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224; VGG16 needs at least 32)" }.AtLeast(1);
         var profile = new Option<bool>("--profile") { Description = "Also print a per-layer kernel profile of one batch" };
         var forward = new Command("forward", "A model's forward pass to its output (VGG16: the logits)") { batches, reps, size, profile };
         var modelOptions = new ModelOptions(forward, ownSize: p => p.GetValue(size));
         var device = new DeviceOptions(forward);
         forward.SetHandler(parse =>
         {
-            var sizes = parse.GetValue(batches)!.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(s => int.TryParse(s, out var v) && v > 0 ? v : throw new ArgumentException($"--batch: '{s}' is not a positive integer"))
-                .ToArray();
-            int r = Math.Max(1, parse.GetValue(reps));
-            using var session = ModelSession.Open(parse, device, modelOptions, allowInMemoryRandom: true);
+            var sizes = OptionChecks.Integers(parse.GetValue(batches)!);
+            int r = parse.GetValue(reps);
+            modelOptions.Check(parse);
+            using var session = ModelSession.Open(parse, device, modelOptions);
             var model = session.Model;
             int s = session.Preprocessing.Size;
             string output = model.Graph.Output;
@@ -75,22 +74,18 @@ static class BenchCommand
     /// </summary>
     static Command CreateTrain()
     {
-        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 8 };
-        var reps = new Option<int>("--reps") { Description = "Timed steps (median reported)", DefaultValueFactory = _ => 3 };
-        var size = new Option<int>("--size") { Description = "Input height and width", DefaultValueFactory = _ => 224 };
-        var classes = new Option<int>("--classes") { Description = "Rows of the new head (the anchor uses 15, 15-Scene's)", DefaultValueFactory = _ => 15 };
+        var batch = new Option<int>("--batch") { Description = "Images per step", DefaultValueFactory = _ => 8 }.AtLeast(1);
+        var reps = new Option<int>("--reps") { Description = "Timed steps (median reported)", DefaultValueFactory = _ => 3 }.AtLeast(1);
+        var size = new Option<int>("--size") { Description = "Input height and width (at least 32)", DefaultValueFactory = _ => 224 }.Vgg16Size();
+        var classes = new Option<int>("--classes") { Description = "Rows of the new head (the anchor uses 15, 15-Scene's)", DefaultValueFactory = _ => 15 }.AtLeast(2);
         var profile = new Option<bool>("--profile") { Description = "Also print a per-launch profile of one step (forward and backward)" };
-        var weights = CliCommon.Weights("Weights to start from (default: the default file if present, else random in memory)");
+        var weights = CliCommon.Weights();
         var train = new Command("train", "VGG16 training step: forward, backward, SGD with momentum") { batch, reps, size, classes, profile, weights };
         var device = new DeviceOptions(train);
         train.SetHandler(parse =>
         {
-            int n = parse.GetValue(batch), s = parse.GetValue(size), r = Math.Max(1, parse.GetValue(reps)), k = parse.GetValue(classes);
-            if (n < 1) throw new ArgumentException($"--batch must be >= 1, got {n}");
-            if (s < 32) throw new ArgumentException($"--size must be >= 32, got {s}");
-            if (k < 2) throw new ArgumentException($"--classes must be >= 2, got {k}");
-            string? path = parse.GetValue(weights) ?? WeightsLocator.FindDefault();
-            var start = Tp7.Engine.Training.Finetune.StartingWeights(path != null ? WeightsLocator.Load(path) : Vgg16Weights.RandomInit(0), k, 0);
+            int n = parse.GetValue(batch), s = parse.GetValue(size), r = parse.GetValue(reps), k = parse.GetValue(classes);
+            var start = Tp7.Engine.Training.Finetune.StartingWeights(ModelSession.LoadVgg16(parse.GetValue(weights), "--weights").Weights, k, 0);
             using var dev = device.Open(parse);
             var rng = new Random(0);
             if (dev.Kind != DeviceKind.Host) ValidateTrain(dev, start, k, rng);

@@ -12,9 +12,9 @@ static class ClassifyCommand
     public static Command Create()
     {
         var images = new Argument<string[]>("images") { Description = "Image files", Arity = ArgumentArity.OneOrMore };
-        var top = new Option<int>("--top") { Description = "How many classes to show per image", DefaultValueFactory = _ => 5 };
+        var top = new Option<int>("--top") { Description = "How many classes to show per image", DefaultValueFactory = _ => 5 }.AtLeast(1);
         var json = new Option<bool>("--json") { Description = "Print a JSON array: {path, top: [{index, name, prob}]} per image" };
-        var batch = new Option<int>("--batch") { Description = "Images per forward pass", DefaultValueFactory = _ => 8 };
+        var batch = new Option<int>("--batch") { Description = "Images per forward pass", DefaultValueFactory = _ => 8 }.AtLeast(1);
         var profile = new Option<bool>("--profile") { Description = "Time every layer's kernel and print a profile" };
         var command = new Command("classify", "Classify images over the 1000 ImageNet classes (or a fine-tuned head's)") { images, top, json, batch, profile };
         var model = new ModelOptions(command);
@@ -22,7 +22,9 @@ static class ClassifyCommand
         command.SetHandler(parse =>
         {
             var paths = parse.GetValue(images)!;
-            int b = Math.Max(1, parse.GetValue(batch));
+            OptionChecks.RequireImageFiles(paths);
+            model.Check(parse);
+            int b = parse.GetValue(batch);
             using var session = ModelSession.Open(parse, device, model);
             var p = session.Preprocessing;
             // A fine-tuned model names its own classes (finetune writes them into the file's metadata).
@@ -31,7 +33,7 @@ static class ClassifyCommand
                 throw new ArgumentException($"{session.Model.Name}: its output {session.Model.LayerShape(session.Model.Graph.Output)} is not (N, classes) logits (ResNet18's package holds pooled features only); use it with run or extract");
             IReadOnlyList<string> names = session.Model.ClassNames
                 ?? throw new ArgumentException($"{session.WeightsDescription}: a {classes}-class output without class names (only 1,000 logits are taken as ImageNet's)");
-            int k = Math.Clamp(parse.GetValue(top), 1, classes);
+            int k = Math.Min(parse.GetValue(top), classes);
             if (parse.GetValue(profile)) session.Model.Profiler = new LayerProfiler();
 
             var results = new List<object>();

@@ -12,15 +12,16 @@ static class FeatureMapsCommand
     {
         var image = new Argument<string>("image") { Description = "Image file" };
         var layer = new Option<string?>("--layer") { Description = "A 4-D layer: VGG16 taps conv1_1 (default), relu1_1, pool1, ...; other models: any value name (default: the first convolution's output)" };
-        var output = new Option<string>("--out") { Description = "PNG to write", Required = true };
-        var max = new Option<int>("--max") { Description = "At most this many maps", DefaultValueFactory = _ => 64 };
+        var output = new Option<string>("--out") { Description = "PNG to write (its folder is created)", Required = true }.Writable();
+        var max = new Option<int>("--max") { Description = "At most this many maps", DefaultValueFactory = _ => 64 }.AtLeast(1);
         var command = new Command("featuremaps", "Draw one layer's feature maps for an image") { image, layer, output, max };
         var model = new ModelOptions(command);
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
             var path = parse.GetValue(image)!;
-            if (!File.Exists(path)) throw new FileNotFoundException($"{path}: no such image file");
+            OptionChecks.RequireImageFiles([path]);
+            model.Check(parse);
             string tap = "";
             Tp7.Engine.Graph.Shape shape = default;
             using var session = ModelSession.Open(parse, device, model, check: (graph, pre) =>
@@ -39,7 +40,7 @@ static class FeatureMapsCommand
             var outPath = parse.GetValue(output)!;
             string weightsNote = session.RandomWeights ? "RANDOM weights" : Path.GetFileName(session.WeightsDescription.Split(' ')[0]);
             string node = m.Graph.Producer(m.Resolve(tap))?.Name ?? tap;
-            FeatureMapFigure.Save(outPath, resized.Pixels, p.Size, p.Size, maps, shape[1], shape[2], shape[3], tap,
+            FeatureMapFigure.Save(OptionChecks.CreateParent(outPath), resized.Pixels, p.Size, p.Size, maps, shape[1], shape[2], shape[3], tap,
                 $"{Path.GetFileName(path)}, {m.Name} {node} ({weightsNote}), {session.Device.Name}", parse.GetValue(max));
             Console.WriteLine($"wrote {outPath}: {Math.Min(shape[1], parse.GetValue(max))} of {shape[1]} maps of {tap} ({shape[2]}x{shape[3]})");
             return 0;

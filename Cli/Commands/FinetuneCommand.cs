@@ -15,24 +15,24 @@ static class FinetuneCommand
     public static Command Create()
     {
         var tune = new Option<string>("--tune") { Description = "head (new fc8 on cached relu7 features), classifier (fc6-fc8), all (full backpropagation), from:TAP (e.g. from:conv4_1)", DefaultValueFactory = _ => "head" };
-        var epochs = new Option<int>("--epochs") { Description = "Passes over the training images", DefaultValueFactory = _ => 10 };
-        var batch = new Option<int>("--batch") { Description = "Images per optimiser step", DefaultValueFactory = _ => 32 };
-        var lr = new Option<double>("--lr") { Description = "Learning rate", DefaultValueFactory = _ => 0.01 };
+        var epochs = new Option<int>("--epochs") { Description = "Passes over the training images", DefaultValueFactory = _ => 10 }.AtLeast(1);
+        var batch = new Option<int>("--batch") { Description = "Images per optimiser step", DefaultValueFactory = _ => 32 }.AtLeast(1);
+        var lr = new Option<double>("--lr") { Description = "Learning rate", DefaultValueFactory = _ => 0.01 }.Positive();
         var momentum = new Option<double>("--momentum") { Description = "SGD momentum", DefaultValueFactory = _ => 0.9 };
-        var wd = new Option<double>("--wd") { Description = "Weight decay (SGD: L2 added to the gradient; AdamW: decoupled)", DefaultValueFactory = _ => 5e-4 };
+        var wd = new Option<double>("--wd") { Description = "Weight decay (SGD: L2 added to the gradient; AdamW: decoupled)", DefaultValueFactory = _ => 5e-4 }.AtLeast(0.0);
         var optimizer = new Option<string>("--optimizer") { Description = "sgd or adamw", DefaultValueFactory = _ => "sgd" };
         optimizer.AcceptOnlyFromAmong("sgd", "adamw");
         var schedule = new Option<string>("--schedule") { Description = "Learning rate per epoch: none, step (x0.1 every --step-size epochs), cosine", DefaultValueFactory = _ => "none" };
         schedule.AcceptOnlyFromAmong("none", "step", "cosine");
-        var stepSize = new Option<int>("--step-size") { Description = "Epochs between step-schedule decays", DefaultValueFactory = _ => 10 };
+        var stepSize = new Option<int>("--step-size") { Description = "Epochs between step-schedule decays", DefaultValueFactory = _ => 10 }.AtLeast(1);
         var augment = new Option<string?>("--augment") { Description = "flip, crop or flip,crop (seeded; not with --tune head)" };
         var dropout = new Option<float>("--dropout") { Description = "Drop probability of classifier.2/.5 in training", DefaultValueFactory = _ => 0.5f };
         var noShuffle = new Option<bool>("--no-shuffle") { Description = "Batches in listing order (classes sorted, files by ordinal name)" };
-        var maxSteps = new Option<int?>("--max-steps") { Description = "Stop after this many optimiser steps and write every output" };
-        var size = new Option<int>("--size") { Description = "Input height and width", DefaultValueFactory = _ => 224 };
-        var init = new Option<string?>("--init") { Description = "Start from this torchvision-keyed VGG16 (its classifier.6 is the initial head when it has one row per class)" };
+        var maxSteps = new Option<int?>("--max-steps") { Description = "Stop after this many optimiser steps and write every output" }.AtLeast(1);
+        var size = new Option<int>("--size") { Description = "Input height and width (at least 32)", DefaultValueFactory = _ => 224 }.Vgg16Size();
+        var init = new Option<string?>("--init") { Description = "Start from this torchvision-keyed VGG16 (its classifier.6 is the initial head when it has one row per class); " + CliCommon.WeightsLookup };
         var resume = new Option<string?>("--resume") { Description = "Continue the run whose --out folder this is" };
-        var output = new Option<string>("--out") { Description = "Output folder", DefaultValueFactory = _ => "out/finetune" };
+        var output = new Option<string>("--out") { Description = "Output folder (created with the folders above it)", DefaultValueFactory = _ => "out/finetune" }.Writable();
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the feature cache (--tune head)" };
         var model = new Option<string?>("--model") { Description = "vgg16 (default), resnet18 or PATH.onnx; other models than vgg16 take --tune head: a new Linear on their feature layer" };
         var layer = new Option<string?>("--layer") { Description = "With --model resnet18|PATH.onnx: the feature layer the new head reads (default: the input of the last fully connected layer, else the output)" };
@@ -58,9 +58,7 @@ static class FinetuneCommand
                 Seed = parse.GetValue(seed), Size = parse.GetValue(size),
             };
             settings.Validate();
-            if (settings.Schedule == "step" && settings.StepSize < 1) throw new ArgumentException($"--step-size must be >= 1, got {settings.StepSize}");
             var outDir = parse.GetValue(output)!;
-            CheckWritable(outDir);
             var resumeDir = parse.GetValue(resume);
             if (resumeDir != null && !File.Exists(Path.Combine(resumeDir, Finetune.CheckpointName)))
                 throw new FileNotFoundException($"--resume: {Path.Combine(resumeDir, Finetune.CheckpointName)}: no checkpoint there (finetune writes one after each epoch)");
@@ -73,28 +71,17 @@ static class FinetuneCommand
                 if (parse.GetValue(init) != null) throw new ArgumentException($"--init holds VGG16 weights; it does not go with --model {choice}");
             }
             else if (parse.GetValue(layer) != null) throw new ArgumentException("--layer goes with --model resnet18|PATH.onnx (VGG16's head reads relu7)");
+            if (choice == "vgg16") WeightsLocator.Locate(parse.GetValue(init), "--init");
+            dataset.Check(parse);
 
+            OptionChecks.CreateFolder(outDir);
             var ds = dataset.Open(parse);
             if (ds.Classes.Count < 2) throw new ArgumentException($"{ds.Root}: {ds.Classes.Count} class; fine-tuning a classifier needs at least 2");
             if (choice != "vgg16")
                 return RunImported(parse, choice, parse.GetValue(layer), ds, settings, outDir, resumeDir, device, parse.GetValue(noCache));
 
-            string? path = parse.GetValue(init) ?? WeightsLocator.FindDefault();
-            Vgg16Weights start;
-            string sha;
-            if (path == null)
-            {
-                start = Vgg16Weights.RandomInit(0);
-                sha = "in-memory-random-init-seed0";
-            }
-            else
-            {
-                start = WeightsLocator.Load(path);
-                sha = FeatureCache.HashFile(path);
-            }
-            bool random = path == null || WeightsLocator.IsRandomInit(path);
-            if (random)
-                Console.Error.WriteLine($"warning: {start.Source} holds RANDOM weights, not ImageNet-trained ones: the accuracy means little. {WeightsLocator.HowToGet}");
+            var (start, path, random) = ModelSession.LoadVgg16(parse.GetValue(init), "--init");
+            string sha = path == null ? "in-memory-random-init-seed0" : FeatureCache.HashFile(path);
             start = Finetune.StartingWeights(start, ds.Classes.Count, settings.Seed);
 
             using var dev = device.Open(parse);
@@ -138,26 +125,11 @@ static class FinetuneCommand
                 $"loss {p.Loss:F4}  {p.ImagesPerSecond,6:F1} img/s  ETA {TimeSpan.FromSeconds(Math.Max(0, p.EtaSeconds)):h\\:mm\\:ss}"),
         };
 
-    static void CheckWritable(string dir)
-    {
-        try
-        {
-            Directory.CreateDirectory(dir);
-            var probe = Path.Combine(dir, $".tp7-write-test-{Environment.ProcessId}");
-            File.WriteAllText(probe, "");
-            File.Delete(probe);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new IOException($"--out {dir}: cannot write there ({e.Message})");
-        }
-    }
-
     static void Print(FinetuneResult r, string outDir)
     {
         var rep = r.Report;
         var names = r.Dataset.Classes;
-        var table = new Table().AddColumn("class").AddColumn(new TableColumn("test").RightAligned()).AddColumn(new TableColumn("accuracy").RightAligned())
+        var table = new Table().AddColumn("class").AddColumn(new TableColumn("test").RightAligned()).AddColumn(new TableColumn("recall").RightAligned())
             .AddColumn(new TableColumn("precision").RightAligned()).AddColumn(new TableColumn("F1").RightAligned());
         for (int k = 0; k < names.Count; k++)
             table.AddRow(Markup.Escape(names[k]), rep.Support[k].ToString(), rep.Recall[k].ToString("P1", CultureInfo.InvariantCulture),

@@ -15,7 +15,7 @@ static class InfoCommand
     public static Command Create()
     {
         var json = new Option<bool>("--json") { Description = "Print the table as JSON" };
-        var size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224)" };
+        var size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224; VGG16 needs at least 32)" }.AtLeast(1);
         var model = new Option<string?>("--model") { Description = "vgg16, resnet18 or PATH.onnx (default vgg16)" };
         var weights = CliCommon.Weights("Also load and verify this VGG16 weights file");
         var command = new Command("info", "Show a model's layers with output shapes, parameter counts and multiply-adds") { json, size, model, weights };
@@ -28,10 +28,11 @@ static class InfoCommand
             if (choice == "vgg16")
             {
                 s = parse.GetValue(size) ?? 224;
-                if (s < 32) throw new ArgumentException($"--size must be >= 32 (VGG16 has five 2x2 pools), got {s}");
+                if (s < Vgg16Architecture.MinInputSize) throw new ArgumentException(Vgg16Architecture.SizeTooSmall(s));
                 int classes = Vgg16Architecture.NumClasses;
-                if (parse.GetValue(weights) is { } path)
+                if (parse.GetValue(weights) is { } given)
                 {
+                    string path = WeightsLocator.Locate(given)!.Path; // a missing file is named as --weights names it
                     var w = WeightsLocator.Load(path);
                     classes = w.NumClasses;
                     verified = $"{path}: {w.ParameterCount:N0} parameters in 32 tensors, all shapes match VGG16" +
@@ -52,7 +53,12 @@ static class InfoCommand
                     $"the file holds {imported.InitializerValues:N0} initializer values; BatchNormalization folded into the convolutions before it leaves {imported.ParameterCount:N0} parameters") +
                     (choice == "resnet18" ? $"\n{ModelCatalog.ResNet18Provenance}" : "");
             }
-            var rows = ImageModel.Layers(graph, s);
+            IReadOnlyList<LayerRow> rows;
+            try { rows = ImageModel.Layers(graph, s); }
+            catch (Exception e) when (e is ArgumentException or InvalidOperationException or InvalidDataException)
+            {
+                throw new ArgumentException($"--size {s}: {ModelCatalog.NameOf(choice)} cannot take a {s}x{s} input: {e.Message}");
+            }
             bool Weighted(LayerRow l) => l.Op is "Conv" or "Linear" or "MatMul";
             long convParams = rows.Where(l => l.Op == "Conv").Sum(l => l.Parameters);
             long fcParams = rows.Where(l => l.Op is "Linear" or "MatMul").Sum(l => l.Parameters);

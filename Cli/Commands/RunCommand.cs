@@ -16,12 +16,12 @@ static class RunCommand
     public static Command Create()
     {
         var layer = new Option<string?>("--layer") { Description = "VGG16: pool5, fc6, relu6, fc7, relu7 (default) or fc8; other models: a tap or any value name (default: the input of the last fully connected layer, else the output)" };
-        var c = new Option<double>("--C") { Description = "SVM regularisation parameter", DefaultValueFactory = _ => 1.0 };
+        var c = new Option<double>("--C") { Description = "SVM regularisation parameter", DefaultValueFactory = _ => 1.0 }.Positive();
         var loss = new Option<string>("--loss") { Description = "squared_hinge or hinge", DefaultValueFactory = _ => "squared_hinge" };
         loss.AcceptOnlyFromAmong("squared_hinge", "hinge");
         var noL2 = new Option<bool>("--no-l2") { Description = "Do not L2-normalise feature rows" };
-        var batch = new Option<int>("--batch") { Description = "Images per forward pass", DefaultValueFactory = _ => 32 };
-        var output = new Option<string>("--out") { Description = "Report folder", DefaultValueFactory = _ => "out/run" };
+        var batch = new Option<int>("--batch") { Description = "Images per forward pass", DefaultValueFactory = _ => 32 }.AtLeast(1);
+        var output = new Option<string>("--out") { Description = "Report folder (created with the folders above it)", DefaultValueFactory = _ => "out/run" }.Writable();
         var noCache = new Option<bool>("--no-cache") { Description = "Neither read nor write the feature cache" };
         var command = new Command("run", "Transfer learning end to end: deep features (VGG16, ResNet18 or an ONNX model) + linear SVM + report")
             { layer, c, loss, noL2, batch, output, noCache };
@@ -31,13 +31,14 @@ static class RunCommand
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
-            model.Check(parse);
+            dataset.Check(parse);
+            model.Check(parse, (graph, _) => { if (parse.GetValue(layer) is { } l) ImageModel.CanonicalLayer(graph, l); });
             var ds = dataset.Open(parse);
 
-            using var session = ModelSession.Open(parse, device, model, allowInMemoryRandom: true);
+            using var session = ModelSession.Open(parse, device, model);
             var settings = new RunSettings(parse.GetValue(layer), parse.GetValue(c),
                 parse.GetValue(loss) == "hinge" ? SvmLoss.Hinge : SvmLoss.SquaredHinge, !parse.GetValue(noL2),
-                Math.Max(1, parse.GetValue(batch)), parse.GetValue(seed));
+                parse.GetValue(batch), parse.GetValue(seed));
             var progress = new ProgressLine();
             var result = TransferLearning.Run(ds, session.Model, session.WeightsSha256, settings,
                 parse.GetValue(noCache) ? null : FeatureCache.Default(), session.RandomWeights, progress.Report);
@@ -45,7 +46,7 @@ static class RunCommand
 
             var outDir = parse.GetValue(output)!;
             var clock = System.Diagnostics.Stopwatch.StartNew();
-            RunReportWriter.Write(outDir, result);
+            RunReportWriter.Write(OptionChecks.CreateFolder(outDir), result);
             double reportSeconds = clock.Elapsed.TotalSeconds;
             Print(result, outDir, reportSeconds);
             if (session.RandomWeights)
@@ -60,7 +61,7 @@ static class RunCommand
         var rep = r.Report;
         var names = r.Dataset.Classes;
         var table = new Table().AddColumn("class").AddColumn(new TableColumn("train").RightAligned()).AddColumn(new TableColumn("test").RightAligned())
-            .AddColumn(new TableColumn("accuracy").RightAligned()).AddColumn(new TableColumn("precision").RightAligned()).AddColumn(new TableColumn("F1").RightAligned());
+            .AddColumn(new TableColumn("recall").RightAligned()).AddColumn(new TableColumn("precision").RightAligned()).AddColumn(new TableColumn("F1").RightAligned());
         for (int k = 0; k < names.Count; k++)
             table.AddRow(Markup.Escape(names[k]), r.Train.Labels.Count(l => l == k).ToString(), rep.Support[k].ToString(),
                 rep.Recall[k].ToString("P1", CultureInfo.InvariantCulture), rep.Precision[k].ToString("P1", CultureInfo.InvariantCulture),

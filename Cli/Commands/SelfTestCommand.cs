@@ -17,16 +17,38 @@ static class SelfTestCommand
         var device = new DeviceOptions(command);
         command.SetHandler(parse =>
         {
-            // On ILGPU's CPU accelerator, simulate 256-thread groups so the tiled versions are checked too.
-            using var dev = parse.GetValue(device.Device) == "ilgpu-cpu"
-                ? IlgpuDevice.OpenCpuAccelerator(gpuSizedGroups: true)
-                : device.Open(parse);
-            if (dev is not IlgpuDevice gpu)
-                throw new ArgumentException("selftest checks ILGPU kernels: use --device cuda, opencl or ilgpu-cpu (the host backend is the reference itself)");
+            string choice = parse.GetValue(device.Device)!;
+            // ILGPU's CPU accelerator simulates 256-thread groups here, so the tiled versions are checked too. It runs when
+            // asked, and in place of the host backend (which is the reference itself, not a kernel to check).
+            IlgpuDevice gpu;
+            if (choice == "ilgpu-cpu") gpu = IlgpuDevice.OpenCpuAccelerator(gpuSizedGroups: true);
+            else
+            {
+                var lines = new List<string>();
+                var dev = DeviceCatalog.Open(choice, parse.GetValue(device.Index), lines.Add);
+                if (dev is IlgpuDevice opened)
+                {
+                    foreach (var l in lines) Console.Error.WriteLine(l);
+                    gpu = opened;
+                }
+                else
+                {
+                    dev.Dispose();
+                    // auto's line ends "(auto: no CUDA device; no OpenCL GPU device)": the reasons no GPU was taken.
+                    string last = lines.LastOrDefault() ?? "";
+                    int at = last.IndexOf("(auto: ", StringComparison.Ordinal);
+                    string why = choice == "auto"
+                        ? $"no GPU ({(at >= 0 ? last[(at + 7)..^1] : "none found")})"
+                        : "--device cpu is the host backend, the reference the kernels are checked against";
+                    Console.WriteLine($"selftest: {why}; running the kernels on ILGPU's CPU accelerator instead (slow; it checks the kernels' logic, not a GPU)");
+                    gpu = IlgpuDevice.OpenCpuAccelerator(gpuSizedGroups: true);
+                }
+            }
+            using var owned = gpu;
             var results = KernelSelfTest.Run(gpu.Accelerator, quick: !parse.GetValue(full));
             foreach (var r in results) Console.WriteLine(r);
             int failed = results.Count(r => !r.Passed);
-            Console.WriteLine($"selftest on {dev.Name}: {results.Count - failed} passed, {failed} failed");
+            Console.WriteLine($"selftest on {gpu.Name}: {results.Count - failed} passed, {failed} failed");
             return failed == 0 ? 0 : 1;
         });
         return command;

@@ -26,7 +26,7 @@ public static class DatasetLoader
         if (!Directory.Exists(root))
             throw new DirectoryNotFoundException($"{dir}: no such folder");
         if (trainPerClass is <= 0)
-            throw new ArgumentException($"{dir}: trainPerClass must be positive, got {trainPerClass}");
+            throw new ArgumentException($"--train-per-class must be at least 1, got {trainPerClass}");
 
         var subdirs = VisibleSubdirectories(root);
         string? trainDir = subdirs.FirstOrDefault(d => TrainNames.Contains(Path.GetFileName(d), StringComparer.OrdinalIgnoreCase));
@@ -34,7 +34,7 @@ public static class DatasetLoader
         if (trainDir is not null && testDir is not null)
         {
             if (trainPerClass is not null)
-                throw new ArgumentException($"{dir}: already split into {Path.GetFileName(trainDir)}/ and {Path.GetFileName(testDir)}/; trainPerClass applies to a single folder of classes");
+                throw new ArgumentException($"{dir}: already split into {Path.GetFileName(trainDir)}/ and {Path.GetFileName(testDir)}/; --train-per-class splits a single folder of class folders");
             return OpenSplit(root, trainDir, testDir);
         }
 

@@ -52,6 +52,12 @@ public static class Vgg16Architecture
     public const int NumClasses = 1000;
     public const int PooledSize = 7;   // AdaptiveAvgPool2d((7, 7))
     public const long TotalParameters = 138_357_544;
+    /// <summary>The smallest input side: five 2x2 max-poolings halve it to 1 (PyTorch refuses smaller inputs too).</summary>
+    public const int MinInputSize = 32;
+
+    /// <summary>The refusal of an input side below <see cref="MinInputSize"/>, in the CLI's words.</summary>
+    public static string SizeTooSmall(int size)
+        => $"--size {size}: VGG16 needs at least {MinInputSize} (its five 2x2 max-poolings halve the input to 1 pixel at 32)";
 
     public static IReadOnlyList<LayerSpec> Layers { get; } = Build();
 

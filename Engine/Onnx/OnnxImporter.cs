@@ -1,5 +1,6 @@
 using Onnx;
 using Tp7.Engine.Graph;
+using Tp7.Engine.IO;
 using G = Tp7.Engine.Graph;
 
 namespace Tp7.Engine.Onnx;
@@ -155,7 +156,7 @@ public static class OnnxImporter
             if (!Has(i)) throw Fail($"input {i} is missing");
             var v = Source(In(i));
             if (shapes.ContainsKey(v)) return v;
-            if (constants.TryGetValue(v, out var t)) return Parameter(v, t.Dims, t.ToFloats());
+            if (constants.TryGetValue(v, out var t)) return Parameter(v, t.Dims, WeightValues(t));
             throw Fail($"input '{In(i)}' is produced by no earlier node, initializer or graph input");
         }
 
@@ -166,6 +167,17 @@ public static class OnnxImporter
         }
 
         float[] ConstFloats(int i, string what) => Constant(i, what).ToFloats();
+
+        /// <summary>A constant that becomes (part of) a weight: its values, refused when one is NaN or Inf (Clip's
+        /// bounds, which may be infinite, are read with <see cref="ConstFloats"/>).</summary>
+        float[] WeightValues(OnnxTensor t)
+        {
+            var values = t.ToFloats();
+            if (FiniteCheck.Problem(values, t.Dims) is { } why) throw new OnnxFormatException(m.Path, $"tensor {OnnxFormatException.Quote(t.Name)}", why);
+            return values;
+        }
+
+        float[] ConstWeights(int i, string what) => WeightValues(Constant(i, what));
 
         string Parameter(string name, long[] dims, float[] values)
         {
@@ -275,8 +287,8 @@ public static class OnnxImporter
             var wt = Constant(1, "the weight");
             if (wt.Dims.Length != 4) throw Fail($"weight '{In(1)}' has shape [{string.Join(", ", wt.Dims)}], expected (K, C/group, kH, kW)");
             int k = (int)wt.Dims[0];
-            var w = (float[])wt.ToFloats().Clone(); // folding a BatchNormalization rescales it in place
-            var b = Has(2) ? (float[])ConstFloats(2, "the bias").Clone() : new float[k];
+            var w = (float[])WeightValues(wt).Clone(); // folding a BatchNormalization rescales it in place
+            var b = Has(2) ? (float[])ConstWeights(2, "the bias").Clone() : new float[k];
             if (b.Length != k) throw Fail($"bias '{In(2)}' has {b.Length} values for {k} output channels");
             var kernel = Ints("kernel_shape");
             if (kernel != null && (kernel.Length != 2 || kernel[0] != wt.Dims[2] || kernel[1] != wt.Dims[3]))
@@ -324,7 +336,7 @@ public static class OnnxImporter
             if (Int("training_mode", 0) != 0) throw Fail("training_mode=1 is not supported (inference only)");
             var x = Activation(0);
             int c = shapes[x].Rank >= 2 ? shapes[x][1] : throw Fail($"needs (N, C, ...), got {shapes[x]}");
-            float[] scale = ConstFloats(1, "scale"), bias = ConstFloats(2, "B"), mean = ConstFloats(3, "mean"), var = ConstFloats(4, "var");
+            float[] scale = ConstWeights(1, "scale"), bias = ConstWeights(2, "B"), mean = ConstWeights(3, "mean"), var = ConstWeights(4, "var");
             foreach (var (a, what) in new[] { (scale, "scale"), (bias, "B"), (mean, "mean"), (var, "var") })
                 if (a.Length != c) throw Fail($"{what} has {a.Length} values for {c} channels");
             float eps = Float("epsilon", 1e-5f);
@@ -464,7 +476,7 @@ public static class OnnxImporter
             var bt = Constant(1, "B (the weight)");
             if (bt.Dims.Length != 2) throw Fail($"B has shape [{string.Join(", ", bt.Dims)}], expected 2-D");
             int rows = (int)(transB ? bt.Dims[0] : bt.Dims[1]), cols = (int)(transB ? bt.Dims[1] : bt.Dims[0]);
-            var bf = bt.ToFloats();
+            var bf = WeightValues(bt);
             // Our Linear takes W as (out, in): B when transB, else its transpose; alpha folds into W.
             var w = new float[bf.Length];
             for (int o = 0; o < rows; o++)
@@ -473,7 +485,7 @@ public static class OnnxImporter
             var bias = new float[rows];
             if (Has(2))
             {
-                var c = ConstFloats(2, "C");
+                var c = ConstWeights(2, "C");
                 if (c.Length == 1) Array.Fill(bias, beta * c[0]);
                 else if (c.Length == rows) for (int o = 0; o < rows; o++) bias[o] = beta * c[o];
                 else throw Fail($"C has {c.Length} values; per-sample C (shape (M, N)) is not supported, only (N) or a scalar");
@@ -490,7 +502,7 @@ public static class OnnxImporter
             {
                 // x (N, K) · B (K, M) is a Linear with W = Bᵀ and no bias.
                 int k = (int)bt.Dims[0], mm = (int)bt.Dims[1];
-                var bf = bt.ToFloats();
+                var bf = WeightValues(bt);
                 var w = new float[bf.Length];
                 for (int i = 0; i < k; i++)
                     for (int o = 0; o < mm; o++) w[(long)o * k + i] = bf[(long)i * mm + o];

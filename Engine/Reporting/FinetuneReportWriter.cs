@@ -31,7 +31,7 @@ public static class FinetuneReportWriter
             ["stopped_at_max_steps"] = r.StoppedAtMaxSteps,
             ["per_class"] = names.Select((n, k) => new
             {
-                name = n, accuracy = rep.Recall[k], precision = rep.Precision[k], recall = rep.Recall[k], f1 = rep.F1[k], support = rep.Support[k],
+                name = n, precision = rep.Precision[k], recall = rep.Recall[k], f1 = rep.F1[k], support = rep.Support[k],
             }).ToList(),
             ["macro_f1"] = rep.MacroF1,
             ["confusion_matrix"] = Enumerable.Range(0, names.Count).Select(i => Enumerable.Range(0, names.Count).Select(j => rep.Confusion[i, j]).ToArray()).ToArray(),
@@ -108,7 +108,7 @@ public static class FinetuneReportWriter
         sb.Append("<img src=\"curves.png\" width=\"1000\"><h2>Per epoch</h2><table><tr><th>epoch</th><th>lr</th><th>train loss</th><th>train accuracy</th><th>test loss</th><th>test accuracy</th><th>img/s</th></tr>");
         foreach (var e in r.Epochs)
             sb.Append(CultureInfo.InvariantCulture, $"<tr><td>{e.Epoch}</td><td>{e.Lr:G3}</td><td>{e.TrainLoss:F4}</td><td>{P(e.TrainAccuracy)}</td><td>{e.TestLoss:F4}</td><td>{P(e.TestAccuracy)}</td><td>{e.ImagesPerSecond:F1}</td></tr>");
-        sb.Append("</table><h2>Per class</h2><table><tr><th>class</th><th>test</th><th>accuracy</th><th>precision</th><th>F1</th></tr>");
+        sb.Append("</table><h2>Per class</h2><table><tr><th>class</th><th>test</th><th>recall</th><th>precision</th><th>F1</th></tr>");
         for (int k = 0; k < names.Count; k++)
             sb.Append(CultureInfo.InvariantCulture, $"<tr><td>{E(names[k])}</td><td>{rep.Support[k]}</td><td>{P(rep.Recall[k])}</td><td>{P(rep.Precision[k])}</td><td>{rep.F1[k]:F3}</td></tr>");
         sb.Append("</table><h2>Confusion matrix</h2><img src=\"confusion.png\" width=\"700\"></body></html>");

@@ -29,10 +29,10 @@ public static class RunReportWriter
             ["classes"] = names,
             ["per_class"] = names.Select((n, k) => new
             {
-                name = n, accuracy = rep.Recall[k], precision = rep.Precision[k], recall = rep.Recall[k], f1 = rep.F1[k],
+                name = n, precision = rep.Precision[k], recall = rep.Recall[k], f1 = rep.F1[k],
                 support = rep.Support[k], train = r.Train.Labels.Count(l => l == k),
             }).ToList(),
-            ["per_class_accuracy"] = names.Select((n, k) => new KeyValuePair<string, double>(n, rep.Recall[k])).ToDictionary(),
+            ["per_class_recall"] = names.Select((n, k) => new KeyValuePair<string, double>(n, rep.Recall[k])).ToDictionary(),
             ["macro_f1"] = rep.MacroF1,
             ["confusion_matrix"] = Enumerable.Range(0, names.Count).Select(i => Enumerable.Range(0, names.Count).Select(j => rep.Confusion[i, j]).ToArray()).ToArray(),
             ["most_confused"] = confused.Select(c => new { true_class = c.True, predicted = c.Predicted, count = c.Count }).ToList(),
@@ -123,7 +123,7 @@ public static class RunReportWriter
          .Append("</code>, device ").Append(E(r.Device)).Append(CultureInfo.InvariantCulture, $", C={r.Settings.C}, loss {r.Settings.Loss}, L2 {(r.Settings.L2 ? "on" : "off")}.</p>");
         h.Append(CultureInfo.InvariantCulture,
             $"<p>Time: train features {r.Times.ExtractTrain:F1} s, test features {r.Times.ExtractTest:F1} s, SVM {r.Times.TrainSvm:F2} s, evaluation {r.Times.Evaluate:F3} s.</p>");
-        h.Append("<h2>Per class</h2><table><tr><th>class</th><th>train</th><th>test</th><th>accuracy</th><th></th><th>precision</th><th>F1</th></tr>");
+        h.Append("<h2>Per class</h2><table><tr><th>class</th><th>train</th><th>test</th><th>recall</th><th></th><th>precision</th><th>F1</th></tr>");
         for (int k = 0; k < names.Count; k++)
             h.Append(CultureInfo.InvariantCulture,
                 $"<tr><td>{E(names[k])}</td><td>{r.Train.Labels.Count(l => l == k)}</td><td>{rep.Support[k]}</td><td>{rep.Recall[k]:P1}</td><td style=\"text-align:left\"><span class=\"bar\" style=\"width:{(int)(rep.Recall[k] * 150)}px\"></span></td><td>{rep.Precision[k]:P1}</td><td>{rep.F1[k]:F3}</td></tr>");

@@ -7,7 +7,7 @@ namespace Tp7.Engine.Svm;
 /// Accuracy, per-class precision/recall/F1 and the confusion matrix for labels 0..NumClasses−1, with
 /// scikit-learn's conventions: Confusion[true, predicted]; a ratio whose denominator is 0 is reported as 0
 /// (sklearn's zero_division default, minus its warning); macro averages are unweighted means over classes.
-/// PerClassAccuracy is the fraction of each class's samples predicted correctly, i.e. the recall.
+/// PerClassAccuracy is the fraction of each class's samples predicted correctly, i.e. the recall (reports call it recall).
 /// </summary>
 public sealed record ClassificationReport(
     int NumSamples,
@@ -27,7 +27,7 @@ public sealed record ClassificationReport(
     {
         if (yTrue.Length != yPred.Length)
             throw new ArgumentException($"yPred has {yPred.Length} labels, yTrue has {yTrue.Length}");
-        if (numClasses < 1) throw new ArgumentException($"numClasses must be positive, got {numClasses}");
+        if (numClasses < 1) throw new ArgumentException($"the number of classes must be positive, got {numClasses}");
         var conf = new int[numClasses, numClasses];
         int correct = 0;
         for (int i = 0; i < yTrue.Length; i++)
@@ -69,6 +69,31 @@ public sealed record ClassificationReport(
         sb.AppendLine();
         sb.Append("accuracy".PadLeft(width)).Append(string.Format(ic, "  {0,9} {1,9} {2,9:F4} {3,9}", "", "", Accuracy, NumSamples)).AppendLine();
         sb.Append("macro avg".PadLeft(width)).Append(string.Format(ic, "  {0,9:F4} {1,9:F4} {2,9:F4} {3,9}", MacroPrecision, MacroRecall, MacroF1, NumSamples)).AppendLine();
+        return sb.ToString();
+    }
+
+    /// <summary>
+    /// The confusion matrix as text: a row per true class ("index name"), a column per predicted class headed by its
+    /// index, so 15 classes with long names still fit a terminal.
+    /// </summary>
+    public string ConfusionText(IReadOnlyList<string>? names = null)
+    {
+        int k = Precision.Length;
+        var ic = CultureInfo.InvariantCulture;
+        var lab = Enumerable.Range(0, k).Select(i => $"{i.ToString(ic).PadLeft(k > 10 ? 2 : 1)} {(names is not null && i < names.Count ? names[i] : "")}".TrimEnd()).ToList();
+        int width = lab.Max(s => s.Length);
+        int cell = Math.Max(k - 1, NumSamples).ToString(ic).Length + 1;
+        var sb = new StringBuilder();
+        sb.AppendLine("confusion matrix (rows: true class, columns: predicted class)");
+        sb.Append("".PadRight(width));
+        for (int j = 0; j < k; j++) sb.Append(j.ToString(ic).PadLeft(cell));
+        sb.AppendLine();
+        for (int i = 0; i < k; i++)
+        {
+            sb.Append(lab[i].PadRight(width));
+            for (int j = 0; j < k; j++) sb.Append(Confusion[i, j].ToString(ic).PadLeft(cell));
+            sb.AppendLine();
+        }
         return sb.ToString();
     }
 }

@@ -27,10 +27,10 @@ public sealed record SvmOptions(
 {
     internal void Validate()
     {
-        if (!(C > 0) || double.IsInfinity(C)) throw new ArgumentException($"SvmOptions.C must be a positive finite number, got {C}");
-        if (!(Tolerance > 0)) throw new ArgumentException($"SvmOptions.Tolerance must be positive, got {Tolerance}");
-        if (MaxIterations < 1) throw new ArgumentException($"SvmOptions.MaxIterations must be at least 1, got {MaxIterations}");
-        if (!(BiasScale >= 0) || double.IsInfinity(BiasScale)) throw new ArgumentException($"SvmOptions.BiasScale must be finite and >= 0, got {BiasScale}");
+        if (!(C > 0) || double.IsInfinity(C)) throw new ArgumentException($"C must be a positive finite number, got {C}");
+        if (!(Tolerance > 0)) throw new ArgumentException($"the tolerance must be a positive number, got {Tolerance}");
+        if (MaxIterations < 1) throw new ArgumentException($"the iteration limit must be at least 1, got {MaxIterations}");
+        if (!(BiasScale >= 0) || double.IsInfinity(BiasScale)) throw new ArgumentException($"the bias scale must be a finite number of at least 0, got {BiasScale}");
     }
 }
 
@@ -292,9 +292,8 @@ public static class LinearSvm
 
     private static void CheckFinite(float[] X, int n, int d)
     {
-        for (int i = 0; i < X.Length; i++)
-            if (!float.IsFinite(X[i]))
-                throw new ArgumentException($"X: element [{i / d}, {i % d}] is {X[i]}; features must be finite");
+        long i = Tp7.Engine.IO.FiniteCheck.FirstNonFinite(X);
+        if (i >= 0) throw new ArgumentException($"X: element [{i / d}, {i % d}] is {X[i]}; features must be finite");
     }
 }
 

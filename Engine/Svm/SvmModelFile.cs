@@ -62,6 +62,8 @@ public static class SvmModelFile
         var blo = f.Contains("intercept_residual") ? f.ReadFloat32("intercept_residual") : new float[bhi.Length];
         if (lo.Length != hi.Length || blo.Length != bhi.Length)
             throw new InvalidDataException($"{path}: residual tensors do not match 'coef'/'intercept' in size");
+        foreach (var (key, values) in new[] { ("coef", hi), ("coef_residual", lo), ("intercept", bhi), ("intercept_residual", blo) })
+            FiniteCheck.Require(path, key, values);
         var options = new SvmOptions(
             C: double.Parse(Meta("C"), CultureInfo.InvariantCulture),
             Loss: Enum.Parse<SvmLoss>(Meta("loss")),

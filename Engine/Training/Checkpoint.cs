@@ -64,7 +64,12 @@ public sealed class Checkpoint
             Steps = long.Parse(Meta("steps"), System.Globalization.CultureInfo.InvariantCulture),
             OptimizerSteps = int.Parse(Meta("optimizer_steps"), System.Globalization.CultureInfo.InvariantCulture),
         };
-        foreach (var t in f.Tensors) cp.tensors[t.Key] = f.ReadFloat32(t.Key);
+        foreach (var t in f.Tensors)
+        {
+            var values = f.ReadFloat32(t.Key);
+            FiniteCheck.Require(path, t.Key, values, t.Shape);
+            cp.tensors[t.Key] = values;
+        }
         return cp;
     }
 

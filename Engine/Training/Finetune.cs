@@ -46,7 +46,7 @@ public sealed record FinetuneSettings
         if (MaxSteps is < 1) throw new ArgumentException($"--max-steps must be >= 1, got {MaxSteps}");
         if (Optimizer is not ("sgd" or "adamw")) throw new ArgumentException($"--optimizer: '{Optimizer}' is not one of sgd, adamw");
         if (Schedule is not ("none" or "step" or "cosine")) throw new ArgumentException($"--schedule: '{Schedule}' is not one of none, step, cosine");
-        if (Size < 32) throw new ArgumentException($"--size must be >= 32 (VGG16 has five 2x2 pools), got {Size}");
+        if (Size < Vgg16Architecture.MinInputSize) throw new ArgumentException(Vgg16Architecture.SizeTooSmall(Size));
         TrainableFrom();
         if (Tune == "head" && (Flip || Crop))
             throw new ArgumentException("--augment needs --tune classifier, all or from:TAP: --tune head trains on cached relu7 features of the unaugmented images");

@@ -23,9 +23,9 @@ public sealed record CliResult(string[] Args, int ExitCode, string Stdout, strin
 public static class CliRunner
 {
     /// <summary>The apphost where the SDK made one, else tp7.dll (run with the `dotnet` that runs the tests).</summary>
-    static (string FileName, string[] Prefix) Command()
+    static (string FileName, string[] Prefix) Command(string? programDir)
     {
-        string dir = AppContext.BaseDirectory;
+        string dir = programDir ?? AppContext.BaseDirectory;
         string apphost = Path.Combine(dir, OperatingSystem.IsWindows() ? "tp7.exe" : "tp7");
         if (File.Exists(apphost)) return (apphost, []);
         string dll = Path.Combine(dir, "tp7.dll");
@@ -36,21 +36,24 @@ public static class CliRunner
 
     /// <summary>
     /// Runs `tp7 ARGS` in <paramref name="workingDir"/>. The feature cache goes to <paramref name="cacheDir"/>
-    /// (TP7_CACHE) so a test never reads or fills the user's ~/.cache/tp7; by default a folder inside the working
-    /// directory, i.e. a fresh, empty cache. <paramref name="environment"/> sets variables of the process (a null value
-    /// removes one), e.g. a scheduler's JOB_COMPLETION_INDEX.
+    /// (TP7_CACHE) so a test never reads or fills the user's ~/.cache/tp7 (features or weights); by default a folder
+    /// inside the working directory, i.e. a fresh, empty cache. TP7_WEIGHTS is removed unless
+    /// <paramref name="environment"/> sets it; there a null value removes a variable (e.g. a scheduler's
+    /// JOB_COMPLETION_INDEX is set there). <paramref name="programDir"/> runs a tp7 copied elsewhere (e.g. outside the
+    /// repository) instead of the one beside the tests.
     /// </summary>
     public static CliResult Run(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null,
-        IReadOnlyDictionary<string, string?>? environment = null)
+        IReadOnlyDictionary<string, string?>? environment = null, string? programDir = null)
     {
-        using var running = Start(workingDir, args, cacheDir, environment);
+        using var running = Start(workingDir, args, cacheDir, environment, programDir);
         return running.WaitForExit(timeout ?? TimeSpan.FromMinutes(5));
     }
 
     /// <summary>Starts `tp7 ARGS` as <see cref="Run"/> does, for a test that acts while it runs (e.g. sends it a signal).</summary>
-    public static RunningCli Start(string workingDir, string[] args, string? cacheDir = null, IReadOnlyDictionary<string, string?>? environment = null)
+    public static RunningCli Start(string workingDir, string[] args, string? cacheDir = null, IReadOnlyDictionary<string, string?>? environment = null,
+        string? programDir = null)
     {
-        var (fileName, prefix) = Command();
+        var (fileName, prefix) = Command(programDir);
         var psi = new ProcessStartInfo(fileName)
         {
             RedirectStandardOutput = true,
@@ -60,6 +63,7 @@ public static class CliRunner
         foreach (var a in prefix) psi.ArgumentList.Add(a);
         foreach (var a in args) psi.ArgumentList.Add(a);
         psi.Environment["TP7_CACHE"] = cacheDir ?? Path.Combine(workingDir, "tp7-cache");
+        psi.Environment.Remove("TP7_WEIGHTS");
         foreach (var (name, value) in environment ?? new Dictionary<string, string?>())
             if (value == null) psi.Environment.Remove(name);
             else psi.Environment[name] = value;
@@ -68,9 +72,9 @@ public static class CliRunner
 
     /// <summary>Runs and asserts exit code 0, showing the whole invocation when it is not.</summary>
     public static CliResult RunOk(string workingDir, string[] args, string? cacheDir = null, TimeSpan? timeout = null,
-        IReadOnlyDictionary<string, string?>? environment = null)
+        IReadOnlyDictionary<string, string?>? environment = null, string? programDir = null)
     {
-        var r = Run(workingDir, args, cacheDir, timeout, environment);
+        var r = Run(workingDir, args, cacheDir, timeout, environment, programDir);
         Assert.True(r.ExitCode == 0, r.ToString());
         return r;
     }
@@ -156,6 +160,35 @@ public sealed class RunningCli : IDisposable
     {
         if (!process.HasExited) process.Kill(entireProcessTree: true);
         process.Dispose();
+    }
+}
+
+/// <summary>The built CLI copied to a folder of one's choice, as a user installs it: outside the repository it finds no weights/ or data/ of a checkout.</summary>
+public static class CliInstall
+{
+    /// <summary>Copies tp7 and its assemblies (and this platform's native libraries) from beside the tests into <paramref name="dir"/>.</summary>
+    public static string CopyTo(string dir)
+    {
+        string from = AppContext.BaseDirectory;
+        Directory.CreateDirectory(dir);
+        var deps = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(Path.Combine(from, "tp7.deps.json")))!;
+        foreach (var file in Directory.GetFiles(from))
+        {
+            string name = Path.GetFileName(file);
+            // The CLI's own files and every assembly its deps.json lists; the tests' assemblies stay behind.
+            if (name.StartsWith("tp7", StringComparison.Ordinal) || name.EndsWith(".dll", StringComparison.Ordinal) && deps.ToJsonString().Contains(Path.GetFileNameWithoutExtension(name)))
+                File.Copy(file, Path.Combine(dir, name));
+        }
+        string rid = Path.Combine(from, "runtimes", System.Runtime.InteropServices.RuntimeInformation.RuntimeIdentifier);
+        if (Directory.Exists(rid)) CopyTree(rid, Path.Combine(dir, "runtimes", Path.GetFileName(rid)));
+        return dir;
+    }
+
+    static void CopyTree(string from, string to)
+    {
+        Directory.CreateDirectory(to);
+        foreach (var f in Directory.GetFiles(from)) File.Copy(f, Path.Combine(to, Path.GetFileName(f)));
+        foreach (var d in Directory.GetDirectories(from)) CopyTree(d, Path.Combine(to, Path.GetFileName(d)));
     }
 }
 
