@@ -1,4 +1,5 @@
 using Tp7.Engine.Analysis;
+using Tp7.Engine.Features;
 using Tp7.Engine.IO;
 using Tp7.Tests.Infrastructure;
 using Xunit.Abstractions;
@@ -259,5 +260,79 @@ public sealed class PcaModelTests
         var e = Assert.Throws<InvalidDataException>(() => PcaModel.Load(other));
         Assert.Contains(other, e.Message);
         Assert.Contains("tp7-pca", e.Message);
+    }
+}
+
+/// <summary>`tp7 extract --pca K` and `--pca-model` on the tiny dataset (2 classes x 3 images, 2 per class for training).</summary>
+[Collection("reference")]
+public sealed class PcaCliTests(ReferenceFiles refs, TinyDataset tiny, ITestOutputHelper log) : IClassFixture<TinyDataset>
+{
+    string[] Extract(string outPath, params string[] more) =>
+        ["extract", "--data", tiny.Dir, "--train-per-class", "2", "--weights", refs.Weights, "--device", "cpu", "--out", outPath, .. more];
+
+    [Fact]
+    public void ExtractPcaFitsOnTrainingRowsAndWritesFilesSvmTrainReads()
+    {
+        string dir = tiny.Work("pca");
+        string outPath = Path.Combine(dir, "F.npy");
+        var r = CliRunner.RunOk(dir, Extract(outPath, "--pca", "3"), tiny.Cache);
+        log.WriteLine(r.Stdout);
+        string reducedPath = Path.Combine(dir, "F.pca3.npy"), modelPath = Path.Combine(dir, "F.pca3.safetensors");
+        Assert.Contains($"wrote {reducedPath}: 6 x 3 (relu7+pca3); PCA fitted on 4 training rows", r.Stdout);
+
+        // F.npy as without --pca; the PCA is the one fitted on its 4 training rows (the first 2 of each class).
+        var f = FeatureFile.Read(outPath);
+        Assert.Equal((6, 4096), (f.N, f.D));
+        var reduced = FeatureFile.Read(reducedPath);
+        Assert.Equal(("relu7+pca3", 3), (reduced.Layer, reduced.D));
+        Assert.Equal(f.Paths, reduced.Paths);
+        Assert.Equal(f.Labels, reduced.Labels);
+        var trainPaths = Tp7.Engine.Data.DatasetLoader.Open(tiny.Dir, 2, 0).Train.Select(t => t.Path).ToHashSet();
+        int[] trainRows = [.. Enumerable.Range(0, f.N).Where(i => trainPaths.Contains(f.Paths[i]))];
+        Assert.Equal(4, trainRows.Length);
+        var train = trainRows.SelectMany(i => f.Row(i).ToArray()).ToArray();
+        var expected = PcaModel.Fit(train, 4, 4096, 3);
+        var saved = PcaModel.Load(modelPath);
+        Assert.Equal(4, saved.Samples);
+        Assert.Equal(expected.ExplainedVarianceRatio, saved.ExplainedVarianceRatio);
+        Assert.Equal(expected.Transform(f.X, f.N), reduced.X);
+        Assert.NotEqual(PcaModel.Fit(f.X, 6, 4096, 3).ExplainedVarianceRatio, saved.ExplainedVarianceRatio);
+
+        var svm = CliRunner.RunOk(dir, ["svm", "train", "--features", reducedPath, "--out", Path.Combine(dir, "svm.safetensors")]);
+        Assert.Contains("trained 1 classifier(s) on 6 x 3", svm.Stdout);
+
+        // The test part alone, projected with the saved model: the same rows as in the full file.
+        string testOut = Path.Combine(dir, "T.npy");
+        var t = CliRunner.RunOk(dir, Extract(testOut, "--subset", "test", "--pca-model", modelPath), tiny.Cache);
+        Assert.Contains($"projected with {modelPath}", t.Stdout);
+        var testReduced = FeatureFile.Read(Path.Combine(dir, "T.pca3.npy"));
+        Assert.Equal(2, testReduced.N);
+        for (int i = 0; i < testReduced.N; i++)
+        {
+            int row = Array.IndexOf(reduced.Paths, testReduced.Paths[i]);
+            Assert.Equal(reduced.Row(row).ToArray(), testReduced.Row(i).ToArray());
+        }
+    }
+
+    [Fact]
+    public void ExtractPcaRefusesBeforeExtractingWithOneLine()
+    {
+        string dir = tiny.Work("pca-refusals");
+        string outPath = Path.Combine(dir, "F.npy");
+        (string[] Args, string[] Needles)[] cases =
+        [
+            (["--pca", "5"], ["--pca 5", "min(4, 4096) = 4"]),
+            (["--pca", "2", "--subset", "test"], ["--pca", "--subset test", "--pca-model"]),
+            (["--pca", "0"], ["--pca must be at least 1, got 0"]),
+            (["--pca-model", Path.Combine(dir, "missing.safetensors")], ["--pca-model", "missing.safetensors", "no such file"]),
+        ];
+        foreach (var (args, needles) in cases)
+        {
+            var r = CliRunner.Run(dir, Extract(outPath, args), tiny.Cache);
+            Assert.True(r.ExitCode != 0, r.ToString());
+            var err = Assert.Single(r.StderrLines, l => l.StartsWith("tp7 extract"));
+            foreach (var s in needles) Assert.Contains(s, err);
+            Assert.False(File.Exists(outPath), $"{string.Join(' ', args)}: features were written before the refusal");
+        }
     }
 }

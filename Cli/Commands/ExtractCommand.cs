@@ -23,6 +23,7 @@ static class ExtractCommand
             { data, layer, batch, noL2, subset, perClass, seed, output, noCache };
         var model = new ModelOptions(command);
         var device = new DeviceOptions(command);
+        var pca = new ExtractPcaOptions(command);
         command.SetHandler(parse =>
         {
             model.Check(parse);
@@ -37,6 +38,7 @@ static class ExtractCommand
             using var session = ModelSession.Open(parse, device, model);
             var extractor = new FeatureExtractor(session.Model, session.WeightsSha256, parse.GetValue(layer), !parse.GetValue(noL2),
                 Math.Max(1, parse.GetValue(batch)), parse.GetValue(noCache) ? null : FeatureCache.Default());
+            pca.Check(parse, parse.GetValue(subset)!, ds, extractor.Dimension);
             var progress = new ProgressLine();
             var f = extractor.Extract(items, ds.Classes, p => progress.Report("features", p));
             progress.Finish();
@@ -46,6 +48,7 @@ static class ExtractCommand
             Console.WriteLine($"wrote {outPath}: {f.N} x {f.D} ({f.Layer}{(f.L2 ? ", L2-normalised" : "")}) and {FeatureFile.SidecarPath(outPath)}");
             Console.WriteLine($"{f.Stats.Computed} computed ({f.Stats.ComputeImagesPerSecond:F1} img/s on the network), {f.Stats.Cached} from cache, " +
                               $"decode {f.Stats.DecodePerCore:F1} img/s per core x {f.Stats.DecodeWorkers}, {f.Skipped.Count} skipped, {f.Stats.Seconds:F1} s");
+            pca.Write(parse, outPath, f, ds, extractor, session.Model.Name);
             return 0;
         });
         return command;
