@@ -228,6 +228,27 @@ public sealed class PcaModelTests
         Assert.Equal(all.ComponentsRowMajor, one.ComponentsRowMajor);
     }
 
+    /// <summary>A Parallel.For written as the GEMM writes it (default options) runs on at most maxThreads threads.</summary>
+    [Fact]
+    public void ThreadLimitBoundsParallelForInside()
+    {
+        if (Environment.ProcessorCount < 2) return;   // a limit of 1 is then no limit to observe
+        int running = 0, most = 0;
+        void Body(int i)
+        {
+            int now = Interlocked.Increment(ref running);
+            int seen;
+            while ((seen = Volatile.Read(ref most)) < now && Interlocked.CompareExchange(ref most, now, seen) != seen) { }
+            Thread.Sleep(5);
+            Interlocked.Decrement(ref running);
+        }
+        PcaModel.RunWithThreadLimit(1, default, () => Parallel.For(0, 40, Body));
+        Assert.Equal(1, most);
+        most = 0;
+        PcaModel.RunWithThreadLimit(0, default, () => Parallel.For(0, 40, Body));
+        Assert.True(most >= 2, $"without a limit at most {most} iteration(s) ran at once: the check above proves nothing on this machine");
+    }
+
     [Fact]
     public void CancelledFitThrows()
     {

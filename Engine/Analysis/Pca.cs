@@ -328,7 +328,7 @@ public sealed class PcaModel
     /// Runs <paramref name="work"/> so that it and every Parallel.For inside it (the GEMM's, which schedule on
     /// TaskScheduler.Current) use at most <paramref name="maxThreads"/> threads.
     /// </summary>
-    static void RunWithThreadLimit(int maxThreads, CancellationToken cancellation, Action work)
+    internal static void RunWithThreadLimit(int maxThreads, CancellationToken cancellation, Action work)
     {
         if (maxThreads == 0 || maxThreads >= Environment.ProcessorCount) { work(); return; }
         var pair = new ConcurrentExclusiveSchedulerPair(TaskScheduler.Default, maxThreads);
