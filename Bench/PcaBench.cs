@@ -61,9 +61,14 @@ public sealed class PcaBench : IBenchmark
                     for (int j = 0; j < d; j++) dot += ours.ComponentsRowMajor[(long)c * d + j] * full.Components[(long)c * d + j];
                     return dot;
                 });
+                // Orthonormality of all K rows: V Vᵀ through the GEMM, compared with I.
+                var vvt = new float[kk * kk];
+                Tp7.Engine.Kernels.Gemm.Host(vvt, ours.ComponentsRowMajor, ours.ComponentsRowMajor,
+                    new Tp7.Engine.Kernels.GemmShape(kk, kk, d, TransB: true));
+                double ortho = Enumerable.Range(0, kk * kk).Max(i => Math.Abs(vvt[i] - (i / kk == i % kk ? 1.0 : 0.0)));
                 Console.WriteLine($"validate D={d}: ratios max |Δ| vs full {ratioErr:E2} (randomized's own {randErr:E2}); " +
-                                  $"first {lead} components min dot {minDot:F6}; ratio sum over K {ours.ExplainedVarianceRatio.Sum():F4}");
-                bool good = ratioErr <= 1e-4 && minDot >= 0.999;
+                                  $"first {lead} components min dot {minDot:F6}; max |V Vt - I| {ortho:E2}; ratio sum over K {ours.ExplainedVarianceRatio.Sum():F4}");
+                bool good = ratioErr <= 1e-4 && minDot >= 0.999 && ortho <= 1e-3;
                 if (!good) Console.WriteLine($"validate D={d}: FAILED");
                 ok &= good;
 

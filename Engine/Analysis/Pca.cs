@@ -74,7 +74,6 @@ public sealed class PcaModel
         if (k < 1 || k > Math.Min(n, d))
             throw new ArgumentException(
                 $"PCA k = {k} components must be between 1 and min(rows, dimensions) = min({n}, {d}) = {Math.Min(n, d)}", nameof(k));
-        if (maxThreads < 0) throw new ArgumentOutOfRangeException(nameof(maxThreads), maxThreads, "maxThreads must be 0 (all cores) or positive");
         PcaModel? model = null;
         RunWithThreadLimit(maxThreads, cancellation, () => model = FitCore(X, n, d, k, cancellation));
         return model!;
@@ -176,8 +175,15 @@ public sealed class PcaModel
             ExplainedVariance.AsSpan(0, k).ToArray(), TotalVariance, FitSeconds);
     }
 
-    /// <summary>(n, K) = (X - Mean) Componentsᵀ, X (n, D) row-major.</summary>
-    public float[] Transform(float[] X, int n)
+    /// <summary>(n, K) = (X - Mean) Componentsᵀ, X (n, D) row-major; on at most <paramref name="maxThreads"/> cores (0 = all).</summary>
+    public float[] Transform(float[] X, int n, int maxThreads = 0)
+    {
+        float[]? result = null;
+        RunWithThreadLimit(maxThreads, default, () => result = TransformCore(X, n));
+        return result!;
+    }
+
+    float[] TransformCore(float[] X, int n)
     {
         ArgumentNullException.ThrowIfNull(X);
         int d = InputDim;
@@ -330,6 +336,7 @@ public sealed class PcaModel
     /// </summary>
     internal static void RunWithThreadLimit(int maxThreads, CancellationToken cancellation, Action work)
     {
+        if (maxThreads < 0) throw new ArgumentOutOfRangeException(nameof(maxThreads), maxThreads, "maxThreads must be 0 (all cores) or positive");
         if (maxThreads == 0 || maxThreads >= Environment.ProcessorCount) { work(); return; }
         var pair = new ConcurrentExclusiveSchedulerPair(TaskScheduler.Default, maxThreads);
         try
