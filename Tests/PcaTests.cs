@@ -1,6 +1,7 @@
 using Tp7.Engine.Analysis;
 using Tp7.Engine.Features;
 using Tp7.Engine.IO;
+using Tp7.Engine.Kernels;
 using Tp7.Tests.Infrastructure;
 using Xunit.Abstractions;
 
@@ -228,25 +229,37 @@ public sealed class PcaModelTests
         Assert.Equal(all.ComponentsRowMajor, one.ComponentsRowMajor);
     }
 
-    /// <summary>A Parallel.For written as the GEMM writes it (default options) runs on at most maxThreads threads.</summary>
+    /// <summary>
+    /// Fit's thread limit is HostThreads.Limit: under a limit of 1, a Parallel.For with HostThreads.Options (as the
+    /// GEMM's are written) never runs two iterations at once (two iterations that wait for each other at a barrier
+    /// never meet), without a limit they do; nested limits take the smaller, and a limit ends with its scope.
+    /// </summary>
     [Fact]
-    public void ThreadLimitBoundsParallelForInside()
+    public void ThreadLimitBoundsTheHostKernelsParallelFor()
     {
         if (Environment.ProcessorCount < 2) return;   // a limit of 1 is then no limit to observe
-        int running = 0, most = 0;
-        void Body(int i)
+        static int Meetings(TimeSpan wait)
         {
-            int now = Interlocked.Increment(ref running);
-            int seen;
-            while ((seen = Volatile.Read(ref most)) < now && Interlocked.CompareExchange(ref most, now, seen) != seen) { }
-            Thread.Sleep(5);
-            Interlocked.Decrement(ref running);
+            using var barrier = new Barrier(2);
+            int met = 0;
+            Parallel.For(0, 2, HostThreads.Options, _ => { if (barrier.SignalAndWait(wait)) Interlocked.Increment(ref met); });
+            return met;
         }
-        PcaModel.RunWithThreadLimit(1, default, () => Parallel.For(0, 40, Body));
-        Assert.Equal(1, most);
-        most = 0;
-        PcaModel.RunWithThreadLimit(0, default, () => Parallel.For(0, 40, Body));
-        Assert.True(most >= 2, $"without a limit at most {most} iteration(s) ran at once: the check above proves nothing on this machine");
+        int limited = -1;
+        PcaModel.RunWithThreadLimit(1, default, () =>
+        {
+            Assert.Equal(1, HostThreads.Count);
+            limited = Meetings(TimeSpan.FromSeconds(1));
+        });
+        Assert.Equal(0, limited);
+        Assert.Equal(Environment.ProcessorCount, HostThreads.Count);
+        using (HostThreads.Limit(2))
+        using (HostThreads.Limit(0))
+        using (HostThreads.Limit(5))
+            Assert.Equal(Math.Min(2, Environment.ProcessorCount), HostThreads.Count);
+        int free = -1;
+        PcaModel.RunWithThreadLimit(0, default, () => free = Meetings(TimeSpan.FromSeconds(60)));
+        Assert.Equal(2, free);
     }
 
     [Fact]

@@ -330,19 +330,11 @@ public sealed class PcaModel
         throw new InvalidOperationException($"PCA: no direction orthogonal to the first {c} components in {d} dimensions");
     }
 
-    /// <summary>
-    /// Runs <paramref name="work"/> so that it and every Parallel.For inside it (the GEMM's, which schedule on
-    /// TaskScheduler.Current) use at most <paramref name="maxThreads"/> threads.
-    /// </summary>
+    /// <summary>Runs <paramref name="work"/> with the host GEMM limited to <paramref name="maxThreads"/> cores (0 = all).</summary>
     internal static void RunWithThreadLimit(int maxThreads, CancellationToken cancellation, Action work)
     {
-        if (maxThreads < 0) throw new ArgumentOutOfRangeException(nameof(maxThreads), maxThreads, "maxThreads must be 0 (all cores) or positive");
-        if (maxThreads == 0 || maxThreads >= Environment.ProcessorCount) { work(); return; }
-        var pair = new ConcurrentExclusiveSchedulerPair(TaskScheduler.Default, maxThreads);
-        try
-        {
-            Task.Factory.StartNew(work, cancellation, TaskCreationOptions.DenyChildAttach, pair.ConcurrentScheduler).GetAwaiter().GetResult();
-        }
-        finally { pair.Complete(); }
+        cancellation.ThrowIfCancellationRequested();
+        using var scope = HostThreads.Limit(maxThreads);
+        work();
     }
 }
