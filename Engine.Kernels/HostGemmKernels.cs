@@ -261,7 +261,7 @@ internal static unsafe partial class HostGemmKernels
         }
         int tasks = kBlocks * panels;
         if ((long)m * k < 1 << 18) for (int t = 0; t < tasks; t++) PackOne(t);
-        else Parallel.For(0, tasks, PackOne);
+        else Parallel.For(0, tasks, HostThreads.Options, PackOne);
     }
 
     /// <summary>
@@ -349,7 +349,7 @@ internal static unsafe partial class HostGemmKernels
                 }
                 nint app = (nint)ap, cp = (nint)c;
                 float beta = s.Beta;
-                Parallel.For(0, rowTasks * colTasks, t =>
+                Parallel.For(0, rowTasks * colTasks, HostThreads.Options, t =>
                 {
                     Range(m, MR, rowTasks, t / colTasks, out int i0, out int i1);
                     Range(n, NR, colTasks, t % colTasks, out int j0, out int j1);
@@ -439,8 +439,8 @@ internal static unsafe partial class HostGemmKernels
                             *ce = Finish(v, e, r, j0 + jj);
                         }
                 }
-                if (s.Flops < ParallelFlops || Environment.ProcessorCount == 1) for (int t = 0; t < tasks; t++) Task(t);
-                else Parallel.For(0, tasks, Task);
+                if (s.Flops < ParallelFlops || HostThreads.Count == 1) for (int t = 0; t < tasks; t++) Task(t);
+                else Parallel.For(0, tasks, HostThreads.Options, Task);
             }
         }
         finally { ArrayPool<float>.Shared.Return(aBuf); }
@@ -453,7 +453,7 @@ internal static unsafe partial class HostGemmKernels
     /// </summary>
     internal static void Split(int m, int n, double flops, out int rowTasks, out int colTasks)
     {
-        int threads = Environment.ProcessorCount;
+        int threads = HostThreads.Count;
         rowTasks = colTasks = 1;
         if (flops < ParallelFlops || threads == 1) return;
         int colPanels = (n + NR - 1) / NR, rowPanels = (m + MR - 1) / MR, want = 2 * threads;

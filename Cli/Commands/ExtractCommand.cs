@@ -31,6 +31,7 @@ static class ExtractCommand
         var shards = new ShardOptions(command);
         var model = new ModelOptions(command);
         var device = new DeviceOptions(command);
+        var pca = new ExtractPcaOptions(command);
         command.SetHandler(parse =>
         {
             model.Check(parse);
@@ -45,12 +46,14 @@ static class ExtractCommand
             var cache = parse.GetValue(noCache) ? null : FeatureCache.Default();
             var extractor = new FeatureExtractor(session.Model, session.WeightsSha256, parse.GetValue(layer), !parse.GetValue(noL2),
                 parse.GetValue(batch), cache);
+            pca.Check(parse, parse.GetValue(subset)!, ds, extractor.Dimension, sharded: shard != null);
             if (ExtractUnlessInterrupted(extractor, items, ds.Classes, cache, out int signalExit) is not { } f) return signalExit;
             FeatureFile.Write(OptionChecks.CreateParent(outPath), f, extractor.Preprocessing, session.Model.Name, listing, block);
             foreach (var skip in f.Skipped) Console.Error.WriteLine($"skipped: {skip.Path}: {skip.Reason}");
             Console.WriteLine($"wrote {outPath}: {f.N} x {f.D} ({f.Layer}{(f.L2 ? ", L2-normalised" : "")}) and {FeatureFile.SidecarPath(outPath)}");
             Console.WriteLine($"{f.Stats.Computed} computed ({f.Stats.ComputeImagesPerSecond:F1} img/s on the network), {f.Stats.Cached} from cache, " +
                               $"decode {f.Stats.DecodePerCore:F1} img/s per core x {f.Stats.DecodeWorkers}, {f.Skipped.Count} skipped, {f.Stats.Seconds:F1} s");
+            pca.Write(parse, outPath, f, ds, extractor, session.Model.Name);
             return 0;
         });
         return command;
