@@ -1,0 +1,34 @@
+using System.Text;
+using ScottPlot;
+
+namespace Tp7.Engine.Reporting;
+
+/// <summary>What every report writer does with files: atomic writes, CSV fields, figures of panels side by side.</summary>
+public static class ReportFiles
+{
+    /// <summary>Writes UTF-8 (no BOM) to a temporary file, then moves it over <paramref name="path"/>.</summary>
+    public static void WriteText(string path, string text)
+    {
+        File.WriteAllText(path + ".tmp", text, new UTF8Encoding(false));
+        File.Move(path + ".tmp", path, overwrite: true);
+    }
+
+    /// <summary>A CSV field, quoted when it holds a comma, a quote or a line break.</summary>
+    public static string Csv(string s) => s.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
+
+    /// <summary>Panels of <paramref name="width"/> x <paramref name="height"/> pixels side by side in one PNG, written atomically.</summary>
+    public static void SavePanels(string path, int width, int height, params Plot[] panels)
+    {
+        using var surface = SkiaSharp.SKSurface.Create(new SkiaSharp.SKImageInfo(width * panels.Length, height));
+        surface.Canvas.Clear(SkiaSharp.SKColors.White);
+        for (int i = 0; i < panels.Length; i++)
+        {
+            using var image = SkiaSharp.SKImage.FromEncodedData(panels[i].GetImage(width, height).GetImageBytes());
+            surface.Canvas.DrawImage(image, width * i, 0);
+        }
+        using var snapshot = surface.Snapshot();
+        using var data = snapshot.Encode(SkiaSharp.SKEncodedImageFormat.Png, 100);
+        using (var f = File.Create(path + ".tmp")) data.SaveTo(f);
+        File.Move(path + ".tmp", path, overwrite: true);
+    }
+}
