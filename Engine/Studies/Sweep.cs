@@ -106,77 +106,203 @@ public static class Sweep
             if (p == 0 && i > 0) throw new ArgumentException("--pca: 0 (none) must come first");
             if (i > 0 && p <= s.PcaSizes[i - 1] && s.PcaSizes[i - 1] != 0)
                 throw new ArgumentException($"--pca: sizes must be ascending and distinct ({s.PcaSizes[i - 1]} comes before {p})");
-            if (p > 0 && p > minTrainPart)
+        }
+        foreach (int p in s.PcaSizes.Where(p => p > 0))
+        {
+            if (p > minTrainPart)
                 throw new ArgumentException($"--pca {p}: more components than the {minTrainPart} training images of a fold's training part");
-            if (p > 0)
-                foreach (var l in s.Layers)
-                    if (p > layerDims[l]) throw new ArgumentException($"--pca {p}: more components than layer {l}'s {layerDims[l]} features");
-            if (p > 0) throw new ArgumentException($"--pca {p}: PCA is not in this build yet; use --pca 0");
+            foreach (var l in s.Layers)
+                if (p > layerDims[l]) throw new ArgumentException($"--pca {p}: more components than layer {l}'s {layerDims[l]} features");
+            throw new ArgumentException($"--pca {p}: PCA is not in this build yet; use --pca 0");
         }
     }
 
     /// <summary>Runs the grid. <paramref name="train"/>, <paramref name="test"/>: one FeatureSet per layer, the same rows
-    /// in the same order for every layer (L2-normalised as extracted).</summary>
+    /// in the same order for every layer (L2-normalised as extracted).
+    /// Each SVM trains from Gram matrices (<see cref="GramSvm"/>): per layer, one K = X Xᵀ over all training rows and
+    /// one test-by-training K; a fold's problem is K's sub-matrix on its training part, and its held-out rows are
+    /// scored from K's rows. The (fold, C) problems run in parallel, largest C first. A row's SvmSeconds holds its
+    /// own fits plus an equal share (1/|C|) of the kernel matrices' time of its (layer, pca).</summary>
     public static SweepResult Run(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
         SweepSettings settings, Action<SweepProgress>? progress = null, CancellationToken cancellation = default)
-    {
-        var s = settings;
-        var clock = Stopwatch.StartNew();
-        var (classes, yTrain, yTest) = CheckFeatures(train, test, s);
-        int nTrain = yTrain.Length, nTest = yTest.Length, k = s.Folds;
-        Check(s, s.Layers.ToDictionary(l => l, l => train[l].D), yTrain);
-        int[] fold = FoldOf(yTrain, k);
-        int threads = s.MaxThreads > 0 ? s.MaxThreads : Environment.ProcessorCount;
+        => RunGrid(train, test, settings, progress, cancellation, new GramFits());
 
-        int total = s.Layers.Count * s.PcaSizes.Count * s.Cs.Count * (k + 1), done = 0;
-        var rows = new List<SweepRow>();
-        var warnings = new List<string>();
-        foreach (var layer in s.Layers)
+    /// <summary>The same grid with each SVM trained on the rows themselves by <see cref="LinearSvm.TrainOneVsRest"/>,
+    /// one fit after another (each on all cores): the plain version the Gram one is checked and timed against.</summary>
+    internal static SweepResult RunPrimal(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
+        SweepSettings settings, Action<SweepProgress>? progress = null, CancellationToken cancellation = default)
+        => RunGrid(train, test, settings, progress, cancellation, new PrimalFits());
+
+    /// <summary>One SVM fit of the grid: layer, PCA size index, fold (Folds = the refit), C index.</summary>
+    internal readonly record struct FitKey(int Layer, int Pca, int Fold, int C);
+
+    /// <summary>What a fit gives: accuracy on its held-out rows (the test rows for the refit), training seconds,
+    /// binary classifiers stopped at the iteration limit.</summary>
+    internal readonly record struct FitOutcome(double Accuracy, double Seconds, int IterationLimitHits);
+
+    /// <summary>The rows and labels a grid works on, shared by both ways of fitting.</summary>
+    internal sealed record Grid(SweepSettings Settings, FeatureSet[] Train, FeatureSet[] Test, int[] YTrain, int[] YTest, int[] Fold, int Threads)
+    {
+        public int[] FitRows(int f) => f < Settings.Folds ? [.. Enumerable.Range(0, YTrain.Length).Where(r => Fold[r] != f)] : [.. Enumerable.Range(0, YTrain.Length)];
+        public int[] HeldOutRows(int f) => [.. Enumerable.Range(0, YTrain.Length).Where(r => Fold[r] == f)];
+        public SvmOptions Options(int c) => new(C: Settings.Cs[c], Loss: Settings.Loss, Seed: Settings.Seed);
+        public string Describe(FitKey key)
         {
-            var Xtr = train[layer];
-            var Xte = test[layer];
-            foreach (int pca in s.PcaSizes)
-            {
-                var layerRows = new List<SweepRow>();
-                foreach (double C in s.Cs)
+            int pca = Settings.PcaSizes[key.Pca];
+            return $"{Settings.Layers[key.Layer]}{(pca == 0 ? "" : $" pca {pca}")} C={Num(Settings.Cs[key.C])} " +
+                   (key.Fold < Settings.Folds ? $"fold {key.Fold + 1}/{Settings.Folds}" : "refit");
+        }
+    }
+
+    /// <summary>A way of running every fit of one layer; <paramref name="done"/> is called once per fit (from any thread).
+    /// Returns the seconds spent on work shared by the layer's fits of each PCA size index.</summary>
+    internal interface IFits
+    {
+        double[] RunLayer(Grid grid, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation);
+    }
+
+    /// <summary>Each fit gathers its rows and calls LinearSvm.TrainOneVsRest.</summary>
+    sealed class PrimalFits : IFits
+    {
+        public double[] RunLayer(Grid g, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
+        {
+            var s = g.Settings;
+            var Xtr = g.Train[layer];
+            var Xte = g.Test[layer];
+            for (int c = 0; c < s.Cs.Count; c++)
+                for (int f = 0; f <= s.Folds; f++)
                 {
                     cancellation.ThrowIfCancellationRequested();
-                    var options = new SvmOptions(C: C, Loss: s.Loss, Seed: s.Seed);
+                    int[] fit = g.FitRows(f);
+                    long t0 = Stopwatch.GetTimestamp();
+                    var model = LinearSvm.TrainOneVsRest(Gather(Xtr.X, Xtr.D, fit), fit.Length, Xtr.D, [.. fit.Select(r => g.YTrain[r])], g.Options(c));
+                    double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                    double accuracy;
+                    if (f < s.Folds)
+                    {
+                        int[] held = g.HeldOutRows(f);
+                        accuracy = Accuracy(model.PredictBatch(Gather(Xtr.X, Xtr.D, held), held.Length), [.. held.Select(r => g.YTrain[r])]);
+                    }
+                    else accuracy = g.YTest.Length == 0 ? double.NaN : Accuracy(model.PredictBatch(Xte.X, g.YTest.Length), g.YTest);
+                    outcomes[0, f, c] = new(accuracy, seconds, model.Warnings.Count);
+                    done(new(layer, 0, f, c));
+                }
+            return [0];
+        }
+    }
+
+    /// <summary>Kernel matrices once per layer; the (fold, C) fits in parallel, each single-threaded over its sub-matrix.</summary>
+    sealed class GramFits : IFits
+    {
+        public double[] RunLayer(Grid g, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
+        {
+            var s = g.Settings;
+            var Xtr = g.Train[layer];
+            var Xte = g.Test[layer];
+            int N = g.YTrain.Length, M = g.YTest.Length, k = s.Folds;
+            long t0 = Stopwatch.GetTimestamp();
+            float[] K = GramSvm.KernelMatrix(Xtr.X, N, Xtr.X, N, Xtr.D);      // (N, N)
+            float[] Kte = GramSvm.KernelMatrix(Xte.X, M, Xtr.X, N, Xtr.D);    // (M, N)
+            // Per fold: its training part's Gram (n_f, n_f), and its held-out rows' kernel values (h_f, n_f).
+            var fitRows = new int[k + 1][];
+            var fitK = new float[k + 1][];
+            var evalK = new float[k + 1][];
+            Parallel.For(0, k + 1, new ParallelOptions { MaxDegreeOfParallelism = g.Threads, CancellationToken = cancellation }, f =>
+            {
+                fitRows[f] = g.FitRows(f);
+                fitK[f] = f < k ? SubMatrix(K, N, fitRows[f], fitRows[f]) : K;
+                evalK[f] = f < k ? SubMatrix(K, N, g.HeldOutRows(f), fitRows[f]) : Kte;
+            });
+            double shared = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+
+            // Iterations (and time) grow with C: largest C first keeps the last fits short (LPT scheduling).
+            var keys = new List<FitKey>();
+            for (int c = s.Cs.Count - 1; c >= 0; c--)
+                for (int f = 0; f <= k; f++) keys.Add(new(layer, 0, f, c));
+            Parallel.ForEach(keys, new ParallelOptions { MaxDegreeOfParallelism = g.Threads, CancellationToken = cancellation }, key =>
+            {
+                int f = key.Fold;
+                long t1 = Stopwatch.GetTimestamp();
+                var model = GramSvm.TrainOneVsRest(fitK[f], fitRows[f].Length, [.. fitRows[f].Select(r => g.YTrain[r])], g.Options(key.C));
+                double seconds = Stopwatch.GetElapsedTime(t1).TotalSeconds;
+                double accuracy;
+                if (f < k)
+                {
+                    int[] held = g.HeldOutRows(f);
+                    accuracy = Accuracy(model.Predict(evalK[f], held.Length), [.. held.Select(r => g.YTrain[r])]);
+                }
+                else accuracy = M == 0 ? double.NaN : Accuracy(model.Predict(evalK[f], M), g.YTest);
+                outcomes[key.Pca, f, key.C] = new(accuracy, seconds, model.IterationLimitHits);
+                done(key);
+            });
+            return [shared];
+        }
+    }
+
+    /// <summary>Rows <paramref name="rows"/> and columns <paramref name="cols"/> of the (·, ld) row-major matrix K.</summary>
+    internal static float[] SubMatrix(float[] K, int ld, int[] rows, int[] cols)
+    {
+        var sub = new float[(long)rows.Length * cols.Length];
+        for (int r = 0; r < rows.Length; r++)
+        {
+            long src = (long)rows[r] * ld, dst = (long)r * cols.Length;
+            for (int c = 0; c < cols.Length; c++) sub[dst + c] = K[src + cols[c]];
+        }
+        return sub;
+    }
+
+    static SweepResult RunGrid(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
+        SweepSettings s, Action<SweepProgress>? progress, CancellationToken cancellation, IFits fits)
+    {
+        var clock = Stopwatch.StartNew();
+        var (classes, yTrain, yTest) = CheckFeatures(train, test, s);
+        int k = s.Folds;
+        Check(s, s.Layers.ToDictionary(l => l, l => train[l].D), yTrain);
+        var g = new Grid(s, [.. s.Layers.Select(l => train[l])], [.. s.Layers.Select(l => test[l])], yTrain, yTest,
+            FoldOf(yTrain, k), s.MaxThreads > 0 ? s.MaxThreads : Environment.ProcessorCount);
+
+        int total = s.Layers.Count * s.PcaSizes.Count * s.Cs.Count * (k + 1), done = 0;
+        var gate = new object();
+        progress?.Invoke(new(0, total, "", 0));
+        void Done(FitKey key)
+        {
+            if (progress == null) return;
+            lock (gate) progress(new(++done, total, g.Describe(key), clock.Elapsed.TotalSeconds));
+        }
+
+        var rows = new List<SweepRow>();
+        var warnings = new List<string>();
+        for (int l = 0; l < s.Layers.Count; l++)
+        {
+            cancellation.ThrowIfCancellationRequested();
+            var outcomes = new FitOutcome[s.PcaSizes.Count, k + 1, s.Cs.Count];
+            double[] shared = fits.RunLayer(g, l, outcomes, Done, cancellation);
+            for (int p = 0; p < s.PcaSizes.Count; p++)
+            {
+                int pca = s.PcaSizes[p];
+                var layerRows = new List<SweepRow>();
+                for (int c = 0; c < s.Cs.Count; c++)
+                {
                     var accuracies = new double[k];
-                    double svmSeconds = 0;
+                    double seconds = shared[p] / s.Cs.Count;
                     int hits = 0;
                     for (int f = 0; f <= k; f++)
                     {
-                        string current = $"{layer} {(pca == 0 ? "" : $"pca {pca} ")}C={Num(C)} {(f < k ? $"fold {f + 1}/{k}" : "refit")}";
-                        progress?.Invoke(new(done, total, current, clock.Elapsed.TotalSeconds));
-                        int[] fitRows = f < k ? [.. Enumerable.Range(0, nTrain).Where(r => fold[r] != f)] : [.. Enumerable.Range(0, nTrain)];
-                        long t0 = Stopwatch.GetTimestamp();
-                        var model = LinearSvm.TrainOneVsRest(Gather(Xtr.X, Xtr.D, fitRows), fitRows.Length, Xtr.D,
-                            [.. fitRows.Select(r => yTrain[r])], options);
-                        svmSeconds += Stopwatch.GetElapsedTime(t0).TotalSeconds;
-                        hits += model.Warnings.Count;
-                        if (f < k)
-                        {
-                            int[] evalRows = [.. Enumerable.Range(0, nTrain).Where(r => fold[r] == f)];
-                            var pred = model.PredictBatch(Gather(Xtr.X, Xtr.D, evalRows), evalRows.Length);
-                            accuracies[f] = Accuracy(pred, [.. evalRows.Select(r => yTrain[r])]);
-                        }
-                        else
-                        {
-                            double testAccuracy = nTest == 0 ? double.NaN : Accuracy(model.PredictBatch(Xte.X, nTest), yTest);
-                            var (mean, std) = MeanStd(accuracies);
-                            layerRows.Add(new SweepRow(layer, pca, C, Xtr.D, mean, std, accuracies, false, testAccuracy, svmSeconds, 0, hits));
-                        }
-                        done++;
+                        if (f < k) accuracies[f] = outcomes[p, f, c].Accuracy;
+                        seconds += outcomes[p, f, c].Seconds;
+                        hits += outcomes[p, f, c].IterationLimitHits;
                     }
+                    var (mean, std) = MeanStd(accuracies);
+                    layerRows.Add(new SweepRow(s.Layers[l], pca, s.Cs[c], pca == 0 ? g.Train[l].D : pca, mean, std, accuracies, false,
+                        outcomes[p, k, c].Accuracy, seconds, 0, hits));
                     if (hits > 0)
-                        warnings.Add($"{layer}{(pca == 0 ? "" : $" pca {pca}")} C={Num(C)}: {hits} binary classifiers stopped at the iteration limit (1000) before the tolerance 1e-4");
+                        warnings.Add($"{s.Layers[l]}{(pca == 0 ? "" : $" pca {pca}")} C={Num(s.Cs[c])}: {hits} binary classifiers " +
+                                     "stopped at the iteration limit (1000) before the tolerance 1e-4");
                 }
                 rows.AddRange(MarkSelected(layerRows));
             }
         }
-        progress?.Invoke(new(done, total, "done", clock.Elapsed.TotalSeconds));
-        return new SweepResult(s, classes, nTrain, nTest, rows, [], clock.Elapsed.TotalSeconds, threads, warnings);
+        return new SweepResult(s, classes, yTrain.Length, yTest.Length, rows, [], clock.Elapsed.TotalSeconds, g.Threads, warnings);
     }
 
     /// <summary>Marks the row with the best mean CV accuracy; the first (smallest C) of equal means wins.</summary>
