@@ -120,18 +120,18 @@ public sealed class SweepTests(ITestOutputHelper log)
     public void GramGridEqualsThePlainGrid()
     {
         var (train, test) = Layers(nTrain: 150, nTest: 60, classes: 5, ("fc7", 200), ("fc8", 30));
-        var s = new SweepSettings(["fc7", "fc8"], [0.01, 0.1, 1, 10], 5, [0], Seed: 1, MaxThreads: 2);
+        var s = new SweepSettings(["fc7", "fc8"], [0.01, 0.1, 1, 10], 5, [0, 5, 12], Seed: 1, MaxThreads: 2);
         var progress = new List<SweepProgress>();
         var fast = Sweep.Run(train, test, s, p => progress.Add(p));
         var plain = Sweep.RunPrimal(train, test, s);
 
-        Assert.Equal(2 * 4, fast.Rows.Count);
-        Assert.Equal(2 * 4 * 6, progress[^1].Done);
+        Assert.Equal(2 * 3 * 4, fast.Rows.Count);
+        Assert.Equal(2 * 3 * 4 * 6, progress[^1].Done);
         Assert.Equal(progress[^1].Total, progress[^1].Done);
         for (int r = 0; r < fast.Rows.Count; r++)
         {
             var (a, b) = (fast.Rows[r], plain.Rows[r]);
-            log.WriteLine($"{a.Layer} C={a.C}: cv {a.CvMean:F4}±{a.CvStd:F4} (plain {b.CvMean:F4}) test {a.TestAccuracy:F4} (plain {b.TestAccuracy:F4}) " +
+            log.WriteLine($"{a.Layer} pca {a.Pca} C={a.C}: cv {a.CvMean:F4}±{a.CvStd:F4} (plain {b.CvMean:F4}) test {a.TestAccuracy:F4} (plain {b.TestAccuracy:F4}) " +
                           $"selected {a.Selected}/{b.Selected} svm {a.SvmSeconds:F3} s / {b.SvmSeconds:F3} s");
             Assert.Equal((b.Layer, b.C, b.Dim, b.Pca), (a.Layer, a.C, a.Dim, a.Pca));
             Assert.Equal(b.FoldAccuracies, a.FoldAccuracies);
@@ -141,8 +141,43 @@ public sealed class SweepTests(ITestOutputHelper log)
         }
         // the grid is not degenerate: accuracies vary with C
         Assert.True(fast.Rows.Select(r => r.CvMean).Distinct().Count() > 2);
+        // one selected C per (layer, pca); PCA rows see the PCA size and carry its fit time
+        Assert.Equal(6, fast.Rows.Count(r => r.Selected));
+        Assert.All(fast.Rows, r => Assert.Equal(r.Pca == 0 ? (r.Layer == "fc7" ? 200 : 30) : r.Pca, r.Dim));
+        Assert.All(fast.Rows, r => Assert.True(r.Pca == 0 ? r.PcaSeconds == 0 : r.PcaSeconds > 0));
+        Assert.Equal(["fc7", "fc8"], fast.Pca.Select(p => p.Layer));
+        Assert.All(fast.Pca, p => Assert.Equal(12, p.ExplainedVarianceRatio.Length));
+        Assert.Equal(fast.Pca.Select(p => p.ExplainedVarianceRatio), plain.Pca.Select(p => p.ExplainedVarianceRatio));
         Assert.Equal(150, fast.TrainCount);
         Assert.Equal(60, fast.TestCount);
+    }
+
+    /// <summary>Inside cross-validation each fold's PCA is fitted on that fold's training part only (scikit-learn's
+    /// Pipeline(PCA, LinearSVC) under cross_val_score): the sweep's fold accuracies are those of a PCA fitted on the
+    /// training part, and not those of one fitted on all training rows (which sees the held-out rows).</summary>
+    [Fact]
+    public void PcaIsFittedOnEachFoldsTrainingPartOnly()
+    {
+        const int k = 3, p = 3;
+        var (train, test) = Layers(nTrain: 45, nTest: 15, classes: 3, ("fc8", 24));
+        var s = new SweepSettings(["fc8"], [1], k, [p], MaxThreads: 2);
+        var row = Assert.Single(Sweep.Run(train, test, s).Rows);
+        var X = train["fc8"];
+        int[] fold = Sweep.FoldOf(X.Labels, k);
+
+        double FoldAccuracy(int f, bool leak)
+        {
+            int[] fit = [.. Enumerable.Range(0, X.N).Where(r => fold[r] != f)], held = [.. Enumerable.Range(0, X.N).Where(r => fold[r] == f)];
+            var pca = leak ? Engine.Analysis.PcaModel.Fit(X.X, X.N, X.D, p) : Engine.Analysis.PcaModel.Fit(Sweep.Gather(X.X, X.D, fit), fit.Length, X.D, p);
+            var model = LinearSvm.TrainOneVsRest(pca.Transform(Sweep.Gather(X.X, X.D, fit), fit.Length), fit.Length, p, [.. fit.Select(r => X.Labels[r])]);
+            var pred = model.PredictBatch(pca.Transform(Sweep.Gather(X.X, X.D, held), held.Length), held.Length);
+            return held.Where((r, i) => pred[i] == X.Labels[r]).Count() / (double)held.Length;
+        }
+        double[] inside = [.. Enumerable.Range(0, k).Select(f => FoldAccuracy(f, leak: false))];
+        double[] leaky = [.. Enumerable.Range(0, k).Select(f => FoldAccuracy(f, leak: true))];
+        log.WriteLine($"sweep [{string.Join(' ', row.FoldAccuracies)}], PCA on the training part [{string.Join(' ', inside)}], on all rows [{string.Join(' ', leaky)}]");
+        Assert.Equal(inside, row.FoldAccuracies);
+        Assert.NotEqual(leaky, row.FoldAccuracies);
     }
 
     /// <summary>Rows near class means in d dimensions plus noise, L2-normalised as the extractor leaves them.</summary>
