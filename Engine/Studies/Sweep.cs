@@ -1,5 +1,6 @@
 using System.Diagnostics;
 using System.Globalization;
+using Tp7.Engine.Analysis;
 using Tp7.Engine.Features;
 using Tp7.Engine.Svm;
 
@@ -106,77 +107,277 @@ public static class Sweep
             if (p == 0 && i > 0) throw new ArgumentException("--pca: 0 (none) must come first");
             if (i > 0 && p <= s.PcaSizes[i - 1] && s.PcaSizes[i - 1] != 0)
                 throw new ArgumentException($"--pca: sizes must be ascending and distinct ({s.PcaSizes[i - 1]} comes before {p})");
-            if (p > 0 && p > minTrainPart)
+        }
+        foreach (int p in s.PcaSizes.Where(p => p > 0))
+        {
+            if (p > minTrainPart)
                 throw new ArgumentException($"--pca {p}: more components than the {minTrainPart} training images of a fold's training part");
-            if (p > 0)
-                foreach (var l in s.Layers)
-                    if (p > layerDims[l]) throw new ArgumentException($"--pca {p}: more components than layer {l}'s {layerDims[l]} features");
-            if (p > 0) throw new ArgumentException($"--pca {p}: PCA is not in this build yet; use --pca 0");
+            foreach (var l in s.Layers)
+                if (p > layerDims[l]) throw new ArgumentException($"--pca {p}: more components than layer {l}'s {layerDims[l]} features");
         }
     }
 
     /// <summary>Runs the grid. <paramref name="train"/>, <paramref name="test"/>: one FeatureSet per layer, the same rows
-    /// in the same order for every layer (L2-normalised as extracted).</summary>
+    /// in the same order for every layer (L2-normalised as extracted).
+    /// Each SVM trains from Gram matrices (<see cref="GramSvm"/>): without PCA, one K = X Xᵀ per layer over all
+    /// training rows and one test-by-training K; a fold's problem is K's sub-matrix on its training part, and its
+    /// held-out rows are scored from K's rows. With PCA, one PCA per fold on its training part (<see cref="LayerPcas"/>)
+    /// and the Gram matrices of the transformed rows. The (PCA size, fold, C) problems run in parallel, largest C
+    /// first. A row's SvmSeconds holds its own fits plus an equal share (1/|C|) of the kernel matrices' and PCA
+    /// transforms' time of its (layer, pca); its PcaSeconds sums the PCA fits of its layer's folds and refit (one fit
+    /// per fold at the largest size serves every size).</summary>
     public static SweepResult Run(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
         SweepSettings settings, Action<SweepProgress>? progress = null, CancellationToken cancellation = default)
+        => RunGrid(train, test, settings, progress, cancellation, new GramFits());
+
+    /// <summary>The same grid with each SVM trained on the rows themselves by <see cref="LinearSvm.TrainOneVsRest"/>,
+    /// one fit after another (each on all cores): the plain version the Gram one is checked and timed against.</summary>
+    internal static SweepResult RunPrimal(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
+        SweepSettings settings, Action<SweepProgress>? progress = null, CancellationToken cancellation = default)
+        => RunGrid(train, test, settings, progress, cancellation, new PrimalFits());
+
+    /// <summary>One SVM fit of the grid: layer, PCA size index, fold (Folds = the refit), C index.</summary>
+    internal readonly record struct FitKey(int Layer, int Pca, int Fold, int C);
+
+    /// <summary>What a fit gives: accuracy on its held-out rows (the test rows for the refit), training seconds,
+    /// binary classifiers stopped at the iteration limit.</summary>
+    internal readonly record struct FitOutcome(double Accuracy, double Seconds, int IterationLimitHits);
+
+    /// <summary>The rows and labels a grid works on, shared by both ways of fitting.</summary>
+    internal sealed record Grid(SweepSettings Settings, FeatureSet[] Train, FeatureSet[] Test, int[] YTrain, int[] YTest, int[] Fold, int Threads)
     {
-        var s = settings;
+        public int[] FitRows(int f) => f < Settings.Folds ? [.. Enumerable.Range(0, YTrain.Length).Where(r => Fold[r] != f)] : [.. Enumerable.Range(0, YTrain.Length)];
+        public int[] HeldOutRows(int f) => [.. Enumerable.Range(0, YTrain.Length).Where(r => Fold[r] == f)];
+        public SvmOptions Options(int c) => new(C: Settings.Cs[c], Loss: Settings.Loss, Seed: Settings.Seed);
+        public string Describe(FitKey key)
+        {
+            int pca = Settings.PcaSizes[key.Pca];
+            return $"{Settings.Layers[key.Layer]}{(pca == 0 ? "" : $" pca {pca}")} C={Num(Settings.Cs[key.C])} " +
+                   (key.Fold < Settings.Folds ? $"fold {key.Fold + 1}/{Settings.Folds}" : "refit");
+        }
+    }
+
+    /// <summary>What a layer's fits share: per PCA size index, the seconds of work shared by its fits (kernel
+    /// matrices, transforms); the PCA fit seconds (folds and refit, shared by every size); the refit's PCA.</summary>
+    internal sealed record LayerWork(double[] SharedSeconds, double PcaSeconds, SweepLayerPca? Pca);
+
+    /// <summary>A way of running every fit of one layer; <paramref name="done"/> is called once per fit (from any thread).</summary>
+    internal interface IFits
+    {
+        LayerWork RunLayer(Grid grid, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation);
+    }
+
+    /// <summary>
+    /// The PCAs of one layer, as a scikit-learn <c>Pipeline(PCA, LinearSVC)</c> inside cross-validation fits them:
+    /// for each fold f (f = Folds: the refit) one PCA on its training part only, centred on that part's mean, with
+    /// the largest requested size (a smaller size is its first components: <see cref="PcaModel.Truncate"/>).
+    /// Z[f] holds every training row transformed by fold f's PCA (N, largest size); ZTest the test rows by the refit's.
+    /// </summary>
+    internal sealed record LayerPcas(PcaModel[] Models, float[][] Z, float[] ZTest, int Size, double FitSeconds, double TransformSeconds)
+    {
+        public static LayerPcas? Fit(Grid g, int layer, CancellationToken cancellation)
+        {
+            var s = g.Settings;
+            int size = s.PcaSizes.Max();
+            if (size == 0) return null;
+            var X = g.Train[layer];
+            int k = s.Folds, N = g.YTrain.Length;
+            var models = new PcaModel[k + 1];
+            var Z = new float[k + 1][];
+            // Folds side by side, each PCA on its share of the cores (its eigensolver runs on one).
+            int parallel = Math.Min(g.Threads, k + 1), each = Math.Max(1, g.Threads / parallel);
+            long t0 = Stopwatch.GetTimestamp();
+            Parallel.For(0, k + 1, new ParallelOptions { MaxDegreeOfParallelism = parallel, CancellationToken = cancellation }, f =>
+            {
+                int[] fit = g.FitRows(f);
+                models[f] = PcaModel.Fit(f < k ? Gather(X.X, X.D, fit) : X.X, fit.Length, X.D, size, each, cancellation);
+            });
+            long t1 = Stopwatch.GetTimestamp();
+            Parallel.For(0, k + 1, new ParallelOptions { MaxDegreeOfParallelism = parallel, CancellationToken = cancellation },
+                f => Z[f] = models[f].Transform(X.X, N));
+            float[] zTest = models[k].Transform(g.Test[layer].X, g.YTest.Length);
+            return new LayerPcas(models, Z, zTest, size, models.Sum(m => m.FitSeconds), Stopwatch.GetElapsedTime(t1).TotalSeconds);
+        }
+
+        /// <summary>The first <paramref name="p"/> columns of the given rows of (·, Size) row-major Z.</summary>
+        public float[] Columns(float[] z, int[] rows, int p)
+        {
+            var r = new float[(long)rows.Length * p];
+            for (int i = 0; i < rows.Length; i++) z.AsSpan(rows[i] * Size, p).CopyTo(r.AsSpan(i * p, p));
+            return r;
+        }
+
+        public SweepLayerPca Summary(string layer) =>
+            new(layer, Models[^1].InputDim, Models[^1].ExplainedVarianceRatio, Models[^1].FitSeconds);
+    }
+
+    /// <summary>Each fit gathers its rows (PCA-transformed for a PCA size) and calls LinearSvm.TrainOneVsRest.</summary>
+    sealed class PrimalFits : IFits
+    {
+        public LayerWork RunLayer(Grid g, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
+        {
+            var s = g.Settings;
+            var pcas = LayerPcas.Fit(g, layer, cancellation);
+            int k = s.Folds;
+            for (int pi = 0; pi < s.PcaSizes.Count; pi++)
+                for (int c = 0; c < s.Cs.Count; c++)
+                    for (int f = 0; f <= k; f++)
+                    {
+                        cancellation.ThrowIfCancellationRequested();
+                        int p = s.PcaSizes[pi];
+                        int[] fit = g.FitRows(f), held = f < k ? g.HeldOutRows(f) : [];
+                        int d = p == 0 ? g.Train[layer].D : p;
+                        float[] Rows(int[] rows) => p == 0 ? Gather(g.Train[layer].X, d, rows) : pcas!.Columns(pcas.Z[f], rows, p);
+                        float[] evalX = f < k ? Rows(held) : p == 0 ? g.Test[layer].X : pcas!.Columns(pcas.ZTest, [.. Enumerable.Range(0, g.YTest.Length)], p);
+                        long t0 = Stopwatch.GetTimestamp();
+                        var model = LinearSvm.TrainOneVsRest(Rows(fit), fit.Length, d, [.. fit.Select(r => g.YTrain[r])], g.Options(c));
+                        double seconds = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+                        int[] truth = f < k ? [.. held.Select(r => g.YTrain[r])] : g.YTest;
+                        double accuracy = truth.Length == 0 ? double.NaN : Accuracy(model.PredictBatch(evalX, truth.Length), truth);
+                        outcomes[pi, f, c] = new(accuracy, seconds, model.Warnings.Count);
+                        done(new(layer, pi, f, c));
+                    }
+            return new(new double[s.PcaSizes.Count], pcas?.FitSeconds ?? 0, pcas?.Summary(g.Train[layer].Layer));
+        }
+    }
+
+    /// <summary>Kernel matrices once per (layer, PCA size); the (PCA size, fold, C) fits in parallel, each
+    /// single-threaded over its fold's matrix.</summary>
+    sealed class GramFits : IFits
+    {
+        public LayerWork RunLayer(Grid g, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
+        {
+            var s = g.Settings;
+            var Xtr = g.Train[layer];
+            var Xte = g.Test[layer];
+            int N = g.YTrain.Length, M = g.YTest.Length, k = s.Folds, sizes = s.PcaSizes.Count;
+            var options = new ParallelOptions { MaxDegreeOfParallelism = g.Threads, CancellationToken = cancellation };
+            var fitRows = new int[k + 1][];
+            for (int f = 0; f <= k; f++) fitRows[f] = g.FitRows(f);
+            // Per (PCA size, fold): the Gram matrix of the fold's training part (n_f, n_f), and the kernel values of
+            // its held-out rows (h_f, n_f); for the refit, all training rows (N, N) and the test rows (M, N).
+            var fitK = new float[sizes, k + 1][];
+            var evalK = new float[sizes, k + 1][];
+            var shared = new double[sizes];
+            if (s.PcaSizes[0] == 0)
+            {
+                // One K = X Xᵀ over all training rows serves every fold: a fold's blocks are sub-matrices of it.
+                long t0 = Stopwatch.GetTimestamp();
+                float[] K = GramSvm.KernelMatrix(Xtr.X, N, Xtr.X, N, Xtr.D);      // (N, N)
+                float[] Kte = GramSvm.KernelMatrix(Xte.X, M, Xtr.X, N, Xtr.D);    // (M, N)
+                Parallel.For(0, k + 1, options, f =>
+                {
+                    fitK[0, f] = f < k ? SubMatrix(K, N, fitRows[f], fitRows[f]) : K;
+                    evalK[0, f] = f < k ? SubMatrix(K, N, g.HeldOutRows(f), fitRows[f]) : Kte;
+                });
+                shared[0] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            }
+            var pcas = LayerPcas.Fit(g, layer, cancellation);
+            if (pcas != null)
+            {
+                int first = s.PcaSizes[0] == 0 ? 1 : 0;
+                for (int pi = first; pi < sizes; pi++)
+                {
+                    int p = s.PcaSizes[pi];
+                    long t0 = Stopwatch.GetTimestamp();
+                    for (int f = 0; f <= k; f++)
+                    {
+                        float[] zFit = pcas.Columns(pcas.Z[f], fitRows[f], p);
+                        float[] zEval = f < k ? pcas.Columns(pcas.Z[f], g.HeldOutRows(f), p) : pcas.Columns(pcas.ZTest, [.. Enumerable.Range(0, M)], p);
+                        int nEval = f < k ? N - fitRows[f].Length : M;
+                        fitK[pi, f] = GramSvm.KernelMatrix(zFit, fitRows[f].Length, zFit, fitRows[f].Length, p);
+                        evalK[pi, f] = GramSvm.KernelMatrix(zEval, nEval, zFit, fitRows[f].Length, p);
+                    }
+                    shared[pi] = Stopwatch.GetElapsedTime(t0).TotalSeconds + pcas.TransformSeconds / (sizes - first);
+                }
+            }
+
+            // Iterations (and time) grow with C: largest C first keeps the last fits short (LPT scheduling).
+            var keys = new List<FitKey>();
+            for (int c = s.Cs.Count - 1; c >= 0; c--)
+                for (int pi = 0; pi < sizes; pi++)
+                    for (int f = 0; f <= k; f++) keys.Add(new(layer, pi, f, c));
+            Parallel.ForEach(keys, options, key =>
+            {
+                int f = key.Fold;
+                long t1 = Stopwatch.GetTimestamp();
+                var model = GramSvm.TrainOneVsRest(fitK[key.Pca, f], fitRows[f].Length, [.. fitRows[f].Select(r => g.YTrain[r])], g.Options(key.C));
+                double seconds = Stopwatch.GetElapsedTime(t1).TotalSeconds;
+                int[] truth = f < k ? [.. g.HeldOutRows(f).Select(r => g.YTrain[r])] : g.YTest;
+                double accuracy = truth.Length == 0 ? double.NaN : Accuracy(model.Predict(evalK[key.Pca, f], truth.Length), truth);
+                outcomes[key.Pca, f, key.C] = new(accuracy, seconds, model.IterationLimitHits);
+                done(key);
+            });
+            return new(shared, pcas?.FitSeconds ?? 0, pcas?.Summary(Xtr.Layer));
+        }
+    }
+
+    /// <summary>Rows <paramref name="rows"/> and columns <paramref name="cols"/> of the (·, ld) row-major matrix K.</summary>
+    internal static float[] SubMatrix(float[] K, int ld, int[] rows, int[] cols)
+    {
+        var sub = new float[(long)rows.Length * cols.Length];
+        for (int r = 0; r < rows.Length; r++)
+        {
+            long src = (long)rows[r] * ld, dst = (long)r * cols.Length;
+            for (int c = 0; c < cols.Length; c++) sub[dst + c] = K[src + cols[c]];
+        }
+        return sub;
+    }
+
+    static SweepResult RunGrid(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
+        SweepSettings s, Action<SweepProgress>? progress, CancellationToken cancellation, IFits fits)
+    {
         var clock = Stopwatch.StartNew();
         var (classes, yTrain, yTest) = CheckFeatures(train, test, s);
-        int nTrain = yTrain.Length, nTest = yTest.Length, k = s.Folds;
+        int k = s.Folds;
         Check(s, s.Layers.ToDictionary(l => l, l => train[l].D), yTrain);
-        int[] fold = FoldOf(yTrain, k);
-        int threads = s.MaxThreads > 0 ? s.MaxThreads : Environment.ProcessorCount;
+        var g = new Grid(s, [.. s.Layers.Select(l => train[l])], [.. s.Layers.Select(l => test[l])], yTrain, yTest,
+            FoldOf(yTrain, k), s.MaxThreads > 0 ? s.MaxThreads : Environment.ProcessorCount);
 
         int total = s.Layers.Count * s.PcaSizes.Count * s.Cs.Count * (k + 1), done = 0;
+        var gate = new object();
+        progress?.Invoke(new(0, total, "", 0));
+        void Done(FitKey key)
+        {
+            if (progress == null) return;
+            lock (gate) progress(new(++done, total, g.Describe(key), clock.Elapsed.TotalSeconds));
+        }
+
         var rows = new List<SweepRow>();
         var warnings = new List<string>();
-        foreach (var layer in s.Layers)
+        var layerPcas = new List<SweepLayerPca>();
+        for (int l = 0; l < s.Layers.Count; l++)
         {
-            var Xtr = train[layer];
-            var Xte = test[layer];
-            foreach (int pca in s.PcaSizes)
+            cancellation.ThrowIfCancellationRequested();
+            var outcomes = new FitOutcome[s.PcaSizes.Count, k + 1, s.Cs.Count];
+            var work = fits.RunLayer(g, l, outcomes, Done, cancellation);
+            if (work.Pca != null) layerPcas.Add(work.Pca);
+            for (int p = 0; p < s.PcaSizes.Count; p++)
             {
+                int pca = s.PcaSizes[p];
                 var layerRows = new List<SweepRow>();
-                foreach (double C in s.Cs)
+                for (int c = 0; c < s.Cs.Count; c++)
                 {
-                    cancellation.ThrowIfCancellationRequested();
-                    var options = new SvmOptions(C: C, Loss: s.Loss, Seed: s.Seed);
                     var accuracies = new double[k];
-                    double svmSeconds = 0;
+                    double seconds = work.SharedSeconds[p] / s.Cs.Count;
                     int hits = 0;
                     for (int f = 0; f <= k; f++)
                     {
-                        string current = $"{layer} {(pca == 0 ? "" : $"pca {pca} ")}C={Num(C)} {(f < k ? $"fold {f + 1}/{k}" : "refit")}";
-                        progress?.Invoke(new(done, total, current, clock.Elapsed.TotalSeconds));
-                        int[] fitRows = f < k ? [.. Enumerable.Range(0, nTrain).Where(r => fold[r] != f)] : [.. Enumerable.Range(0, nTrain)];
-                        long t0 = Stopwatch.GetTimestamp();
-                        var model = LinearSvm.TrainOneVsRest(Gather(Xtr.X, Xtr.D, fitRows), fitRows.Length, Xtr.D,
-                            [.. fitRows.Select(r => yTrain[r])], options);
-                        svmSeconds += Stopwatch.GetElapsedTime(t0).TotalSeconds;
-                        hits += model.Warnings.Count;
-                        if (f < k)
-                        {
-                            int[] evalRows = [.. Enumerable.Range(0, nTrain).Where(r => fold[r] == f)];
-                            var pred = model.PredictBatch(Gather(Xtr.X, Xtr.D, evalRows), evalRows.Length);
-                            accuracies[f] = Accuracy(pred, [.. evalRows.Select(r => yTrain[r])]);
-                        }
-                        else
-                        {
-                            double testAccuracy = nTest == 0 ? double.NaN : Accuracy(model.PredictBatch(Xte.X, nTest), yTest);
-                            var (mean, std) = MeanStd(accuracies);
-                            layerRows.Add(new SweepRow(layer, pca, C, Xtr.D, mean, std, accuracies, false, testAccuracy, svmSeconds, 0, hits));
-                        }
-                        done++;
+                        if (f < k) accuracies[f] = outcomes[p, f, c].Accuracy;
+                        seconds += outcomes[p, f, c].Seconds;
+                        hits += outcomes[p, f, c].IterationLimitHits;
                     }
+                    var (mean, std) = MeanStd(accuracies);
+                    layerRows.Add(new SweepRow(s.Layers[l], pca, s.Cs[c], pca == 0 ? g.Train[l].D : pca, mean, std, accuracies, false,
+                        outcomes[p, k, c].Accuracy, seconds, pca == 0 ? 0 : work.PcaSeconds, hits));
                     if (hits > 0)
-                        warnings.Add($"{layer}{(pca == 0 ? "" : $" pca {pca}")} C={Num(C)}: {hits} binary classifiers stopped at the iteration limit (1000) before the tolerance 1e-4");
+                        warnings.Add($"{s.Layers[l]}{(pca == 0 ? "" : $" pca {pca}")} C={Num(s.Cs[c])}: {hits} binary classifiers " +
+                                     "stopped at the iteration limit (1000) before the tolerance 1e-4");
                 }
                 rows.AddRange(MarkSelected(layerRows));
             }
         }
-        progress?.Invoke(new(done, total, "done", clock.Elapsed.TotalSeconds));
-        return new SweepResult(s, classes, nTrain, nTest, rows, [], clock.Elapsed.TotalSeconds, threads, warnings);
+        return new SweepResult(s, classes, yTrain.Length, yTest.Length, rows, layerPcas, clock.Elapsed.TotalSeconds, g.Threads, warnings);
     }
 
     /// <summary>Marks the row with the best mean CV accuracy; the first (smallest C) of equal means wins.</summary>
