@@ -63,10 +63,14 @@ static class SweepCommand
             {
                 var names = (requested ?? (choice == "vgg16" ? Vgg16Layers : DefaultLayers(graph, pre.Size)))
                     .Select(l => ImageModel.CanonicalLayer(graph, l, "--layers")).ToList();
-                settings = new SweepSettings(names, parse.GetValue(c)!, parse.GetValue(folds), parse.GetValue(pca)!,
-                    parse.GetValue(loss) == "hinge" ? SvmLoss.Hinge : SvmLoss.SquaredHinge, parse.GetValue(dataset.Seed), parse.GetValue(threads));
                 var dims = names.Distinct().ToDictionary(l => l, l => (int)ImageModel.LayerShape(graph, l, 1, pre.Size).PerSample);
-                Sweep.Check(settings, dims, ds.Train.Select(i => i.Label).ToList());
+                var labels = ds.Train.Select(i => i.Label).ToList();
+                var sizes = parse.GetValue(pca)!;
+                if (parse.GetResult(pca) is not { Implicit: false })
+                    sizes = DefaultSizesThatFit(sizes, dims, labels, parse.GetValue(folds));
+                settings = new SweepSettings(names, parse.GetValue(c)!, parse.GetValue(folds), sizes,
+                    parse.GetValue(loss) == "hinge" ? SvmLoss.Hinge : SvmLoss.SquaredHinge, parse.GetValue(dataset.Seed), parse.GetValue(threads));
+                Sweep.Check(settings, dims, labels);
             });
             var outDir = OptionChecks.CreateFolder(parse.GetValue(output)!);
 
@@ -107,6 +111,24 @@ static class SweepCommand
         return layers;
     }
 
+    /// <summary>
+    /// The default PCA sizes a sweep can fit: PCA keeps at most as many components as the smallest layer has features
+    /// and a fold's training part has images (VGG16's fc8 has 1000, the demo set's 5-fold parts 160); the rest are
+    /// dropped with a note. Sizes given with --pca are never dropped: Sweep.Check refuses those that do not fit.
+    /// </summary>
+    static int[] DefaultSizesThatFit(int[] sizes, Dictionary<string, int> dims, List<int> labels, int folds)
+    {
+        if (folds < 2 || labels.Count == 0) return sizes;
+        int rows = labels.Count - Sweep.FoldOf(labels, folds).GroupBy(f => f).Max(g => g.Count());
+        var (layer, features) = dims.MinBy(kv => kv.Value);
+        int limit = Math.Min(rows, features);
+        var dropped = sizes.Where(p => p > limit).ToList();
+        if (dropped.Count == 0) return sizes;
+        Console.Error.WriteLine($"note: --pca default sizes {string.Join(",", dropped)} left out: PCA keeps at most " +
+                                (rows <= features ? $"the {rows} training images of a fold's training part" : $"the {features} features of {layer}"));
+        return sizes.Where(p => p <= limit).ToArray();
+    }
+
     static double[] Logspace(string spec)
     {
         OptionChecks.ParseListOrLogRange(spec, out var values);
@@ -129,14 +151,23 @@ static class SweepCommand
         }
         AnsiConsole.Write(table);
         foreach (var line in summary.Lines) Console.WriteLine(line);
-        foreach (var w in r.Warnings) Console.WriteLine($"warning: {w}");
+        // One line per configuration that hit the iteration limit would bury the table: the first few, then a count.
+        foreach (var w in r.Warnings.Take(3)) Console.WriteLine($"warning: {w}");
+        var limited = r.Rows.Where(x => x.IterationLimitHits > 0).ToList();
+        if (r.Warnings.Count > 3)
+        {
+            string range = limited.Count > 0 ? string.Create(CultureInfo.InvariantCulture, $", at C from {limited.Min(x => x.C):g4} to {limited.Max(x => x.C):g4}") : "";
+            Console.WriteLine($"warning: ... {r.Warnings.Count - 3} more; in all {limited.Count} of {r.Rows.Count} configurations had SVMs stop at the iteration limit" +
+                              $"{range} ({SweepReportWriter.ResultsJson} lists every warning)");
+        }
         var skipped = run.Train.Skipped.Concat(run.Test.Skipped).ToList();
         foreach (var s in skipped) Console.WriteLine($"skipped: {s.Path}: {s.Reason}");
         var st = new[] { run.Train.Stats, run.Test.Stats };
         double net = st.Sum(s => s.ComputeSeconds);
+        var network = net > 0 ? string.Create(CultureInfo.InvariantCulture, $"network {st.Sum(s => s.Computed) / net:F1} img/s on {run.Device}, ") : "";
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"time: train features {run.Train.Stats.Seconds:F1} s, test features {run.Test.Stats.Seconds:F1} s ({r.Settings.Layers.Count} layer(s) in one pass, " +
-            $"network {(net > 0 ? st.Sum(s => s.Computed) / net : 0):F1} img/s on {run.Device}, {st.Sum(s => s.Cached)} rows of {r.Settings.Layers[0]} from the cache), " +
+            $"{network}{st.Sum(s => s.Cached)} rows of {r.Settings.Layers[0]} from the cache), " +
             $"grid {r.Rows.Count} configurations x {r.Settings.Folds + 1} fits on {r.Threads} thread(s) {r.GridSeconds:F1} s"));
         Console.WriteLine($"report: {Path.Combine(outDir, "index.html")} ({SweepReportWriter.ResultsCsv}, {SweepReportWriter.ResultsJson}, {SweepReportWriter.FoldsCsv}, figures)");
     }

@@ -136,7 +136,7 @@ public static class SweepReportWriter
             timings_seconds = new
             {
                 extract_train = run.Train.Stats.Seconds, extract_test = run.Test.Stats.Seconds, grid = r.GridSeconds, threads = r.Threads,
-                svm_total = r.Rows.Sum(x => x.SvmSeconds), pca_total = r.Rows.GroupBy(x => (x.Layer, x.Pca)).Sum(g => g.First().PcaSeconds),
+                svm_total = r.Rows.Sum(x => x.SvmSeconds), pca_total = SweepSummary.PcaSeconds(r),
                 network_images_per_second = net > 0 ? stats.Sum(s => s.Computed) / net : 0,
                 features_from_cache = stats.Sum(s => s.Cached), features_computed = stats.Sum(s => s.Computed),
             },
@@ -223,9 +223,15 @@ public static class SweepReportWriter
             $"(<code>tools/reference_sweep.py</code>, see docs/sweep.md).</p>");
         if (r.Warnings.Count > 0)
         {
-            h.Append("<h2>Warnings</h2><ul>");
+            var limited = r.Rows.Where(x => x.IterationLimitHits > 0).ToList();
+            h.Append(CultureInfo.InvariantCulture, $"<h2>Warnings ({r.Warnings.Count})</h2>");
+            if (limited.Count > 0)
+                h.Append(CultureInfo.InvariantCulture,
+                    $"<p>{limited.Count} of {r.Rows.Count} configurations had binary SVMs stop at the iteration limit before the tolerance, at C from {N(limited.Min(x => x.C))} " +
+                    $"to {N(limited.Max(x => x.C))} (column <code>iteration_limit_hits</code>).</p>");
+            h.Append("<details><summary>every warning</summary><ul>");
             foreach (var w in r.Warnings) h.Append("<li>").Append(E(w)).Append("</li>");
-            h.Append("</ul>");
+            h.Append("</ul></details>");
         }
         var skipped = run.Train.Skipped.Concat(run.Test.Skipped).ToList();
         if (skipped.Count > 0)

@@ -45,9 +45,20 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
         return new SweepSummary(best, runnerUp, choices, lines);
     }
 
-    /// <summary>Best first: mean CV accuracy, then fewer features, then the sweep's order.</summary>
+    /// <summary>
+    /// Best first: mean CV accuracy, then fewer features, then the sweep's order. Means are compared at 1e-9: equal fold
+    /// accuracies summed in another order differ in the last bits, and that must not decide.
+    /// </summary>
     public static List<SweepChoice> Rank(IEnumerable<SweepChoice> choices)
-        => choices.Select((c, i) => (c, i)).OrderByDescending(t => t.c.CvMean).ThenBy(t => t.c.Dim).ThenBy(t => t.i).Select(t => t.c).ToList();
+        => choices.Select((c, i) => (c, i)).OrderByDescending(t => Math.Round(t.c.CvMean, 9)).ThenBy(t => t.c.Dim).ThenBy(t => t.i).Select(t => t.c).ToList();
+
+    /// <summary>
+    /// Seconds of PCA fitting over the sweep: per layer the largest of its sizes' fit times (Sweep fits each fold's
+    /// PCA once at the largest size and reads the smaller sizes off it, so every size of a layer reports that one
+    /// fit), summed over layers.
+    /// </summary>
+    public static double PcaSeconds(SweepResult r)
+        => r.Rows.Where(x => x.Pca > 0).GroupBy(x => x.Layer).Sum(g => g.Max(x => x.PcaSeconds));
 
     /// <summary>Each layer's own dimension: its rows without PCA say it, else its explained-variance entry.</summary>
     public static Dictionary<string, int> LayerDims(SweepResult r)
@@ -69,7 +80,7 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
     static string RunnerUpLine(SweepChoice b, SweepChoice u, int testCount)
     {
         var s = $"Runner-up layer: {u.Name} ({u.Dim} features), CV {P(u.CvMean)} ± {Pts(u.CvStd)} points, test {P(u.TestAccuracy)}. ";
-        double gap = b.CvMean - u.CvMean, std = Math.Max(b.CvStd, u.CvStd);
+        double gap = Math.Round(b.CvMean - u.CvMean, 9), std = Math.Max(b.CvStd, u.CvStd);
         if (gap == 0)
             s += b.Dim < u.Dim ? $"They tie on CV accuracy; {b.Layer} ranks first for its fewer features ({b.Dim} against {u.Dim}). "
                 : $"They tie on CV accuracy and dimension; {b.Layer} ranks first by the order of --layers. ";
@@ -80,7 +91,7 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
         if (b.Dim != u.Dim && gap != 0)
             s += b.Dim < u.Dim ? $"It also needs {Ratio(u.Dim, b.Dim)} fewer features ({b.Dim} against {u.Dim}). "
                 : $"It needs {Ratio(b.Dim, u.Dim)} the features ({b.Dim} against {u.Dim}). ";
-        double dt = b.TestAccuracy - u.TestAccuracy;
+        double dt = Math.Round(b.TestAccuracy - u.TestAccuracy, 9);
         s += dt > 0 ? $"On the test set it scores {Pts(dt)} points higher."
             : dt == 0 ? "On the test set both score the same."
             : $"On the test set the runner-up scores higher ({P(u.TestAccuracy)} against {P(b.TestAccuracy)}; one test image is {Pts(1.0 / testCount)} points).";
@@ -91,10 +102,10 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
     {
         var curve = r.Rows.Where(x => x.Layer == b.Layer && x.Pca == b.Pca).OrderBy(x => x.C).ToList();
         int at = curve.FindIndex(x => x.Selected);
-        var s = $"Best C for {b.Name}: {N(b.C)} of {curve.Count} values tried. ";
+        var s = $"Best C for {b.Name}: C={N(b.C)}, of {curve.Count} values from {N(curve[0].C)} to {N(curve[^1].C)}. ";
         if (curve.Count == 1) return s + "With one C there is no curve to read.";
         // The run of C values around the chosen one whose CV mean stays within one fold std of it.
-        bool Near(SweepRow x) => curve[at].CvMean - x.CvMean <= curve[at].CvStd;
+        bool Near(SweepRow x) => Math.Round(curve[at].CvMean - x.CvMean, 9) <= curve[at].CvStd;
         int lo = at, hi = at;
         while (lo > 0 && Near(curve[lo - 1])) lo--;
         while (hi < curve.Count - 1 && Near(curve[hi + 1])) hi++;
@@ -132,7 +143,7 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
         else
         {
             // The smallest size whose CV accuracy is within one fold std of no PCA: the cheapest that costs no clear accuracy.
-            var enough = sizes.FirstOrDefault(c => none.CvMean - c.CvMean <= Math.Max(none.CvStd, c.CvStd));
+            var enough = sizes.FirstOrDefault(c => Math.Round(none.CvMean - c.CvMean, 9) <= Math.Max(none.CvStd, c.CvStd));
             if (enough == null)
             {
                 var top = Rank(sizes)[0];
@@ -141,7 +152,7 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
             }
             else
             {
-                double delta = enough.CvMean - none.CvMean;
+                double delta = Math.Round(enough.CvMean - none.CvMean, 9);
                 string effect = delta == 0 ? "the same CV accuracy as without PCA"
                     : delta > 0 ? $"CV accuracy {P(enough.CvMean)}, {Pts(delta)} points above no PCA ({P(none.CvMean)})"
                     : $"CV accuracy {P(enough.CvMean)}, {Pts(-delta)} points below no PCA ({P(none.CvMean)}) but within one fold std";
@@ -153,7 +164,7 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
                              $"test {P(enough.TestAccuracy)} against {P(none.TestAccuracy)}. The SVMs of its C grid took {S(enough.GridSvmSeconds)} " +
                              $"instead of {S(none.GridSvmSeconds)} and the PCA fits {S(enough.PcaSeconds)}, {balance}.";
             }
-            var better = sizes.Where(c => c.CvMean - none.CvMean > Math.Max(none.CvStd, c.CvStd)).ToList();
+            var better = sizes.Where(c => Math.Round(c.CvMean - none.CvMean, 9) > Math.Max(none.CvStd, c.CvStd)).ToList();
             if (better.Count > 0)
                 yield return $"On {layer}, PCA to {string.Join(", ", better.Select(c => c.Pca))} components raises CV accuracy by more than one fold std " +
                              $"(best {P(better.Max(c => c.CvMean))} against {P(none.CvMean)} without PCA).";
@@ -162,10 +173,10 @@ public sealed record SweepSummary(SweepChoice Best, SweepChoice? RunnerUp, IRead
         var pairs = reduced.Select(c => (c, n: choices.SingleOrDefault(x => x.Layer == c.Layer && x.Pca == 0))).Where(t => t.n != null).ToList();
         if (pairs.Count > 0 && choices.Select(c => c.Layer).Distinct().Count() > 1)
         {
-            double fit = pairs.Sum(t => t.c.PcaSeconds), svm = pairs.Sum(t => t.c.GridSvmSeconds) / pairs.Count;
+            double svm = pairs.Sum(t => t.c.GridSvmSeconds) / pairs.Count;
             double full = pairs.Select(t => t.n!).Distinct().Sum(n => n.GridSvmSeconds) / pairs.Select(t => t.n!).Distinct().Count();
             yield return $"Over all layers, one PCA size's C grid took {S(svm)} of SVM time on average against {S(full)} on full features; " +
-                         $"the PCA fits of all {pairs.Count} (layer, size) pairs took {S(fit)}.";
+                         $"the PCA fits of the sweep took {S(PcaSeconds(r))}.";
         }
     }
 
