@@ -17,14 +17,19 @@ public static class ReportFiles
     public static string Csv(string s) => s.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 
     /// <summary>Panels of <paramref name="width"/> x <paramref name="height"/> pixels side by side in one PNG, written atomically.</summary>
-    public static void SavePanels(string path, int width, int height, params Plot[] panels)
+    public static void SavePanels(string path, int width, int height, params Plot[] panels) => SavePanelGrid(path, width, height, panels.Length, panels);
+
+    /// <summary>Panels of <paramref name="width"/> x <paramref name="height"/> pixels, <paramref name="columns"/> to a row, in one PNG, written atomically.</summary>
+    public static void SavePanelGrid(string path, int width, int height, int columns, IReadOnlyList<Plot> panels)
     {
-        using var surface = SkiaSharp.SKSurface.Create(new SkiaSharp.SKImageInfo(width * panels.Length, height));
+        columns = Math.Max(1, Math.Min(columns, panels.Count));
+        int rows = (panels.Count + columns - 1) / columns;
+        using var surface = SkiaSharp.SKSurface.Create(new SkiaSharp.SKImageInfo(width * columns, height * rows));
         surface.Canvas.Clear(SkiaSharp.SKColors.White);
-        for (int i = 0; i < panels.Length; i++)
+        for (int i = 0; i < panels.Count; i++)
         {
             using var image = SkiaSharp.SKImage.FromEncodedData(panels[i].GetImage(width, height).GetImageBytes());
-            surface.Canvas.DrawImage(image, width * i, 0);
+            surface.Canvas.DrawImage(image, width * (i % columns), height * (i / columns));
         }
         using var snapshot = surface.Snapshot();
         using var data = snapshot.Encode(SkiaSharp.SKEncodedImageFormat.Png, 100);

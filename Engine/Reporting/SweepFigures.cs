@@ -16,57 +16,63 @@ public static class SweepFigures
     static Color ColorOf(int layer) => new ScottPlot.Palettes.Category10().GetColor(layer);
 
     /// <summary>
-    /// CV mean accuracy (line, with a ±1 std band) and test accuracy (dashed) against C, one colour per layer, each
-    /// layer at the configuration the caption names (no PCA when it was swept, else its best PCA size); a ring marks
-    /// the selected C.
+    /// One panel per layer on a shared accuracy axis (overlaid, six layers' bands hide each other): CV mean accuracy
+    /// (line, with a ±1 std band) and test accuracy (dashed) against C, each layer at the configuration its title
+    /// names (no PCA when that was swept, else its best PCA size); a ring marks the selected C.
     /// </summary>
     public static void SaveAccuracyAgainstC(string path, SweepResult r, IReadOnlyDictionary<string, int> pcaOfLayer)
     {
-        var plt = new Plot();
         var layers = r.Settings.Layers;
+        var shown = r.Rows.Where(x => x.Pca == pcaOfLayer[x.Layer]).SelectMany(x => new[] { x.CvMean - x.CvStd, x.CvMean + x.CvStd, x.TestAccuracy })
+            .Where(double.IsFinite).DefaultIfEmpty(0).ToArray();
+        double floor = AccuracyFloor(shown);
+        var panels = new List<Plot>();
         for (int l = 0; l < layers.Count; l++)
         {
             var rows = r.Rows.Where(x => x.Layer == layers[l] && x.Pca == pcaOfLayer[layers[l]]).OrderBy(x => x.C).ToList();
             if (rows.Count == 0) continue;
+            var plt = new Plot();
             var color = ColorOf(l);
             double[] x = rows.Select(q => Math.Log10(q.C)).ToArray();
             double[] mean = rows.Select(q => 100 * q.CvMean).ToArray();
             if (rows.Count > 1)
             {
                 var band = plt.Add.FillY(x, rows.Select(q => 100 * (q.CvMean - q.CvStd)).ToArray(), rows.Select(q => 100 * (q.CvMean + q.CvStd)).ToArray());
-                band.FillColor = color.WithAlpha(0.15);
+                band.FillColor = color.WithAlpha(0.2);
                 band.LineColor = Colors.Transparent;
+                band.LegendText = "CV ± 1 std";
             }
-            string name = pcaOfLayer[layers[l]] == 0 ? layers[l] : $"{layers[l]} + PCA {pcaOfLayer[layers[l]]}";
             var cv = plt.Add.Scatter(x, mean);
             cv.Color = color;
             cv.LineWidth = 2;
             cv.MarkerSize = 5;
-            cv.LegendText = $"{name} CV";
+            cv.LegendText = "CV mean";
             var test = plt.Add.Scatter(x, rows.Select(q => 100 * q.TestAccuracy).ToArray());
-            test.Color = color;
+            test.Color = Colors.Black;
             test.LineWidth = 1.5f;
             test.LinePattern = LinePattern.Dashed;
             test.MarkerShape = MarkerShape.OpenSquare;
             test.MarkerSize = 5;
-            test.LegendText = $"{name} test";
+            test.LegendText = "test";
             var sel = rows.FindIndex(q => q.Selected);
             if (sel >= 0)
             {
-                var m = plt.Add.Marker(x[sel], mean[sel], MarkerShape.OpenCircle, 14, color);
+                var m = plt.Add.Marker(x[sel], mean[sel], MarkerShape.OpenCircle, 15, Colors.Black);
                 m.MarkerLineWidth = 2;
+                m.LegendText = $"selected C={rows[sel].C.ToString("g3", CultureInfo.InvariantCulture)}";
             }
+            var (cLo, cHi) = LogTicks(plt.Axes.Bottom, r.Settings.Cs);
+            plt.Axes.SetLimits(cLo, cHi, floor, 100);
+            plt.XLabel("C (log scale)");
+            plt.YLabel("accuracy (%)");
+            int pcaSize = pcaOfLayer[layers[l]];
+            plt.Title(pcaSize == 0 ? $"{layers[l]} ({rows[0].Dim} features)" : $"{layers[l]} + PCA {pcaSize}");
+            // Below the axes: inside, it hides the curves wherever they run.
+            plt.ShowLegend(Edge.Bottom);
+            panels.Add(plt);
         }
-        var (cLo, cHi) = LogTicks(plt.Axes.Bottom, r.Settings.Cs);
-        plt.Axes.SetLimitsX(cLo, cHi);
-        plt.XLabel("C (log scale)");
-        plt.YLabel("accuracy (%)");
-        plt.Title($"Accuracy against C: {r.Settings.Folds}-fold CV mean ± std (band), test (dashed); ring = selected C");
-        var shown = r.Rows.Where(x => x.Pca == pcaOfLayer[x.Layer]).SelectMany(x => new[] { x.CvMean - x.CvStd, x.CvMean + x.CvStd, x.TestAccuracy })
-            .Where(double.IsFinite).DefaultIfEmpty(0).ToArray();
-        plt.Axes.SetLimitsY(AccuracyFloor(shown), 100);
-        plt.ShowLegend(Edge.Right);
-        Save(plt, path, Width, Height);
+        int columns = panels.Count <= 2 ? panels.Count : panels.Count == 4 ? 2 : 3;
+        ReportFiles.SavePanelGrid(path, columns switch { 1 => 800, 2 => 580, _ => 420 }, 380, columns, panels);
     }
 
     /// <summary>
