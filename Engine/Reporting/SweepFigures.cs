@@ -72,7 +72,7 @@ public static class SweepFigures
             panels.Add(plt);
         }
         int columns = panels.Count <= 2 ? panels.Count : panels.Count == 4 ? 2 : 3;
-        ReportFiles.SavePanelGrid(path, columns switch { 1 => 800, 2 => 580, _ => 420 }, 380, columns, panels);
+        ReportFiles.SavePanelGrid(path, columns switch { 1 => 800, 2 => 580, _ => 420 }, 440, columns, panels);
     }
 
     /// <summary>
@@ -125,8 +125,6 @@ public static class SweepFigures
             var ticks = xs.Select(v => (double)v).ToArray();
             p.Axes.Bottom.TickGenerator = new ScottPlot.TickGenerators.NumericManual(ticks.Select(Math.Log2).ToArray(),
                 ticks.Select(v => v.ToString(CultureInfo.InvariantCulture)).ToArray());
-            p.Axes.Bottom.TickLabelStyle.Rotation = -45;
-            p.Axes.Bottom.TickLabelStyle.Alignment = Alignment.MiddleRight;
             p.XLabel("features the SVM sees (log scale; square = no PCA)");
             p.ShowLegend(Edge.Bottom);
         }
