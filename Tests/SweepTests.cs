@@ -114,6 +114,26 @@ public sealed class SweepTests(ITestOutputHelper log)
         Assert.Equal(primal.PredictBatch(Xt, 60), gram.Predict(GramSvm.KernelMatrix(Xt, 60, X, n, d), 60));
     }
 
+    /// <summary>The Gram matrix of rows with themselves (the symmetric block path) equals the general A Bᵀ product:
+    /// exactly symmetric, and within float rounding of it (sizes across several row blocks, not multiples of one).</summary>
+    [Theory]
+    [InlineData(7, 33)]
+    [InlineData(450, 97)]
+    public void GramMatrixEqualsTheGeneralProduct(int n, int d)
+    {
+        var (X, _) = Features(n, d, 3, noise: 1, seed: n);
+        float[] K = GramSvm.KernelMatrix(X, n, X, n, d), G = GramSvm.KernelMatrix(X, n, (float[])X.Clone(), n, d);
+        double worst = 0;
+        for (int i = 0; i < n; i++)
+            for (int j = 0; j < n; j++)
+            {
+                Assert.Equal(K[i * n + j], K[j * n + i]);
+                worst = Math.Max(worst, Math.Abs(K[i * n + j] - G[i * n + j]));
+            }
+        Assert.True(worst <= 1e-5, $"Gram matrix differs from the general product by {worst:E2}");
+        Assert.Equal(1.0, K[0], 5);   // rows have norm 1
+    }
+
     /// <summary>The parallel Gram grid, cold-started, gives the plain grid's numbers (one TrainOneVsRest per fold and
     /// C): the same fold accuracies, test accuracies and selections.</summary>
     [Fact]
