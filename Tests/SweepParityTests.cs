@@ -13,8 +13,8 @@ namespace Tp7.Tests;
 /// The parity claim for the sweep: tools/reference_sweep.py (PyTorch features, scikit-learn's PCA and
 /// LinearSVC over the same folds) and Sweep.Run on our own features of the same images and weights give the same
 /// best C per (layer, PCA size), CV means within 0.5 point, explained-variance ratios within 1e-4.
-/// data/demo (10 classes × 20 train + 10 test Fashion-MNIST images) at 96×96 on both sides for speed (pool5 is
-/// still 25088-D: the adaptive average pool spreads the 3×3 map to 7×7).
+/// data/demo (10 classes × 20 train + 10 test Fashion-MNIST images) at 96×96 on both sides for speed (pool5, the
+/// last max pool's output, is then 512 × 3 × 3 = 4608-D; fc6 still reads 25088 from the adaptive average pool).
 /// </summary>
 [Collection("reference")]
 public sealed class SweepParityTests(ReferenceFiles refs, ITestOutputHelper log)

@@ -163,9 +163,12 @@ def layer_outputs(model, x, layers) -> dict:
              ("fc7", cls[3]),  # Dropout is the identity in eval mode
              ("relu7", torch.relu), ("fc8", cls[6]))
     last = max(LAYERS.index(layer) for layer in layers)
-    h = torch.flatten(model.avgpool(model.features(x)), 1)  # (N, 25088)
-    out = {}
-    for name, step in steps[:last + 1]:
+    f = model.features(x)
+    # pool5 is the last max pool's output, as tp7's tap is; the adaptive average pool that feeds fc6 is the
+    # identity at 224x224 and spreads a smaller map to 7x7 (25088 inputs) at other sizes.
+    out = {"pool5": torch.flatten(f, 1)} if "pool5" in layers else {}
+    h = torch.flatten(model.avgpool(f), 1)  # (N, 25088)
+    for name, step in steps[1:last + 1]:
         h = step(h)
         if name in layers:
             out[name] = h
