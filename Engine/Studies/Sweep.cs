@@ -119,11 +119,13 @@ public static class Sweep
 
     /// <summary>Runs the grid. <paramref name="train"/>, <paramref name="test"/>: one FeatureSet per layer, the same rows
     /// in the same order for every layer (L2-normalised as extracted).
-    /// Each SVM trains from Gram matrices (<see cref="GramSvm"/>): without PCA, one K = X Xᵀ per layer over all
-    /// training rows and one test-by-training K; a fold's problem is K's sub-matrix on its training part, and its
-    /// held-out rows are scored from K's rows. With PCA, one PCA per fold on its training part (<see cref="LayerPcas"/>)
-    /// and the Gram matrices of the transformed rows. The (PCA size, fold, C) problems run in parallel, largest C
-    /// first. A row's SvmSeconds holds its own fits plus an equal share (1/|C|) of the kernel matrices' and PCA
+    /// Each SVM is LIBLINEAR's dual CD (<see cref="DualPath"/>), over Gram matrices when the features outnumber a
+    /// fold's training rows: without PCA, one K = X Xᵀ per layer over all training rows and one test-by-training K;
+    /// a fold's problem is K's sub-matrix on its training part, and its held-out rows are scored from K's rows. With
+    /// PCA, one PCA per fold on its training part (<see cref="LayerPcas"/>) and the transformed rows (or their Gram
+    /// matrices). Each (layer, PCA size, fold) runs its C in ascending order, each solve warm-started from the
+    /// previous C's α; these chains run in parallel on MaxThreads cores. The results do not depend on the thread
+    /// count; they agree with cold-started solves (scikit-learn's) up to the solver's tolerance. A row's SvmSeconds holds its own fits plus an equal share (1/|C|) of the kernel matrices' and PCA
     /// transforms' time of its (layer, pca); its PcaSeconds sums the PCA fits of its layer's folds and refit (one fit
     /// per fold at the largest size serves every size).</summary>
     public static SweepResult Run(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
