@@ -119,16 +119,23 @@ public static class Sweep
 
     /// <summary>Runs the grid. <paramref name="train"/>, <paramref name="test"/>: one FeatureSet per layer, the same rows
     /// in the same order for every layer (L2-normalised as extracted).
-    /// Each SVM trains from Gram matrices (<see cref="GramSvm"/>): without PCA, one K = X Xᵀ per layer over all
-    /// training rows and one test-by-training K; a fold's problem is K's sub-matrix on its training part, and its
-    /// held-out rows are scored from K's rows. With PCA, one PCA per fold on its training part (<see cref="LayerPcas"/>)
-    /// and the Gram matrices of the transformed rows. The (PCA size, fold, C) problems run in parallel, largest C
-    /// first. A row's SvmSeconds holds its own fits plus an equal share (1/|C|) of the kernel matrices' and PCA
+    /// Each SVM is LIBLINEAR's dual CD (<see cref="DualPath"/>), over Gram matrices when the features outnumber a
+    /// fold's training rows: without PCA, one K = X Xᵀ per layer over all training rows and one test-by-training K;
+    /// a fold's problem is K's sub-matrix on its training part, and its held-out rows are scored from K's rows. With
+    /// PCA, one PCA per fold on its training part (<see cref="LayerPcas"/>) and the transformed rows (or their Gram
+    /// matrices). Each (layer, PCA size, fold) runs its C in ascending order, each solve warm-started from the
+    /// previous C's α; these chains run in parallel on MaxThreads cores. The results do not depend on the thread
+    /// count; they agree with cold-started solves (scikit-learn's) up to the solver's tolerance. A row's SvmSeconds holds its own fits plus an equal share (1/|C|) of the kernel matrices' and PCA
     /// transforms' time of its (layer, pca); its PcaSeconds sums the PCA fits of its layer's folds and refit (one fit
     /// per fold at the largest size serves every size).</summary>
     public static SweepResult Run(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
         SweepSettings settings, Action<SweepProgress>? progress = null, CancellationToken cancellation = default)
-        => RunGrid(train, test, settings, progress, cancellation, new GramFits());
+        => RunGrid(train, test, settings, progress, cancellation, new GramFits(warmStart: true));
+
+    /// <summary><see cref="Run"/> with every SVM started from α = 0, as scikit-learn's LinearSVC starts.</summary>
+    internal static SweepResult RunCold(IReadOnlyDictionary<string, FeatureSet> train, IReadOnlyDictionary<string, FeatureSet> test,
+        SweepSettings settings, Action<SweepProgress>? progress = null, CancellationToken cancellation = default)
+        => RunGrid(train, test, settings, progress, cancellation, new GramFits(warmStart: false));
 
     /// <summary>The same grid with each SVM trained on the rows themselves by <see cref="LinearSvm.TrainOneVsRest"/>,
     /// one fit after another (each on all cores): the plain version the Gram one is checked and timed against.</summary>
@@ -164,7 +171,8 @@ public static class Sweep
     /// <summary>A way of running every fit of one layer; <paramref name="done"/> is called once per fit (from any thread).</summary>
     internal interface IFits
     {
-        LayerWork RunLayer(Grid grid, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation);
+        /// <summary>Every fit of the grid; outcomes[layer] is indexed [PCA size index, fold, C index].</summary>
+        LayerWork[] Run(Grid grid, FitOutcome[][,,] outcomes, Action<FitKey> done, CancellationToken cancellation);
     }
 
     /// <summary>
@@ -214,7 +222,10 @@ public static class Sweep
     /// <summary>Each fit gathers its rows (PCA-transformed for a PCA size) and calls LinearSvm.TrainOneVsRest.</summary>
     sealed class PrimalFits : IFits
     {
-        public LayerWork RunLayer(Grid g, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
+        public LayerWork[] Run(Grid g, FitOutcome[][,,] outcomes, Action<FitKey> done, CancellationToken cancellation) =>
+            [.. Enumerable.Range(0, g.Train.Length).Select(l => RunLayer(g, l, outcomes[l], done, cancellation))];
+
+        static LayerWork RunLayer(Grid g, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
         {
             var s = g.Settings;
             var pcas = LayerPcas.Fit(g, layer, cancellation);
@@ -241,11 +252,57 @@ public static class Sweep
         }
     }
 
-    /// <summary>Kernel matrices once per (layer, PCA size); the (PCA size, fold, C) fits in parallel, each
-    /// single-threaded over its fold's matrix.</summary>
-    sealed class GramFits : IFits
+    /// <summary>Kernel matrices once per (layer, PCA size), layer after layer; then every (layer, PCA size, fold)
+    /// in parallel, each single-threaded over its fold's matrix. With <paramref name="warmStart"/> a fold's C run
+    /// one after another in ascending order, each solve starting from the previous C's α (<see cref="DualPath"/>);
+    /// without, every (layer, PCA size, fold, C) is its own task, largest C first, started from α = 0.</summary>
+    sealed class GramFits(bool warmStart) : IFits
     {
-        public LayerWork RunLayer(Grid g, int layer, FitOutcome[,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
+        public LayerWork[] Run(Grid g, FitOutcome[][,,] outcomes, Action<FitKey> done, CancellationToken cancellation)
+        {
+            var s = g.Settings;
+            var work = new LayerWork[g.Train.Length];
+            var tasks = new List<(FitKey Key, Prepared P)>();
+            for (int l = 0; l < g.Train.Length; l++)
+            {
+                var prepared = Prepare(g, l, cancellation);
+                work[l] = prepared.Work;
+                for (int pi = 0; pi < s.PcaSizes.Count; pi++)
+                    for (int f = 0; f <= s.Folds; f++)
+                        if (warmStart) tasks.Add((new(l, pi, f, -1), prepared));
+                        else for (int c = 0; c < s.Cs.Count; c++) tasks.Add((new(l, pi, f, c), prepared));
+            }
+            // Cold fits: iterations (and time) grow with C, so largest C first keeps the last fits short (LPT).
+            if (!warmStart) tasks = [.. tasks.OrderByDescending(t => t.Key.C)];
+            Parallel.ForEach(tasks, new ParallelOptions { MaxDegreeOfParallelism = g.Threads, CancellationToken = cancellation }, t =>
+            {
+                var (key, p) = t;
+                int f = key.Fold, k = s.Folds;
+                int[] fit = p.FitRows[f];
+                int[] yFit = [.. fit.Select(r => g.YTrain[r])];
+                int rowsDim = p.RowsDim[key.Pca];
+                var path = rowsDim > 0 ? DualPath.Rows(p.FitK[key.Pca, f], fit.Length, rowsDim, yFit) : DualPath.Gram(p.FitK[key.Pca, f], fit.Length, yFit);
+                int[] truth = f < k ? [.. g.HeldOutRows(f).Select(r => g.YTrain[r])] : g.YTest;
+                foreach (int c in key.C >= 0 ? [key.C] : Enumerable.Range(0, s.Cs.Count))
+                {
+                    cancellation.ThrowIfCancellationRequested();
+                    long t1 = Stopwatch.GetTimestamp();
+                    var model = path.Train(g.Options(c), warmStart: warmStart && c > 0);
+                    double seconds = Stopwatch.GetElapsedTime(t1).TotalSeconds;
+                    double accuracy = truth.Length == 0 ? double.NaN : Accuracy(model.Predict(p.EvalK[key.Pca, f], truth.Length), truth);
+                    outcomes[key.Layer][key.Pca, f, c] = new(accuracy, seconds, model.IterationLimitHits);
+                    done(key with { C = c });
+                }
+            });
+            return work;
+        }
+
+        /// <summary>A layer's matrices: per (PCA size index, fold) the Gram matrix of the fold's training part and
+        /// the kernel values of its evaluation rows.
+        /// RowsDim[pi] > 0: FitK and EvalK hold the rows themselves (n_f, RowsDim) and (h_f, RowsDim).</summary>
+        sealed record Prepared(int[][] FitRows, float[,][] FitK, float[,][] EvalK, int[] RowsDim, LayerWork Work);
+
+        static Prepared Prepare(Grid g, int layer, CancellationToken cancellation)
         {
             var s = g.Settings;
             var Xtr = g.Train[layer];
@@ -259,7 +316,21 @@ public static class Sweep
             var fitK = new float[sizes, k + 1][];
             var evalK = new float[sizes, k + 1][];
             var shared = new double[sizes];
-            if (s.PcaSizes[0] == 0)
+            // A step over the Gram matrix costs O(n), over the rows O(D): rows when the features are no more than the
+            // smallest training part (fc8's 1000 against ~1200, most PCA sizes).
+            int smallest = fitRows.Min(r => r.Length);
+            bool[] byRows = [.. s.PcaSizes.Select(p => (p == 0 ? Xtr.D : p) <= smallest)];
+            if (s.PcaSizes[0] == 0 && byRows[0])
+            {
+                long t0 = Stopwatch.GetTimestamp();
+                Parallel.For(0, k + 1, options, f =>
+                {
+                    fitK[0, f] = f < k ? Gather(Xtr.X, Xtr.D, fitRows[f]) : Xtr.X;
+                    evalK[0, f] = f < k ? Gather(Xtr.X, Xtr.D, g.HeldOutRows(f)) : Xte.X;
+                });
+                shared[0] = Stopwatch.GetElapsedTime(t0).TotalSeconds;
+            }
+            else if (s.PcaSizes[0] == 0)
             {
                 // One K = X Xᵀ over all training rows serves every fold: a fold's blocks are sub-matrices of it.
                 long t0 = Stopwatch.GetTimestamp();
@@ -285,30 +356,18 @@ public static class Sweep
                         float[] zFit = pcas.Columns(pcas.Z[f], fitRows[f], p);
                         float[] zEval = f < k ? pcas.Columns(pcas.Z[f], g.HeldOutRows(f), p) : pcas.Columns(pcas.ZTest, [.. Enumerable.Range(0, M)], p);
                         int nEval = f < k ? N - fitRows[f].Length : M;
-                        fitK[pi, f] = GramSvm.KernelMatrix(zFit, fitRows[f].Length, zFit, fitRows[f].Length, p);
-                        evalK[pi, f] = GramSvm.KernelMatrix(zEval, nEval, zFit, fitRows[f].Length, p);
+                        if (byRows[pi]) (fitK[pi, f], evalK[pi, f]) = (zFit, zEval);
+                        else
+                        {
+                            fitK[pi, f] = GramSvm.KernelMatrix(zFit, fitRows[f].Length, zFit, fitRows[f].Length, p);
+                            evalK[pi, f] = GramSvm.KernelMatrix(zEval, nEval, zFit, fitRows[f].Length, p);
+                        }
                     }
                     shared[pi] = Stopwatch.GetElapsedTime(t0).TotalSeconds + pcas.TransformSeconds / (sizes - first);
                 }
             }
 
-            // Iterations (and time) grow with C: largest C first keeps the last fits short (LPT scheduling).
-            var keys = new List<FitKey>();
-            for (int c = s.Cs.Count - 1; c >= 0; c--)
-                for (int pi = 0; pi < sizes; pi++)
-                    for (int f = 0; f <= k; f++) keys.Add(new(layer, pi, f, c));
-            Parallel.ForEach(keys, options, key =>
-            {
-                int f = key.Fold;
-                long t1 = Stopwatch.GetTimestamp();
-                var model = GramSvm.TrainOneVsRest(fitK[key.Pca, f], fitRows[f].Length, [.. fitRows[f].Select(r => g.YTrain[r])], g.Options(key.C));
-                double seconds = Stopwatch.GetElapsedTime(t1).TotalSeconds;
-                int[] truth = f < k ? [.. g.HeldOutRows(f).Select(r => g.YTrain[r])] : g.YTest;
-                double accuracy = truth.Length == 0 ? double.NaN : Accuracy(model.Predict(evalK[key.Pca, f], truth.Length), truth);
-                outcomes[key.Pca, f, key.C] = new(accuracy, seconds, model.IterationLimitHits);
-                done(key);
-            });
-            return new(shared, pcas?.FitSeconds ?? 0, pcas?.Summary(Xtr.Layer));
+            return new(fitRows, fitK, evalK, [.. s.PcaSizes.Select((p, pi) => byRows[pi] ? (p == 0 ? Xtr.D : p) : 0)], new(shared, pcas?.FitSeconds ?? 0, pcas?.Summary(Xtr.Layer)));
         }
     }
 
@@ -346,11 +405,12 @@ public static class Sweep
         var rows = new List<SweepRow>();
         var warnings = new List<string>();
         var layerPcas = new List<SweepLayerPca>();
+        var allOutcomes = s.Layers.Select(_ => new FitOutcome[s.PcaSizes.Count, k + 1, s.Cs.Count]).ToArray();
+        var works = fits.Run(g, allOutcomes, Done, cancellation);
         for (int l = 0; l < s.Layers.Count; l++)
         {
-            cancellation.ThrowIfCancellationRequested();
-            var outcomes = new FitOutcome[s.PcaSizes.Count, k + 1, s.Cs.Count];
-            var work = fits.RunLayer(g, l, outcomes, Done, cancellation);
+            var outcomes = allOutcomes[l];
+            var work = works[l];
             if (work.Pca != null) layerPcas.Add(work.Pca);
             for (int p = 0; p < s.PcaSizes.Count; p++)
             {

@@ -181,7 +181,12 @@ public static class LinearSvm
     // TRows says how the solver reaches the rows: wᵀx_i and w ← w + a·x_i (PrimalRows: w over D features; GramSvm:
     // the margins of all rows over a Gram matrix). xSq_i = x_iᵀx_i. A struct type argument, so the JIT specialises
     // the loop for each and inlines the two calls.
-    internal static void SolveL2rL1L2Svc<TRows>(TRows rows, int n, double[] xSq, Span<DualProblem> problems, SvmOptions o, ulong seed)
+    //
+    // warmStart: start from each problem's α (and its w) as a previous solve left them instead of α = 0, for a path
+    // of ascending C (Chu, Ho, Lin, Lin, "Warm Start for Parameter Selection of Linear Classifiers", KDD 2015, which
+    // LIBLINEAR's -C uses). The old α stays feasible: 0 ≤ α ≤ C_old ≤ C_new (L1 loss), α ≥ 0 (L2 loss).
+    internal static void SolveL2rL1L2Svc<TRows>(TRows rows, int n, double[] xSq, Span<DualProblem> problems, SvmOptions o, ulong seed,
+        bool warmStart = false)
         where TRows : struct, IDualRows
     {
         double C = o.C, eps = o.Tolerance, B = o.BiasScale;
@@ -197,9 +202,15 @@ public static class LinearSvm
         }
         foreach (var p in problems)
         {
-            rows.Clear(p);
-            p.WBias = 0;
-            Array.Clear(p.Alpha);
+            if (!warmStart)
+            {
+                rows.Clear(p);
+                p.WBias = 0;
+                Array.Clear(p.Alpha);
+            }
+            else if (U < double.PositiveInfinity)
+                foreach (double a in p.Alpha)
+                    if (a > U) throw new ArgumentException($"warm start: α = {a} exceeds C = {C}; the C path must be ascending");
             Array.Fill(p.Active, true);
             p.ActiveSize = n;
             p.PGmaxOld = double.PositiveInfinity;
