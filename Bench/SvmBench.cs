@@ -147,7 +147,7 @@ public sealed class SvmBench : IBenchmark
     private static double Median(double[] v) { var s = v.Order().ToArray(); return s[s.Length / 2]; }
 
     // CPU seconds (user + system) of terminated, waited-for child processes: getrusage(RUSAGE_CHILDREN).
-    private static double ChildrenCpuSeconds()
+    internal static double ChildrenCpuSeconds()
     {
         if (!OperatingSystem.IsLinux()) return double.NaN;
         var ru = new long[18];
@@ -159,13 +159,13 @@ public sealed class SvmBench : IBenchmark
     private static string? Arg(string[] a, string name) { int i = Array.IndexOf(a, name); return i >= 0 && i + 1 < a.Length ? a[i + 1] : null; }
     private static int IntArg(string[] a, string name, int def) => Arg(a, name) is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : def;
 
-    private static string CpuName()
+    internal static string CpuName()
     {
         try { return File.ReadLines("/proc/cpuinfo").FirstOrDefault(l => l.StartsWith("model name"))?.Split(':', 2)[1].Trim() ?? "unknown CPU"; }
         catch (IOException) { return "unknown CPU"; }
     }
 
-    private static string LoadAverage()
+    internal static string LoadAverage()
     {
         try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
         catch (IOException) { return "n/a"; }

@@ -66,6 +66,76 @@ static class OptionChecks
     }
 
     /// <summary>
+    /// Positive numbers, either a comma list ("0.01,0.1,1") or LO:HI:N, N values log-spaced from LO to HI inclusive
+    /// as numpy.logspace(log10(LO), log10(HI), N) spaces them (N = 1 gives LO). The option takes exactly one token.
+    /// </summary>
+    public static Option<double[]> PositiveListOrLogRange(this Option<double[]> option)
+    {
+        option.Arity = ArgumentArity.ExactlyOne;
+        option.CustomParser = r =>
+        {
+            string text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+            if (ParseListOrLogRange(text, out var values) is { } why) r.AddError($"{option.Name}: {why}");
+            return values;
+        };
+        return option;
+    }
+
+    /// <summary>The numbers of <paramref name="text"/> (see <see cref="PositiveListOrLogRange"/>), or why not.</summary>
+    public static string? ParseListOrLogRange(string text, out double[] values)
+    {
+        values = [];
+        static bool Number(string s, out double v) => double.TryParse(s, NumberStyles.Float, CultureInfo.InvariantCulture, out v) && double.IsFinite(v);
+        var range = text.Split(':', StringSplitOptions.TrimEntries);
+        if (range.Length == 3)
+        {
+            if (!Number(range[0], out double lo) || !(lo > 0)) return $"'{range[0]}' in '{text}' is not a positive number (LO:HI:N, e.g. 1e-3:1e2:12)";
+            if (!Number(range[1], out double hi) || !(hi > 0)) return $"'{range[1]}' in '{text}' is not a positive number (LO:HI:N, e.g. 1e-3:1e2:12)";
+            if (!int.TryParse(range[2], NumberStyles.Integer, CultureInfo.InvariantCulture, out int n) || n < 1)
+                return $"'{range[2]}' in '{text}' is not a count of at least 1 (LO:HI:N, e.g. 1e-3:1e2:12)";
+            if (n > 1 && !(hi > lo)) return $"'{text}': LO must be below HI (LO:HI:N, e.g. 1e-3:1e2:12)";
+            // numpy: y = arange(N) * ((b - a) / (N - 1)) + a with the last set to b exactly, then 10 ** y.
+            double a = Math.Log10(lo), b = Math.Log10(hi), step = n > 1 ? (b - a) / (n - 1) : 0;
+            values = new double[n];
+            for (int i = 0; i < n; i++) values[i] = i == 0 ? lo : i == n - 1 ? hi : Math.Pow(10, i * step + a);
+            return null;
+        }
+        if (range.Length != 1) return $"'{text}' is neither a comma list of numbers nor LO:HI:N (e.g. 1e-3:1e2:12)";
+        var parts = text.Split(',', StringSplitOptions.TrimEntries);
+        values = new double[parts.Length];
+        for (int i = 0; i < parts.Length; i++)
+            if (!Number(parts[i], out values[i]) || !(values[i] > 0))
+            {
+                values = [];
+                return parts[i].Length == 0 ? $"'{text}' has an empty value" : $"'{parts[i]}' is not a positive number";
+            }
+        return null;
+    }
+
+    /// <summary>A comma list of sizes: positive integers, and 'none' (or 0) for "no reduction", read as 0.</summary>
+    public static Option<int[]> SizesOrNone(this Option<int[]> option)
+    {
+        option.Arity = ArgumentArity.ExactlyOne;
+        option.CustomParser = r =>
+        {
+            string text = r.Tokens.Count == 1 ? r.Tokens[0].Value : "";
+            var parts = text.Split(',', StringSplitOptions.TrimEntries);
+            var sizes = new int[parts.Length];
+            for (int i = 0; i < parts.Length; i++)
+            {
+                if (parts[i].Equals("none", StringComparison.OrdinalIgnoreCase)) continue;
+                if (!int.TryParse(parts[i], NumberStyles.Integer, CultureInfo.InvariantCulture, out sizes[i]) || sizes[i] < 0)
+                {
+                    r.AddError($"{option.Name}: '{parts[i]}' is neither 'none' nor a positive integer (e.g. none,32,64)");
+                    return [];
+                }
+            }
+            return sizes;
+        };
+        return option;
+    }
+
+    /// <summary>
     /// An output path (file or folder) the program can create: its nearest existing ancestor is a folder we can write
     /// in, and nothing on the way is a file. Nothing is created here; <see cref="CreateParent"/> and
     /// <see cref="CreateFolder"/> do that when the verb writes.

@@ -10,7 +10,7 @@ root.Options.Add(CliCommon.Verbose);
 foreach (var command in new[]
 {
     DevicesCommand.Create(), InfoCommand.Create(), ClassifyCommand.Create(), FeatureMapsCommand.Create(),
-    BenchCommand.Create(), ExtractCommand.Create(), MergeCommand.Create(), SvmCommand.Create(), RunCommand.Create(),
+    BenchCommand.Create(), ExtractCommand.Create(), MergeCommand.Create(), SvmCommand.Create(), RunCommand.Create(), SweepCommand.Create(),
     SelfTestCommand.Create(), FinetuneCommand.Create(),
 })
     root.Subcommands.Add(command);

@@ -136,13 +136,13 @@ def build_model(weights: Path | None, init_seed: int):
     return model.eval()
 
 
-def preprocess(path: Path):
-    """File -> (3, 224, 224) float tensor, exactly the lab's transform chain."""
+def preprocess(path: Path, size: int = 224):
+    """File -> (3, size, size) float tensor, exactly the lab's transform chain (size 224)."""
     import torch
     from PIL import Image
 
     with Image.open(path) as im:
-        rgb = im.convert("RGB").resize((224, 224), Image.BILINEAR)
+        rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
     x = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1).float().div_(255.0)
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
@@ -151,30 +151,40 @@ def preprocess(path: Path):
 
 def layer_output(model, x, layer: str):
     """(N, 3, 224, 224) -> (N, D) activations of `layer`; see the header for why not hooks."""
+    return layer_outputs(model, x, (layer,))[layer]
+
+
+def layer_outputs(model, x, layers) -> dict:
+    """(N, 3, H, W) -> {layer: (N, D)} for several layers from one forward pass, stopping at the last one needed."""
     import torch
 
     cls = model.classifier  # [Linear, ReLU, Dropout, Linear, ReLU, Dropout, Linear]
-    h = torch.flatten(model.avgpool(model.features(x)), 1)  # (N, 25088)
-    if layer == "pool5":
-        return h
-    h = cls[0](h)
-    if layer == "fc6":
-        return h
-    h = torch.relu(h)
-    if layer == "relu6":
-        return h
-    h = cls[3](h)  # Dropout is the identity in eval mode
-    if layer == "fc7":
-        return h
-    h = torch.relu(h)
-    if layer == "relu7":
-        return h
-    return cls[6](h)
+    steps = (("pool5", lambda h: h), ("fc6", cls[0]), ("relu6", torch.relu),
+             ("fc7", cls[3]),  # Dropout is the identity in eval mode
+             ("relu7", torch.relu), ("fc8", cls[6]))
+    last = max(LAYERS.index(layer) for layer in layers)
+    f = model.features(x)
+    # pool5 is the last max pool's output, as tp7's tap is; the adaptive average pool that feeds fc6 is the
+    # identity at 224x224 and spreads a smaller map to 7x7 (25088 inputs) at other sizes.
+    out = {"pool5": torch.flatten(f, 1)} if "pool5" in layers else {}
+    h = torch.flatten(model.avgpool(f), 1)  # (N, 25088)
+    for name, step in steps[1:last + 1]:
+        h = step(h)
+        if name in layers:
+            out[name] = h
+    return out
 
 
 def extract(model, root: Path, items: list[tuple[str, int]], layer: str, batch: int, what: str):
     """Features for (relative path, label) items; undecodable files are skipped with a message.
     Returns (float32 (N, D), kept items, skipped [(path, reason)])."""
+    feats, kept, skipped = extract_layers(model, root, items, (layer,), batch, what)
+    return feats[layer], kept, skipped
+
+
+def extract_layers(model, root: Path, items: list[tuple[str, int]], layers, batch: int, what: str, size: int = 224):
+    """extract() for several layers from one forward pass at input size `size`:
+    ({layer: float32 (N, D)}, kept items, skipped)."""
     import torch
 
     feats, kept, skipped = [], [], []
@@ -186,7 +196,8 @@ def extract(model, root: Path, items: list[tuple[str, int]], layer: str, batch: 
         if not pending_x:
             return
         with torch.no_grad():
-            feats.append(layer_output(model, torch.stack(pending_x), layer).numpy().astype(np.float32))
+            out = layer_outputs(model, torch.stack(pending_x), layers)
+            feats.append({k: v.numpy().astype(np.float32) for k, v in out.items()})
         kept.extend(pending_items)
         done += len(pending_x)
         pending_x.clear()
@@ -196,7 +207,7 @@ def extract(model, root: Path, items: list[tuple[str, int]], layer: str, batch: 
 
     for rel, label in items:
         try:
-            pending_x.append(preprocess(root / rel))
+            pending_x.append(preprocess(root / rel, size))
         except Exception as e:  # PIL raises several types for bad files; all mean "skip it"
             print(f"\nskipping {root / rel}: {type(e).__name__}: {e}", file=sys.stderr)
             skipped.append((rel, f"{type(e).__name__}: {e}"))
@@ -208,7 +219,7 @@ def extract(model, root: Path, items: list[tuple[str, int]], layer: str, batch: 
     print(file=sys.stderr)
     if not feats:
         raise PipelineError(f"{root}: no decodable image in the {what} set")
-    return np.concatenate(feats), kept, skipped
+    return {layer: np.concatenate([f[layer] for f in feats]) for layer in layers}, kept, skipped
 
 
 def l2_normalise(x: np.ndarray) -> np.ndarray:

@@ -24,29 +24,68 @@ public sealed record ExtractionStats(int Images, int Cached, int Computed, doubl
 public readonly record struct ExtractProgress(int Done, int Total, double Seconds);
 
 /// <summary>
-/// Deep features at a named layer for a list of images: decoding on all cores runs ahead of the network (bounded
-/// queue), features already in the cache are not recomputed, and every new feature is cached as soon as its batch
-/// is done (so an interrupted run resumes).
+/// Deep features at one or more named layers for a list of images, all layers from one pass over the images:
+/// decoding on all cores runs ahead of the network (bounded queue), an image whose every requested layer is in the
+/// cache is neither decoded nor computed, and every new feature is cached under its own layer as soon as its batch is
+/// done (so an interrupted run resumes, and a later run of any one of those layers reads them).
 /// </summary>
-/// <param name="layer">A tap alias or value name of the model; null: the model's default feature layer.</param>
-public sealed class FeatureExtractor(ImageModel model, string weightsSha256, string? layer, bool l2 = true, int batchSize = 32,
-    FeatureCache? cache = null, Preprocessing? preprocessing = null)
+public sealed class FeatureExtractor
 {
-    readonly Preprocessing p = preprocessing ?? model.Preprocessing;
-    readonly string tap = model.CanonicalLayer(layer ?? model.DefaultLayer);
+    readonly ImageModel model;
+    readonly string weightsSha256;
+    readonly bool l2;
+    readonly int batchSize;
+    readonly FeatureCache? cache;
+    readonly Preprocessing p;
+    readonly string[] taps;
 
-    /// <summary>The layer's name as features record it (a tap's own spelling, e.g. relu7).</summary>
-    public string Layer => tap;
+    /// <param name="layer">A tap alias or value name of the model; null: the model's default feature layer.</param>
+    public FeatureExtractor(ImageModel model, string weightsSha256, string? layer, bool l2 = true, int batchSize = 32,
+        FeatureCache? cache = null, Preprocessing? preprocessing = null)
+        : this(model, weightsSha256, [layer ?? model.DefaultLayer], l2, batchSize, cache, preprocessing)
+    {
+    }
+
+    /// <param name="layers">Tap aliases or value names of the model (at least one); a layer named twice is extracted once.</param>
+    public FeatureExtractor(ImageModel model, string weightsSha256, IReadOnlyList<string> layers, bool l2 = true, int batchSize = 32,
+        FeatureCache? cache = null, Preprocessing? preprocessing = null)
+    {
+        if (layers.Count == 0) throw new ArgumentException("no layer requested");
+        this.model = model;
+        this.weightsSha256 = weightsSha256;
+        this.l2 = l2;
+        this.batchSize = batchSize;
+        this.cache = cache;
+        p = preprocessing ?? model.Preprocessing;
+        taps = layers.Select(model.CanonicalLayer).Distinct().ToArray();
+    }
+
+    /// <summary>The first layer's name as features record it (a tap's own spelling, e.g. relu7).</summary>
+    public string Layer => taps[0];
+    /// <summary>Every layer's name as features record it, in the order asked, without repeats.</summary>
+    public IReadOnlyList<string> Layers => taps;
     public Preprocessing Preprocessing => p;
-    public int Dimension => (int)model.LayerShape(tap, 1, p.Size).PerSample;
+    public int Dimension => DimensionOf(Layer);
+    public int DimensionOf(string layer) => (int)model.LayerShape(layer, 1, p.Size).PerSample;
 
+    /// <summary>The features of the first layer (the only one for an extractor made with one layer).</summary>
     public FeatureSet Extract(IReadOnlyList<DatasetItem> items, IReadOnlyList<string> classes,
+        Action<ExtractProgress>? progress = null, CancellationToken cancellation = default)
+        => ExtractLayers(items, classes, progress, cancellation)[Layer];
+
+    /// <summary>
+    /// The features of every layer, keyed by <see cref="Layers"/>; each set holds the same images (those that decoded)
+    /// in the same order. Each layer's <see cref="ExtractionStats.Cached"/> counts its own rows read from the cache;
+    /// the network time and decode rates are those of the one shared pass.
+    /// </summary>
+    public IReadOnlyDictionary<string, FeatureSet> ExtractLayers(IReadOnlyList<DatasetItem> items, IReadOnlyList<string> classes,
         Action<ExtractProgress>? progress = null, CancellationToken cancellation = default)
     {
         var clock = Stopwatch.StartNew();
-        int d = Dimension, n = items.Count;
-        var raw = new float[(long)n * d];
-        var have = new bool[n];
+        int n = items.Count, layers = taps.Length;
+        var d = taps.Select(DimensionOf).ToArray();
+        var raw = d.Select(dim => new float[(long)n * dim]).ToArray();
+        var have = new bool[layers, n];
         var hashes = new string?[n];
         var skipped = new List<SkippedFile>();
 
@@ -56,7 +95,9 @@ public sealed class FeatureExtractor(ImageModel model, string weightsSha256, str
             try
             {
                 hashes[i] = FeatureCache.HashFile(items[i].Path);
-                if (cache != null && cache.TryRead(hashes[i]!, weightsSha256, tap, raw.AsSpan(i * d, d))) have[i] = true;
+                if (cache != null)
+                    for (int l = 0; l < layers; l++)
+                        have[l, i] = cache.TryRead(hashes[i]!, weightsSha256, taps[l], raw[l].AsSpan(i * d[l], d[l]));
             }
             catch (Exception e) when (e is IOException or UnauthorizedAccessException)
             {
@@ -65,16 +106,19 @@ public sealed class FeatureExtractor(ImageModel model, string weightsSha256, str
         });
         foreach (var i in Enumerable.Range(0, n).Where(i => hashes[i] == null))
             skipped.Add(new SkippedFile(items[i].Path, "cannot read the file"));
-        int cached = have.Count(h => h);
+        var hit = (bool[,])have.Clone();
+        bool AllCached(int i) => Enumerable.Range(0, layers).All(l => have[l, i]);
+        int cached = Enumerable.Range(0, n).Count(AllCached);
         progress?.Invoke(new(cached, n, clock.Elapsed.TotalSeconds));
 
-        var todo = Enumerable.Range(0, n).Where(i => !have[i] && hashes[i] != null).ToArray();
+        var todo = Enumerable.Range(0, n).Where(i => !AllCached(i) && hashes[i] != null).ToArray();
         var indexOf = new Dictionary<DatasetItem, Queue<int>>();
         foreach (var i in todo)
         {
             if (!indexOf.TryGetValue(items[i], out var q)) indexOf[items[i]] = q = new Queue<int>();
             q.Enqueue(i);
         }
+        var computed = new bool[n];
         double computeSeconds = 0;
         BatchLoaderStats? decodeStats = null;
         int done = cached;
@@ -90,15 +134,20 @@ public sealed class FeatureExtractor(ImageModel model, string weightsSha256, str
                     if (batch.Count > 0)
                     {
                         long t0 = Stopwatch.GetTimestamp();
-                        var f = model.Forward(batch.Data.AsSpan(0, batch.Count * p.TensorLength), batch.Count, p.Size, p.Size, [tap])[tap];
+                        var f = model.Forward(batch.Data.AsSpan(0, batch.Count * p.TensorLength), batch.Count, p.Size, p.Size, taps);
                         computeSeconds += Stopwatch.GetElapsedTime(t0).TotalSeconds;
                         for (int j = 0; j < batch.Count; j++)
                         {
                             int i = indexOf[batch.Items[j]].Dequeue();
-                            var row = f.AsSpan(j * d, d);
-                            row.CopyTo(raw.AsSpan(i * d, d));
-                            have[i] = true;
-                            cache?.Write(hashes[i]!, weightsSha256, tap, row);
+                            computed[i] = true;
+                            for (int l = 0; l < layers; l++)
+                            {
+                                if (have[l, i]) continue;
+                                var row = f[taps[l]].AsSpan(j * d[l], d[l]);
+                                row.CopyTo(raw[l].AsSpan(i * d[l], d[l]));
+                                have[l, i] = true;
+                                cache?.Write(hashes[i]!, weightsSha256, taps[l], row);
+                            }
                         }
                     }
                     done += batch.Count;
@@ -109,19 +158,30 @@ public sealed class FeatureExtractor(ImageModel model, string weightsSha256, str
             decodeStats = loader.Stats;
         }
 
-        var keep = Enumerable.Range(0, n).Where(i => have[i]).ToArray();
-        var x = new float[(long)keep.Length * d];
-        for (int r = 0; r < keep.Length; r++)
+        // An image is kept when every layer has its row (from the cache, or from the pass: it decoded).
+        var keep = Enumerable.Range(0, n).Where(AllCached).ToArray();
+        var skippedSorted = skipped.OrderBy(s => s.Path, StringComparer.Ordinal).ToList();
+        var paths = keep.Select(i => items[i].Path).ToArray();
+        var labels = keep.Select(i => items[i].Label).ToArray();
+        int network = computed.Count(c => c);
+        double seconds = clock.Elapsed.TotalSeconds;
+        var sets = new Dictionary<string, FeatureSet>(StringComparer.Ordinal);
+        for (int l = 0; l < layers; l++)
         {
-            var row = x.AsSpan(r * d, d);
-            raw.AsSpan(keep[r] * d, d).CopyTo(row);
-            if (l2) Normalize(row);
+            int dim = d[l];
+            var x = new float[(long)keep.Length * dim];
+            for (int r = 0; r < keep.Length; r++)
+            {
+                var row = x.AsSpan(r * dim, dim);
+                raw[l].AsSpan(keep[r] * dim, dim).CopyTo(row);
+                if (l2) Normalize(row);
+            }
+            int fromCache = keep.Count(i => hit[l, i]);
+            var stats = new ExtractionStats(n, fromCache, keep.Length - fromCache, seconds, computeSeconds,
+                decodeStats?.ImagesPerWorkerSecond ?? 0, decodeStats?.Workers ?? 0, computeSeconds > 0 ? network / computeSeconds : 0);
+            sets[taps[l]] = new FeatureSet(x, keep.Length, dim, paths, labels, classes, taps[l], l2, weightsSha256, skippedSorted, stats);
         }
-        var stats = new ExtractionStats(n, cached, keep.Length - cached,
-            clock.Elapsed.TotalSeconds, computeSeconds, decodeStats?.ImagesPerWorkerSecond ?? 0, decodeStats?.Workers ?? 0,
-            computeSeconds > 0 ? (keep.Length - cached) / computeSeconds : 0);
-        return new FeatureSet(x, keep.Length, d, keep.Select(i => items[i].Path).ToArray(), keep.Select(i => items[i].Label).ToArray(),
-            classes, tap, l2, weightsSha256, skipped.OrderBy(s => s.Path, StringComparer.Ordinal).ToList(), stats);
+        return sets;
     }
 
     /// <summary>x / ||x||_2 (norm accumulated in double); a zero row stays zero, as sklearn's normalize leaves it.</summary>

@@ -56,8 +56,7 @@ public sealed class ImageModel : IDisposable
         Name = name;
         WeightsSource = source;
         Preprocessing = preprocessing;
-        // A tap's name reads better than a value's (ResNet18: pool5 rather than Pooling395_Output_0).
-        DefaultLayer = graph.Aliases.FirstOrDefault(a => a.Value == defaultLayer && a.Alias != defaultLayer).Alias ?? defaultLayer;
+        DefaultLayer = TapName(graph, defaultLayer);
         var input = graph.Inputs.Values.Single();
         if (input.Rank != 4 || input[1] != 3)
             throw new ArgumentException($"{source}: input {graph.Inputs.Keys.Single()} has shape {input}; an image model takes (N, 3, H, W)");
@@ -81,17 +80,23 @@ public sealed class ImageModel : IDisposable
     public static string DefaultFeatureLayer(Graph.Graph g)
         => g.Nodes.LastOrDefault(n => n.Op is "Linear" or "MatMul")?.Inputs[0] ?? g.Output;
 
+    /// <summary>A value by its tap's name where it has one: a tap's name reads better than a value's (ResNet18: pool5
+    /// rather than Pooling395_Output_0).</summary>
+    public static string TapName(Graph.Graph g, string value)
+        => g.Aliases.FirstOrDefault(a => a.Value == value && a.Alias != value).Alias ?? value;
+
     /// <summary>The graph value a layer name stands for: a tap alias (conv1_1 … fc8) or any value name of the graph.</summary>
     public string Resolve(string layer) => Resolve(Graph, layer);
 
-    public static string Resolve(Graph.Graph graph, string layer)
+    /// <param name="option">The option the name came from, for the error message.</param>
+    public static string Resolve(Graph.Graph graph, string layer, string option = "--layer")
     {
         try { return graph.Resolve(layer); }
         catch (ArgumentException)
         {
             var aliases = graph.Aliases.Select(a => a.Alias).ToList();
             var values = graph.Nodes.SelectMany(n => n.Outputs).ToList();
-            throw new ArgumentException($"--layer: '{layer}' is not a layer of the model; " +
+            throw new ArgumentException($"{option}: '{layer}' is not a layer of the model; " +
                 (aliases.Count > 0 ? $"taps: {string.Join(", ", aliases)}; " : "") +
                 $"or any of its {values.Count} values (`tp7 info` lists them), e.g. {string.Join(", ", values.TakeLast(3))}");
         }
@@ -100,19 +105,22 @@ public sealed class ImageModel : IDisposable
     /// <summary>A layer name as features and caches record it: the tap's own spelling, else the value name (checked).</summary>
     public string CanonicalLayer(string layer) => CanonicalLayer(Graph, layer);
 
-    public static string CanonicalLayer(Graph.Graph graph, string layer)
+    public static string CanonicalLayer(Graph.Graph graph, string layer, string option = "--layer")
     {
-        Resolve(graph, layer);
+        Resolve(graph, layer, option);
         foreach (var (a, _) in graph.Aliases)
             if (string.Equals(a, layer, StringComparison.OrdinalIgnoreCase)) return a;
         return layer;
     }
 
     /// <summary>Shape of a layer's value for <paramref name="n"/> images of the model's input size.</summary>
-    public Shape LayerShape(string layer, int n = 1, int? size = null)
+    public Shape LayerShape(string layer, int n = 1, int? size = null) => LayerShape(Graph, layer, n, size ?? Preprocessing.Size);
+
+    /// <summary>Shape of a layer's value for <paramref name="n"/> square images of side <paramref name="size"/>, from the graph alone.</summary>
+    public static Shape LayerShape(Graph.Graph graph, string layer, int n, int size)
     {
-        var v = Resolve(layer);
-        return new ExecutionPlan(Graph, new PlanRequest(InputShape(n, size ?? Preprocessing.Size), [layer])).Shapes[v];
+        var v = Resolve(graph, layer);
+        return new ExecutionPlan(graph, new PlanRequest(new Shape(n, 3, size, size), [layer])).Shapes[v];
     }
 
     public Shape InputShape(int n, int size) => new(n, 3, size, size);

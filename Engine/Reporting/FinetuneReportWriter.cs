@@ -3,6 +3,7 @@ using System.Net;
 using System.Text;
 using System.Text.Json;
 using ScottPlot;
+using static Tp7.Engine.Reporting.ReportFiles;
 using Tp7.Engine.Training;
 
 namespace Tp7.Engine.Reporting;
@@ -72,16 +73,7 @@ public static class FinetuneReportWriter
         acc.Title("accuracy (%)");
         Style(acc, x);
         acc.Axes.SetLimitsY(0, 100);
-        var a = loss.GetImage(600, 420);
-        var b = acc.GetImage(600, 420);
-        using var surface = SkiaSharp.SKSurface.Create(new SkiaSharp.SKImageInfo(1200, 420));
-        surface.Canvas.Clear(SkiaSharp.SKColors.White);
-        using (var ia = SkiaSharp.SKImage.FromEncodedData(a.GetImageBytes())) surface.Canvas.DrawImage(ia, 0, 0);
-        using (var ib = SkiaSharp.SKImage.FromEncodedData(b.GetImageBytes())) surface.Canvas.DrawImage(ib, 600, 0);
-        using var img = surface.Snapshot();
-        using var data = img.Encode(SkiaSharp.SKEncodedImageFormat.Png, 100);
-        using var f = File.Create(path);
-        data.SaveTo(f);
+        ReportFiles.SavePanels(path, 600, 420, loss, acc);
     }
 
     /// <summary>Whole-epoch ticks, and the legend below the axes where it hides no point.</summary>
@@ -114,6 +106,4 @@ public static class FinetuneReportWriter
         sb.Append("</table><h2>Confusion matrix</h2><img src=\"confusion.png\" width=\"700\"></body></html>");
         return sb.ToString();
     }
-
-    static string Csv(string s) => s.Contains(',') || s.Contains('"') ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
 }

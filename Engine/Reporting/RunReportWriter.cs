@@ -6,6 +6,7 @@ using SixLabors.ImageSharp;
 using SixLabors.ImageSharp.PixelFormats;
 using Tp7.Engine.Imaging;
 using Tp7.Engine.Pipeline;
+using static Tp7.Engine.Reporting.ReportFiles;
 
 namespace Tp7.Engine.Reporting;
 
@@ -62,7 +63,7 @@ public static class RunReportWriter
             csv.Append(Csv(r.Test.Paths[i])).Append(',').Append(Csv(names[r.Test.Labels[i]])).Append(',').Append(Csv(names[r.Predicted[i]])).Append('\n');
         WriteText(Path.Combine(dir, "predictions.csv"), csv.ToString());
 
-        WriteText(Path.Combine(dir, "split.json"), SplitJson(r));
+        WriteText(Path.Combine(dir, "split.json"), SplitJson(r.Dataset));
         ConfusionFigure.Save(Path.Combine(dir, "confusion.png"), rep.Confusion, names,
             $"{r.Settings.Layer} + linear SVM (C={r.Settings.C.ToString(CultureInfo.InvariantCulture)}): accuracy {rep.Accuracy:P1}");
         WriteText(Path.Combine(dir, "index.html"), Html(r, confused));
@@ -72,15 +73,15 @@ public static class RunReportWriter
     /// The train/test split in the "tp7-split" v1 format that tools/reference_pipeline.py --split-file replays:
     /// paths relative to the dataset root with '/' separators, labels as class names.
     /// </summary>
-    static string SplitJson(RunResult r)
+    internal static string SplitJson(Tp7.Engine.Data.Dataset dataset)
     {
-        var root = r.Dataset.Root;
+        var root = dataset.Root;
         object Items(IEnumerable<Tp7.Engine.Data.DatasetItem> items) => items
-            .Select(i => new { path = Path.GetRelativePath(root, i.Path).Replace('\\', '/'), label = r.Dataset.Classes[i.Label] }).ToList();
+            .Select(i => new { path = Path.GetRelativePath(root, i.Path).Replace('\\', '/'), label = dataset.Classes[i.Label] }).ToList();
         return JsonSerializer.Serialize(new
         {
-            format = "tp7-split", version = 1, classes = r.Dataset.Classes,
-            train = Items(r.Dataset.Train), test = Items(r.Dataset.Test),
+            format = "tp7-split", version = 1, classes = dataset.Classes,
+            train = Items(dataset.Train), test = Items(dataset.Test),
         }, new JsonSerializerOptions { WriteIndented = true });
     }
 
@@ -93,14 +94,6 @@ public static class RunReportWriter
             for (int j = 0; j < names.Count; j++)
                 if (i != j && m[i, j] > 0) list.Add(new(names[i], names[j], m[i, j]));
         return list.OrderByDescending(c => c.Count).ThenBy(c => c.True, StringComparer.Ordinal).Take(top).ToList();
-    }
-
-    static string Csv(string s) => s.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? "\"" + s.Replace("\"", "\"\"") + "\"" : s;
-
-    static void WriteText(string path, string text)
-    {
-        File.WriteAllText(path + ".tmp", text, new UTF8Encoding(false));
-        File.Move(path + ".tmp", path, overwrite: true);
     }
 
     static string Html(RunResult r, List<Confusion> confused)

@@ -72,7 +72,7 @@ public static class LinearSvm
         Parallel.For(0, groups, g =>
         {
             int k0 = (int)((long)m * g / groups), k1 = (int)((long)m * (g + 1) / groups);
-            SolveL2rL1L2Svc(X, n, d, xSq, problems.AsSpan(k0, k1 - k0), o, (ulong)(uint)o.Seed);
+            SolveL2rL1L2Svc(new PrimalRows(X, d), n, xSq, problems.AsSpan(k0, k1 - k0), o, (ulong)(uint)o.Seed);
         });
         var results = problems.Select(p => p.Result(o.BiasScale)).ToArray();
 
@@ -108,19 +108,38 @@ public static class LinearSvm
             if (y[i] is not (1 or -1)) throw new ArgumentException($"y[{i}] = {y[i]}; binary labels must be +1 or -1");
         CheckFinite(X, n, d);
         var problem = new DualProblem(y, d);
-        SolveL2rL1L2Svc(X, n, d, SquaredNorms(X, n, d), new[] { problem }, o, (ulong)(uint)o.Seed);
+        SolveL2rL1L2Svc(new PrimalRows(X, d), n, SquaredNorms(X, n, d), new[] { problem }, o, (ulong)(uint)o.Seed);
         return problem.Result(o.BiasScale);
     }
 
-    /// <summary>State of one binary dual problem: labels, w (D) and the bias weight, α and the shrinking state.
-    /// w is float (see DenseOps.Dot for the accumulation); α, the bias weight and all gradients are double.</summary>
-    internal sealed class DualProblem(sbyte[] y, int d)
+    /// <summary>State of one binary dual problem: labels, the bias weight, α and the shrinking state, and what
+    /// <see cref="IDualRows"/> keeps of w: w itself (D, float; see DenseOps.Dot for the accumulation) for
+    /// <see cref="PrimalRows"/>, or the margins F_i = wᵀx_i of all n rows (double) for <see cref="GramSvm"/>'s rows.
+    /// α, the bias weight and all gradients are double.</summary>
+    internal sealed class DualProblem
     {
-        public readonly sbyte[] Y = y;
-        public readonly float[] W = new float[d];
+        public readonly sbyte[] Y;
+        public readonly float[] W;
+        public readonly double[] F;
         public double WBias;
-        public readonly double[] Alpha = new double[y.Length];
-        public readonly bool[] Active = new bool[y.Length];
+
+        /// <summary>A problem whose w is kept explicitly (D floats).</summary>
+        public DualProblem(sbyte[] y, int d) : this(y, new float[d], []) { }
+
+        DualProblem(sbyte[] y, float[] w, double[] f)
+        {
+            Y = y;
+            W = w;
+            F = f;
+            Alpha = new double[y.Length];
+            Active = new bool[y.Length];
+        }
+
+        /// <summary>A problem whose w is kept as its margins on the n training rows (for a Gram-matrix solver).</summary>
+        public static DualProblem WithMargins(sbyte[] y) => new(y, [], new double[y.Length]);
+
+        public readonly double[] Alpha;
+        public readonly bool[] Active;
         public int ActiveSize;
         public double PGmaxOld, PGminOld, PGmaxNew, PGminNew;
         public int Iterations;
@@ -158,7 +177,17 @@ public static class LinearSvm
     // is loaded once and used by every problem for which it is active. Problems do not interact, so each one's
     // iterates are exactly those it would have alone with the same permutation sequence.
     // Sets each problem's Iterations (outer passes) and HitLimit (stopped at MaxIterations).
-    internal static void SolveL2rL1L2Svc(float[] X, int n, int d, double[] xSq, Span<DualProblem> problems, SvmOptions o, ulong seed)
+    //
+    // TRows says how the solver reaches the rows: wᵀx_i and w ← w + a·x_i (PrimalRows: w over D features; GramSvm:
+    // the margins of all rows over a Gram matrix). xSq_i = x_iᵀx_i. A struct type argument, so the JIT specialises
+    // the loop for each and inlines the two calls.
+    //
+    // warmStart: start from each problem's α (and its w) as a previous solve left them instead of α = 0, for a path
+    // of ascending C (Chu, Ho, Lin, Lin, "Warm Start for Parameter Selection of Linear Classifiers", KDD 2015, which
+    // LIBLINEAR's -C uses). The old α stays feasible: 0 ≤ α ≤ C_old ≤ C_new (L1 loss), α ≥ 0 (L2 loss).
+    internal static void SolveL2rL1L2Svc<TRows>(TRows rows, int n, double[] xSq, Span<DualProblem> problems, SvmOptions o, ulong seed,
+        bool warmStart = false)
+        where TRows : struct, IDualRows
     {
         double C = o.C, eps = o.Tolerance, B = o.BiasScale;
         double U = o.Loss == SvmLoss.Hinge ? C : double.PositiveInfinity;
@@ -173,9 +202,15 @@ public static class LinearSvm
         }
         foreach (var p in problems)
         {
-            Array.Clear(p.W);
-            p.WBias = 0;
-            Array.Clear(p.Alpha);
+            if (!warmStart)
+            {
+                rows.Clear(p);
+                p.WBias = 0;
+                Array.Clear(p.Alpha);
+            }
+            else if (U < double.PositiveInfinity)
+                foreach (double a in p.Alpha)
+                    if (a > U) throw new ArgumentException($"warm start: α = {a} exceeds C = {C}; the C path must be ascending");
             Array.Fill(p.Active, true);
             p.ActiveSize = n;
             p.PGmaxOld = double.PositiveInfinity;
@@ -201,14 +236,12 @@ public static class LinearSvm
             for (int s = 0; s < n; s++)
             {
                 int i = index[s];
-                var xi = new ReadOnlySpan<float>(X, i * d, d);
                 foreach (var p in problems)
                 {
                     if (p.Done || !p.Active[i]) continue;
-                    float[] w = p.W;
                     double[] alpha = p.Alpha;
                     int yi = p.Y[i];
-                    double G = yi * (DenseOps.Dot(w, xi) + p.WBias * B) - 1 + Dii * alpha[i];
+                    double G = yi * (rows.Margin(p, i) + p.WBias * B) - 1 + Dii * alpha[i];
 
                     double PG = 0;
                     if (alpha[i] == 0)
@@ -241,7 +274,7 @@ public static class LinearSvm
                         double alphaOld = alpha[i];
                         alpha[i] = Math.Min(Math.Max(alpha[i] - G / QD[i], 0.0), U);
                         double step = (alpha[i] - alphaOld) * yi;
-                        DenseOps.Axpy(step, xi, w);
+                        rows.Add(p, i, step);
                         p.WBias += step * B;
                     }
                 }
@@ -272,6 +305,25 @@ public static class LinearSvm
                 if (p.Done) remaining--;
             }
         }
+    }
+
+    /// <summary>How the dual solver reads and moves w along the rows x_i.</summary>
+    internal interface IDualRows
+    {
+        /// <summary>wᵀx_i, without the bias feature.</summary>
+        double Margin(DualProblem p, int i);
+        /// <summary>w ← w + a·x_i.</summary>
+        void Add(DualProblem p, int i, double a);
+        /// <summary>w ← 0.</summary>
+        void Clear(DualProblem p);
+    }
+
+    /// <summary>Rows (N, D) in memory; w kept explicitly in <see cref="DualProblem.W"/>.</summary>
+    internal readonly struct PrimalRows(float[] X, int d) : IDualRows
+    {
+        public double Margin(DualProblem p, int i) => DenseOps.Dot(p.W, new ReadOnlySpan<float>(X, i * d, d));
+        public void Add(DualProblem p, int i, double a) => DenseOps.Axpy(a, new ReadOnlySpan<float>(X, i * d, d), p.W);
+        public void Clear(DualProblem p) => Array.Clear(p.W);
     }
 
     internal static double[] SquaredNorms(float[] X, int n, int d)
