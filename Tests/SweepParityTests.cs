@@ -82,7 +82,9 @@ public sealed class SweepParityTests(ReferenceFiles refs, ITestOutputHelper log)
         }
 
         Assert.Empty(flips);
-        Assert.InRange(worstCv, 0, 0.005);
+        // 0.5 point is one held-out image of the 200 (each fold holds 40, the mean is over 5 folds); the slack keeps
+        // exactly one image from failing on the rounding of 0.615 - 0.620.
+        Assert.InRange(worstCv, 0, 0.005 + 1e-9);
         Assert.InRange(worstRatio, 0, 1e-4);
     }
 
