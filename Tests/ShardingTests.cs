@@ -339,7 +339,8 @@ public sealed class ShardingCliTests(ReferenceFiles refs, ITestOutputHelper log)
         const int n = 30;
         string cache = tmp["cache"], output = tmp["out/f.npy"];
         // Batch 1: a batch's features reach the cache before its progress line, so a signal finds them all counted.
-        string[] args = Extract(data, output, "--size", "32", "--batch", "1");
+        // 64x64 (about 4x the work of 32x32): the run must still be going when the test, on a loaded machine, reacts.
+        string[] args = Extract(data, output, "--size", "64", "--batch", "1");
         var progressLine = new Regex(@"^features\s+\[[#.]+\]\s+(\d+)/30\b");
         int CachedFiles() => Directory.Exists(Path.Combine(cache, "features"))
             ? Directory.EnumerateFiles(Path.Combine(cache, "features"), "*.f32", SearchOption.AllDirectories).Count() : 0;

@@ -138,7 +138,7 @@ public sealed class SweepCliTests(SweepDataset data, ITestOutputHelper log) : IC
         { ["--pca", "none,abc"], 2, "--pca: 'abc' is neither 'none' nor a positive integer" },
         { ["--batch", "0"], 2, "--batch must be at least 1, got 0" },
         { ["--C", "1,0.1"], 1, "--C: values must be ascending" },
-        { ["--pca", "4,none"], 1, "--pca: 0 (none) must come first" },
+        { ["--pca", "4,none"], 1, "--pca: none (0) must come first, then the sizes in ascending order" },
         { ["--pca", "none,5000"], 1, "--pca 5000: more components than" },
         { ["--layers", "fc6,nope"], 1, "--layers: 'nope' is not a layer of the model" },
         { ["--folds", "5"], 1, "--folds 5: class" },

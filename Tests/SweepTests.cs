@@ -27,7 +27,8 @@ public sealed class SweepTests(ITestOutputHelper log)
     [InlineData("noLayer", "--layers: give at least one layer")]
     [InlineData("unknownLayer", "--layers: no dimension known for layer fc9")]
     [InlineData("twiceLayer", "--layers: fc7 is given twice")]
-    [InlineData("pcaNoneLast", "--pca: 0 (none) must come first")]
+    [InlineData("pcaNoneLast", "--pca: none (0) must come first, then the sizes in ascending order")]
+    [InlineData("pcaNoneTwice", "--pca: no PCA is asked for twice ('none' and 0 both mean it)")]
     [InlineData("pcaDescending", "--pca: sizes must be ascending and distinct (8 comes before 4)")]
     [InlineData("pcaTooBigForFold", "--pca 20: more components than the 18 training images of a fold's training part")]
     [InlineData("pcaTooBigForLayer", "--pca 17: more components than layer fc8's 16 features")]
@@ -48,6 +49,7 @@ public sealed class SweepTests(ITestOutputHelper log)
             "unknownLayer" => ok with { Layers = ["fc7", "fc9"] },
             "twiceLayer" => ok with { Layers = ["fc7", "fc7"] },
             "pcaNoneLast" => ok with { PcaSizes = [4, 0] },
+            "pcaNoneTwice" => ok with { PcaSizes = [0, 0, 4] },
             "pcaDescending" => ok with { PcaSizes = [0, 8, 4] },
             // folds of 4: each holds 2 + 1 + 3 = 6 rows, so a training part has 18
             "pcaTooBigForFold" => ok with { Layers = ["fc7"], PcaSizes = [0, 20] },

@@ -104,7 +104,10 @@ public static class Sweep
         {
             int p = s.PcaSizes[i];
             if (p < 0) throw new ArgumentException($"--pca: {p} is negative (0 = none)");
-            if (p == 0 && i > 0) throw new ArgumentException("--pca: 0 (none) must come first");
+            if (p == 0 && i > 0)
+                throw new ArgumentException(s.PcaSizes.Take(i).Contains(0)
+                    ? "--pca: no PCA is asked for twice ('none' and 0 both mean it)"
+                    : "--pca: none (0) must come first, then the sizes in ascending order");
             if (i > 0 && p <= s.PcaSizes[i - 1] && s.PcaSizes[i - 1] != 0)
                 throw new ArgumentException($"--pca: sizes must be ascending and distinct ({s.PcaSizes[i - 1]} comes before {p})");
         }

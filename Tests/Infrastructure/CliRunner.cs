@@ -88,30 +88,33 @@ public sealed class RunningCli : IDisposable
     readonly Stopwatch clock = Stopwatch.StartNew();
     readonly Task<string> stdout;
     readonly System.Text.StringBuilder stderr = new();
-    readonly System.Threading.Channels.Channel<string> stderrLines = System.Threading.Channels.Channel.CreateUnbounded<string>();
-    readonly Task stderrPump;
+    // A thread of its own and a blocking queue: under a loaded test run the thread pool can starve for seconds, and a
+    // test that reacts to a line (a signal mid-extraction) must see it while the process is still at that point.
+    readonly System.Collections.Concurrent.BlockingCollection<string> stderrLines = new();
+    readonly Thread stderrPump;
 
     internal RunningCli(string[] args, Process process)
     {
         this.args = args;
         this.process = process;
         stdout = process.StandardOutput.ReadToEndAsync();
-        stderrPump = Task.Run(async () =>
+        stderrPump = new Thread(() =>
         {
             // Lines end at '\n' or at the progress line's '\r'.
             var line = new System.Text.StringBuilder();
             var buffer = new char[4096];
             int n;
-            while ((n = await process.StandardError.ReadAsync(buffer)) > 0)
+            while ((n = process.StandardError.Read(buffer, 0, buffer.Length)) > 0)
                 for (int i = 0; i < n; i++)
                 {
                     lock (stderr) stderr.Append(buffer[i]);
-                    if (buffer[i] is '\n' or '\r') { if (line.Length > 0) stderrLines.Writer.TryWrite(line.ToString()); line.Clear(); }
+                    if (buffer[i] is '\n' or '\r') { if (line.Length > 0) stderrLines.Add(line.ToString()); line.Clear(); }
                     else line.Append(buffer[i]);
                 }
-            if (line.Length > 0) stderrLines.Writer.TryWrite(line.ToString());
-            stderrLines.Writer.TryComplete();
-        });
+            if (line.Length > 0) stderrLines.Add(line.ToString());
+            stderrLines.CompleteAdding();
+        }) { IsBackground = true, Name = "tp7 stderr" };
+        stderrPump.Start();
     }
 
     public int Id => process.Id;
@@ -123,9 +126,8 @@ public sealed class RunningCli : IDisposable
         using var cts = new CancellationTokenSource(limit);
         try
         {
-            while (stderrLines.Reader.WaitToReadAsync(cts.Token).AsTask().GetAwaiter().GetResult())
-                while (stderrLines.Reader.TryRead(out var line))
-                    if (match(line)) return line;
+            foreach (var line in stderrLines.GetConsumingEnumerable(cts.Token))
+                if (match(line)) return line;
         }
         catch (OperationCanceledException) { }
         string seen;
@@ -148,11 +150,11 @@ public sealed class RunningCli : IDisposable
         {
             process.Kill(entireProcessTree: true);
             process.WaitForExit();
-            stderrPump.Wait();
+            stderrPump.Join();
             throw new TimeoutException($"tp7 {string.Join(' ', args)}: still running after {limit.TotalSeconds:F0} s\n--- stdout ---\n{stdout.Result}\n--- stderr ---\n{stderr}");
         }
         process.WaitForExit(); // drains the redirected streams
-        stderrPump.Wait();
+        stderrPump.Join();
         return new CliResult(args, process.ExitCode, stdout.Result, stderr.ToString(), clock.Elapsed);
     }
 
