@@ -92,19 +92,10 @@ public sealed class PcaBench : IBenchmark
         finally { Directory.Delete(dir, recursive: true); }
     }
 
-    static string RepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            if (File.Exists(Path.Combine(dir.FullName, "Tp7.Native.sln"))) return dir.FullName;
-        throw new InvalidOperationException($"Tp7.Native.sln not found above {AppContext.BaseDirectory}: run the bench from the repository");
-    }
+    static string RepoRoot() => ForwardComparisonBench.RepositoryRoot();
 
-    private static string? Arg(string[] a, string name) { int i = Array.IndexOf(a, name); return i >= 0 && i + 1 < a.Length ? a[i + 1] : null; }
-    private static int IntArg(string[] a, string name, int def) => Arg(a, name) is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : def;
+    static string? Arg(string[] a, string name) => BenchArgs.Arg(a, name);
+    static int IntArg(string[] a, string name, int def) => BenchArgs.Int(a, name, def);
 
-    private static string LoadAverage()
-    {
-        try { return string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)); }
-        catch (IOException) { return "n/a"; }
-    }
+    static string LoadAverage() => SvmBench.LoadAverage();
 }

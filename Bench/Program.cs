@@ -25,6 +25,19 @@ namespace Tp7.Bench
         int Run(string[] args);
     }
 
+    /// <summary>The benchmarks' `--name value` arguments.</summary>
+    public static class BenchArgs
+    {
+        public static string? Arg(string[] args, string name)
+        {
+            int i = Array.IndexOf(args, name);
+            return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+        }
+
+        public static int Int(string[] args, string name, int fallback)
+            => Arg(args, name) is { } s ? int.Parse(s, System.Globalization.CultureInfo.InvariantCulture) : fallback;
+    }
+
     public static class Timing
     {
         /// <summary>Runs <paramref name="action"/> warm times, then reps times; returns the median seconds.</summary>

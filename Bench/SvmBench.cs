@@ -156,8 +156,8 @@ public sealed class SvmBench : IBenchmark
 
     [System.Runtime.InteropServices.DllImport("libc", SetLastError = true)]
     private static extern int getrusage(int who, long[] usage);
-    private static string? Arg(string[] a, string name) { int i = Array.IndexOf(a, name); return i >= 0 && i + 1 < a.Length ? a[i + 1] : null; }
-    private static int IntArg(string[] a, string name, int def) => Arg(a, name) is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : def;
+    static string? Arg(string[] a, string name) => BenchArgs.Arg(a, name);
+    static int IntArg(string[] a, string name, int def) => BenchArgs.Int(a, name, def);
 
     internal static string CpuName()
     {

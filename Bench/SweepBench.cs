@@ -261,13 +261,8 @@ public sealed class SweepBench : IBenchmark
         return (train, test);
     }
 
-    static string RepoRoot()
-    {
-        for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
-            if (File.Exists(Path.Combine(d.FullName, "Tp7.Native.sln"))) return d.FullName;
-        throw new InvalidOperationException($"Tp7.Native.sln not found above {AppContext.BaseDirectory}");
-    }
+    static string RepoRoot() => ForwardComparisonBench.RepositoryRoot();
 
-    static string? Arg(string[] a, string name) { int i = Array.IndexOf(a, name); return i >= 0 && i + 1 < a.Length ? a[i + 1] : null; }
-    static int IntArg(string[] a, string name, int def) => Arg(a, name) is { } s ? int.Parse(s, CultureInfo.InvariantCulture) : def;
+    static string? Arg(string[] a, string name) => BenchArgs.Arg(a, name);
+    static int IntArg(string[] a, string name, int def) => BenchArgs.Int(a, name, def);
 }
