@@ -52,26 +52,11 @@ public sealed class Vgg16ReferenceTests(ReferenceFiles refs, ITestOutputHelper o
         using var model = new ImageModel(device, WeightsLocator.Load(refs.Weights));
         var ours = model.Forward(input, n, h, w, Taps);
 
-        var failures = new List<string>();
         output.WriteLine($"{device.Name}, N={n}, {h}x{w}: max |diff| / max |torch| per tap");
-        foreach (var tap in Taps)
-        {
-            var want = file.ReadFloat32("tap/" + tap);
-            var got = ours[tap];
-            Assert.Equal(want.Length, got.Length);
-            double maxRef = 0, maxErr = 0;
-            int worst = 0;
-            for (int i = 0; i < want.Length; i++)
-            {
-                maxRef = Math.Max(maxRef, Math.Abs(want[i]));
-                double e = Math.Abs(got[i] - (double)want[i]);
-                if (e > maxErr || double.IsNaN(e)) { maxErr = e; worst = i; }
-            }
-            double rel = maxErr / Math.Max(maxRef, 1e-30);
-            output.WriteLine($"  {tap,-8} {rel:E2}  (max |torch| {maxRef:G4})");
-            if (!(rel <= Tolerance))
-                failures.Add($"{tap}: max |diff| {maxErr:G4} = {rel:E2} of max |torch| {maxRef:G4} at index {worst} (ours {got[worst]}, torch {want[worst]})");
-        }
+        var errors = TapComparison.CompareAll(file, ours, "fp32");
+        Assert.Equal(Taps.Length, errors.Count);
+        foreach (var e in errors) output.WriteLine("  " + e);
+        var failures = errors.Where(e => !e.Passed).Select(e => e.ToString()).ToList();
         Assert.True(failures.Count == 0, string.Join("\n", failures));
     }
 
