@@ -107,6 +107,8 @@ static class ProfileCommand
             $"{Ms(r.Total.Seconds)} ms of kernels, {r.Total.Flops / 1e9:F2} GFLOP, {r.Total.GFlops:F1} GFLOP/s = {Pct(r.Total.FlopFraction(flopPeak))} % of the {o.Precision} peak"));
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"wall: {Ms(r.Wall)} ms for {o.Reps} passes ({Ms(perPass)} ms per pass, {o.Batch / perPass:F2} img/s); kernels busy {100 * r.Total.Seconds / r.Wall:F1} % of it"));
+        if (r.Kinds.Any(k => k.Op.StartsWith("conv", StringComparison.Ordinal)) && r.Timing.StartsWith("host", StringComparison.Ordinal))
+            Console.WriteLine("GFLOP/s counts a direct convolution's multiply-adds; the host's Winograd layers (3x3) do fewer multiplies, so theirs is an effective rate that can pass the FMA peak.");
         Console.WriteLine($"trace: {Path.GetFullPath(tracePath)} (open in https://ui.perfetto.dev or chrome://tracing)");
     }
 

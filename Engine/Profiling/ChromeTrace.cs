@@ -5,7 +5,7 @@ namespace Tp7.Engine.Profiling;
 
 /// <summary>
 /// Writes a profile as a Chrome trace (the Trace Event Format that Perfetto and chrome://tracing open): one "X"
-/// (complete) event per span with ts and dur in microseconds from the profiler's origin. Process 1 is the host, one
+/// (complete) event per span with ts and dur in microseconds from the first recorded event. Process 1 is the host, one
 /// track per thread (the executor's, each decode worker's); process 2 is the device, one track per stream (kernels
 /// and copies on the compute stream, staged uploads on the copy stream). Names of processes and threads are "M"
 /// (metadata) events. Spec: https://docs.google.com/document/d/1CvAClvFfyA5R-PhYUmn5OOQtYMH4h6I0nSsKchNAySU
@@ -29,13 +29,16 @@ public static class ChromeTrace
         var spans = profiler.Spans;
         var tracks = new[] { LayerProfiler.ComputeTrack, LayerProfiler.CopyTrack };
         int Tid(string track) => Array.IndexOf(tracks, track) + 1;
-        static double Us(double seconds) => Math.Round(seconds * 1e6, 3);
+        // Time 0 is the first recorded event (not the profiler's creation, which precedes the warm-up).
+        double zero = spans.Select(s => s.Start).Concat(entries.Select(e => e.Start)).Concat(copies.Select(c => c.Start)).DefaultIfEmpty(0).Min();
+        double Us(double seconds) => Math.Round(seconds * 1e6, 3);
+        double At(double start) => Us(start - zero);
 
         var events = new List<(double Ts, Action<Utf8JsonWriter> Write)>();
         foreach (var s in spans)
-            events.Add((Us(s.Start), w => Event(w, s.Name, s.Category, HostPid, s.Thread, Us(s.Start), Us(s.Seconds), s.Args)));
+            events.Add((At(s.Start), w => Event(w, s.Name, s.Category, HostPid, s.Thread, At(s.Start), Us(s.Seconds), s.Args)));
         foreach (var e in entries)
-            events.Add((Us(e.Start), w => Event(w, e.Layer, e.Op, DevicePid, Tid(LayerProfiler.ComputeTrack), Us(e.Start), Us(e.Seconds),
+            events.Add((At(e.Start), w => Event(w, e.Layer, e.Op, DevicePid, Tid(LayerProfiler.ComputeTrack), At(e.Start), Us(e.Seconds),
                 new Dictionary<string, object>
                 {
                     ["op"] = e.Op, ["shape"] = e.Shape, ["flops"] = e.Flops, ["bytes"] = e.Bytes,
@@ -43,7 +46,7 @@ public static class ChromeTrace
                     ["gb_per_s"] = e.Seconds > 0 ? Math.Round(e.Bytes / e.Seconds / 1e9, 3) : 0,
                 })));
         foreach (var c in copies)
-            events.Add((Us(c.Start), w => Event(w, c.Name, "copy", DevicePid, Tid(c.Track), Us(c.Start), Us(c.Seconds),
+            events.Add((At(c.Start), w => Event(w, c.Name, "copy", DevicePid, Tid(c.Track), At(c.Start), Us(c.Seconds),
                 new Dictionary<string, object> { ["bytes"] = c.Bytes, ["gb_per_s"] = c.Seconds > 0 ? Math.Round(c.Bytes / c.Seconds / 1e9, 3) : 0 })));
 
         using var w = new Utf8JsonWriter(stream, new JsonWriterOptions { Indented = false });

@@ -26,7 +26,7 @@ public sealed record DevicePeak(string Name, double Fp32, double? Tf32, double? 
 
     public string Describe(string precision)
     {
-        string flops = Flops(precision) is { } f ? $"{f / 1e12:F1} TFLOP/s {precision}" : $"no {precision} unit";
+        string flops = Flops(precision) is { } f ? (f >= 1e12 ? $"{f / 1e12:F1} TFLOP/s {precision}" : $"{f / 1e9:F0} GFLOP/s {precision}") : $"no {precision} unit";
         string bw = BytesPerSecond is { } b ? $"{b / 1e9:F0} GB/s" : "memory bandwidth n/a";
         return string.Create(CultureInfo.InvariantCulture, $"{Name}: {flops}, {bw} ({Source})");
     }
