@@ -20,7 +20,7 @@ static class ProfileCommand
         var batch = new Option<int>("--batch") { Description = "Images per pass", DefaultValueFactory = _ => 8 }.AtLeast(1);
         var size = new Option<int?>("--size") { Description = "Input height and width (default: the model's, 224; VGG16 needs at least 32)" }.AtLeast(1);
         var reps = new Option<int>("--reps") { Description = "Profiled passes", DefaultValueFactory = _ => 3 }.AtLeast(1);
-        var warmup = new Option<int>("--warmup") { Description = "Unprofiled passes first (kernel compilation, plans, memory)", DefaultValueFactory = _ => 1 }.AtLeast(0);
+        var warmup = new Option<int>("--warmup") { Description = "Unprofiled passes first (kernel compilation, plans, memory; with 0, device events of the first launches include the compilation the device waited for)", DefaultValueFactory = _ => 1 }.AtLeast(0);
         var trace = new Option<string>("--trace") { Description = "Chrome trace JSON to write (opens in ui.perfetto.dev or chrome://tracing)", DefaultValueFactory = _ => Path.Combine("out", "profile", "trace.json") };
         var json = new Option<bool>("--json") { Description = "Print the profile as one JSON document" };
         var backward = new Option<bool>("--backward") { Description = "Profile training passes: forward in train mode, loss, backward through every parameter" };
