@@ -264,3 +264,51 @@ static class TraceChecks
             .ToList();
     }
 }
+
+/// <summary>
+/// Where the profiler's kernel times come from on each kind of device: device events on an ILGPU context built with
+/// profiling, a synchronised stopwatch on one built without, a stopwatch on the host backend; every launch and copy
+/// recorded once, with its cost, in order on the device timeline.
+/// </summary>
+public sealed class ProfilerTimingTests
+{
+    static Tp7.Engine.Graph.Graph TwoOps()
+    {
+        var g = new Tp7.Engine.Graph.Graph();
+        g.Inputs["x"] = new Tp7.Engine.Graph.Shape(1, 37);
+        g.Nodes.Add(new Tp7.Engine.Graph.Node("r", "Relu", ["x"], ["y"], new Tp7.Engine.Graph.Attributes()));
+        g.Nodes.Add(new Tp7.Engine.Graph.Node("s", "Softmax", ["y"], ["p"], new Tp7.Engine.Graph.Attributes()));
+        g.Output = "p";
+        return g;
+    }
+
+    [Theory]
+    [InlineData("cpu", "host stopwatch around each op")]
+    [InlineData("ilgpu-cpu profiled", "device events")]
+    [InlineData("ilgpu-cpu", "host stopwatch between device synchronisations")]
+    public void EachLaunchAndCopyIsRecordedOnceWithItsClock(string device, string timing)
+    {
+        using ComputeDevice dev = device == "cpu" ? new HostDevice() : IlgpuDevice.OpenCpuAccelerator(profiling: device.EndsWith("profiled", StringComparison.Ordinal));
+        using var net = new Tp7.Engine.Graph.Network(dev, TwoOps());
+        using var profiler = new LayerProfiler();
+        net.Profiler = profiler;
+        var x = Enumerable.Range(0, 5 * 37).Select(i => (float)Math.Sin(i)).ToArray();
+        const int passes = 3;
+        for (int i = 0; i < passes; i++) net.Forward(x, new Tp7.Engine.Graph.Shape(5, 37), ["p"]);
+
+        Assert.Contains(timing, profiler.Timing);
+        var entries = profiler.Entries;
+        Assert.Equal(Enumerable.Repeat(new[] { "relu", "softmax" }, passes).SelectMany(a => a), entries.Select(e => e.Op));
+        Assert.All(entries, e => Assert.Equal("[5, 37]", e.Shape));
+        Assert.All(entries.Where(e => e.Op == "relu"), e => Assert.Equal(8.0 * 5 * 37, e.Bytes));
+        Assert.All(entries, e => Assert.True(e.Seconds > 0, $"{e.Layer}: zero time"));
+        var copies = profiler.Copies;
+        Assert.Equal(Enumerable.Repeat(new[] { "upload", "download" }, passes).SelectMany(a => a), copies.Select(c => c.Name));
+        Assert.All(copies, c => Assert.Equal(4.0 * 5 * 37, c.Bytes));
+        // One in-order stream: upload, relu, softmax, download, one after the other, pass after pass.
+        var timeline = entries.Select(e => (e.Start, End: e.Start + e.Seconds)).Concat(copies.Select(c => (c.Start, End: c.Start + c.Seconds)))
+            .OrderBy(t => t.Start).ToList();
+        for (int i = 1; i < timeline.Count; i++)
+            Assert.True(timeline[i].Start >= timeline[i - 1].End - 1e-7, $"event {i} starts at {timeline[i].Start:R} s, before event {i - 1} ended at {timeline[i - 1].End:R} s");
+    }
+}
