@@ -59,9 +59,12 @@ sealed class DeviceOptions
         command.Options.Add(Index);
     }
 
+    /// <summary>Open ILGPU devices with profiling (device events for the kernel profiler).</summary>
+    public bool Profiling { get; set; }
+
     /// <summary>Opens the device; the line saying which one (and why) goes to stderr so stdout stays parseable.</summary>
     public Tp7.Engine.Devices.ComputeDevice Open(ParseResult parse)
-        => Tp7.Engine.Devices.DeviceCatalog.Open(parse.GetValue(Device)!, parse.GetValue(Index), line => Console.Error.WriteLine(line));
+        => Tp7.Engine.Devices.DeviceCatalog.Open(parse.GetValue(Device)!, parse.GetValue(Index), line => Console.Error.WriteLine(line), Profiling);
 }
 
 /// <summary>

@@ -251,7 +251,7 @@ static class ProfileTable
     {
         var rows = profiler.Summary();
         double total = rows.Sum(r => r.Seconds);
-        var table = new Table().Title($"kernel profile ({images} images, synchronised per layer)")
+        var table = new Table().Title(Markup.Escape($"kernel profile ({images} images; times: {profiler.Timing})"))
             .AddColumn("layer").AddColumn("kernel").AddColumn("output").AddColumn(new TableColumn("calls").RightAligned())
             .AddColumn(new TableColumn("ms").RightAligned()).AddColumn(new TableColumn("%").RightAligned())
             .AddColumn(new TableColumn("GFLOP/s").RightAligned()).AddColumn(new TableColumn("GB/s").RightAligned());

@@ -11,7 +11,7 @@ foreach (var command in new[]
 {
     DevicesCommand.Create(), InfoCommand.Create(), ClassifyCommand.Create(), FeatureMapsCommand.Create(),
     BenchCommand.Create(), ExtractCommand.Create(), MergeCommand.Create(), SvmCommand.Create(), RunCommand.Create(), SweepCommand.Create(),
-    SelfTestCommand.Create(), FinetuneCommand.Create(),
+    SelfTestCommand.Create(), FinetuneCommand.Create(), ProfileCommand.Create(),
 })
     root.Subcommands.Add(command);
 var parse = root.Parse(args);

@@ -31,8 +31,8 @@ public static class Accelerators
     public static CPUDevice CpuSimulatorDevice() => new(numThreadsPerWarp: 32, numWarpsPerMultiprocessor: 8, numMultiprocessors: 1);
 
     /// <summary>A context with only the CPU simulator above (algorithms enabled); dispose it after the accelerator.</summary>
-    public static Context CreateCpuSimulatorContext()
-        => Context.Create(b => b.CPU(CpuSimulatorDevice()).EnableAlgorithms());
+    public static Context CreateCpuSimulatorContext(bool profiling = false)
+        => Context.Create(b => { b.CPU(CpuSimulatorDevice()).EnableAlgorithms(); if (profiling) b.Profiling(); });
 
     /// <summary>Largest power of two not above <paramref name="wanted"/> that the accelerator allows per group.</summary>
     internal static int GroupSize(Accelerator acc, int wanted)

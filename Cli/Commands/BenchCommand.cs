@@ -27,6 +27,7 @@ static class BenchCommand
             var sizes = OptionChecks.Integers(parse.GetValue(batches)!);
             int r = parse.GetValue(reps);
             modelOptions.Check(parse);
+            device.Profiling = parse.GetValue(profile); // device events time the profiled pass's launches
             using var session = ModelSession.Open(parse, device, modelOptions);
             var model = session.Model;
             int s = session.Preprocessing.Size;

@@ -67,8 +67,14 @@ public sealed class BatchLoader
     private long _startTimestamp;
     private long _endTimestamp;
 
-    public BatchLoader(IReadOnlyList<DatasetItem> items, Preprocessing p, int batchSize, int workers = 0, int prefetch = 2)
+    private readonly Func<int, float[]>? _allocate;
+
+    /// <param name="allocate">Makes each full-batch buffer (e.g. page-locked memory a GPU copies from asynchronously);
+    /// null: ordinary arrays. Buffers are reused through the pool, so it is called about prefetch + 2 times.</param>
+    public BatchLoader(IReadOnlyList<DatasetItem> items, Preprocessing p, int batchSize, int workers = 0, int prefetch = 2,
+        Func<int, float[]>? allocate = null)
     {
+        _allocate = allocate;
         if (batchSize <= 0) throw new ArgumentException($"batch size {batchSize} must be positive");
         if (prefetch < 1) throw new ArgumentException($"prefetch {prefetch} must be at least 1");
         p.Validate();
@@ -80,6 +86,9 @@ public sealed class BatchLoader
     }
 
     public int BatchCount => (_items.Count + _batchSize - 1) / _batchSize;
+
+    /// <summary>Receives each image's decode and preprocess spans (on the worker's thread) when set.</summary>
+    public Tp7.Engine.Profiling.ITraceSink? Trace { get; init; }
 
     /// <summary>Files skipped so far, in input order.</summary>
     public IReadOnlyList<SkippedFile> Skipped => [.. _skipped.OrderBy(s => s.Index).Select(s => s.File)];
@@ -184,7 +193,7 @@ public sealed class BatchLoader
         long t0 = Stopwatch.GetTimestamp();
         try
         {
-            ImageLoader.LoadTensor(item.Path, _p, batch.Buffer.AsSpan(slot * len, len));
+            ImageLoader.LoadTensor(item.Path, _p, batch.Buffer.AsSpan(slot * len, len), Trace);
             Interlocked.Increment(ref _decoded);
         }
         catch (ImageDecodeException e)
@@ -223,8 +232,8 @@ public sealed class BatchLoader
     private float[] RentBuffer(int length)
     {
         // Only full-batch buffers are pooled; the last, shorter batch gets its own.
-        if (length == _batchSize * _p.TensorLength && _pool.TryTake(out var buffer)) return buffer;
-        return new float[length];
+        if (length != _batchSize * _p.TensorLength) return new float[length];
+        return _pool.TryTake(out var buffer) ? buffer : _allocate?.Invoke(length) ?? new float[length];
     }
 
     /// <summary>Blocks until <paramref name="task"/> completes; a worker's unexpected failure surfaces here.</summary>

@@ -63,10 +63,12 @@ public static class DeviceCatalog
     };
 
     /// <summary>
-    /// Opens the device a verb asked for and says on <paramref name="log"/> which one and why.
+    /// Opens the device a verb asked for and says on <paramref name="log"/> which one and why. With
+    /// <paramref name="profiling"/>, ILGPU contexts are built with profiling so launches can be timed by device events.
     /// </summary>
-    public static ComputeDevice Open(string choice, int index, Action<string> log)
+    public static ComputeDevice Open(string choice, int index, Action<string> log, bool profiling = false)
     {
+        Action<Context.Builder> Profiled(Action<Context.Builder> configure) => b => { configure(b); if (profiling) b.Profiling(); };
         switch (choice.ToLowerInvariant())
         {
             case "cpu":
@@ -79,21 +81,21 @@ public static class DeviceCatalog
             {
                 // ILGPU's default 16-thread groups: the naive kernels, which run a whole VGG16 in seconds there
                 // (`tp7 selftest` opens the 256-thread simulator itself to cover the tiled versions).
-                var dev = IlgpuDevice.OpenCpuAccelerator();
+                var dev = IlgpuDevice.OpenCpuAccelerator(profiling: profiling);
                 log($"device: {dev.Describe()} (debugging only: far slower than --device cpu)");
                 return dev;
             }
             case "cuda":
-                return OpenIlgpu(b => b.Cuda(), "CUDA", index, log)
+                return OpenIlgpu(Profiled(b => b.Cuda()), "CUDA", index, log)
                        ?? throw new InvalidOperationException($"no CUDA device with index {index} (see 'tp7 devices')");
             case "opencl":
-                return OpenIlgpu(b => b.OpenCL(), "OpenCL", index, log)
+                return OpenIlgpu(Profiled(b => b.OpenCL()), "OpenCL", index, log)
                        ?? throw new InvalidOperationException($"no usable OpenCL device with index {index} (see 'tp7 devices')");
             case "auto":
             {
                 var reasons = new List<string>();
-                if (TryOpen(b => b.Cuda(), "CUDA", index, log, reasons) is { } cuda) return cuda;
-                if (TryOpen(b => b.OpenCL(d => d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU && OpenClRefusal(d) == null),
+                if (TryOpen(Profiled(b => b.Cuda()), "CUDA", index, log, reasons) is { } cuda) return cuda;
+                if (TryOpen(Profiled(b => b.OpenCL(d => d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU && OpenClRefusal(d) == null)),
                         "OpenCL GPU", index, log, reasons) is { } cl) return cl;
                 var host = new HostDevice();
                 log($"device: {host.Describe()} (auto: {string.Join("; ", reasons)})");

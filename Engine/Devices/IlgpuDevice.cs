@@ -22,6 +22,8 @@ public sealed class IlgpuDevice : ComputeDevice
     public override string Name => Accelerator.Name;
     public override DeviceKind Kind { get; }
     public override long MemoryBytes => Accelerator.MemorySize;
+    /// <summary>The context was built with profiling: streams take ILGPU profiling markers (device events).</summary>
+    public bool Profiling => context.Properties.EnableProfiling;
 
     public IlgpuDevice(Context context, Device device, bool ownsContext = false)
     {
@@ -42,9 +44,11 @@ public sealed class IlgpuDevice : ComputeDevice
     /// thread, so barrier-heavy tiles are slow there (fc6's tiled GEMM alone takes minutes). Without it, ILGPU's
     /// default 16-thread groups run the naive versions, fast enough for a whole VGG16 at 32x32.
     /// </summary>
-    public static IlgpuDevice OpenCpuAccelerator(bool gpuSizedGroups = false)
+    /// <param name="profiling">Build the context with profiling, so the profiler can record device events.</param>
+    public static IlgpuDevice OpenCpuAccelerator(bool gpuSizedGroups = false, bool profiling = false)
     {
-        var ctx = gpuSizedGroups ? Accelerators.CreateCpuSimulatorContext() : Context.Create(b => b.DefaultCPU().EnableAlgorithms());
+        var ctx = gpuSizedGroups ? Accelerators.CreateCpuSimulatorContext(profiling)
+            : Context.Create(b => { b.DefaultCPU().EnableAlgorithms(); if (profiling) b.Profiling(); });
         return new IlgpuDevice(ctx, ctx.GetCPUDevice(0), ownsContext: true);
     }
 
@@ -108,6 +112,11 @@ public sealed class IlgpuDevice : ComputeDevice
 
     /// <summary>The accelerator view of a tensor (what the ops' ILGPU launchers take).</summary>
     public static ArrayView<float> View(DeviceTensor t) => t is GpuTensor g
+        ? g.Buffer.View.SubView(g.Offset, g.Length)
+        : throw new ArgumentException("tensor belongs to another device than this ILGPU accelerator");
+
+    /// <summary>The dense 1-D view of a tensor (what ILGPU's page-locked copies take).</summary>
+    internal static ArrayView1D<float, Stride1D.Dense> DenseView(DeviceTensor t) => t is GpuTensor g
         ? g.Buffer.View.SubView(g.Offset, g.Length)
         : throw new ArgumentException("tensor belongs to another device than this ILGPU accelerator");
 

@@ -1,5 +1,7 @@
 using System.Diagnostics;
 using Tp7.Engine.Data;
+using Tp7.Engine.Devices;
+using Tp7.Engine.Profiling;
 using Tp7.Engine.Imaging;
 using Tp7.Engine.Kernels;
 using Tp7.Engine.Model;
@@ -59,6 +61,13 @@ public sealed class FeatureExtractor
         p = preprocessing ?? model.Preprocessing;
         taps = layers.Select(model.CanonicalLayer).Distinct().ToArray();
     }
+
+    /// <summary>
+    /// On an ILGPU accelerator, decode into page-locked buffers and upload batch i+1 on a second stream while batch i
+    /// computes (<see cref="StagedUploads"/>); false: upload each batch from pageable memory when its pass starts.
+    /// The host backend reads the loader's buffers directly either way.
+    /// </summary>
+    public bool Overlap { get; init; } = true;
 
     /// <summary>The first layer's name as features record it (a tap's own spelling, e.g. relu7).</summary>
     public string Layer => taps[0];
@@ -124,8 +133,17 @@ public sealed class FeatureExtractor
         int done = cached;
         if (todo.Length > 0)
         {
-            var loader = new BatchLoader(todo.Select(i => items[i]).ToList(), p, batchSize);
-            foreach (var batch in loader.ReadBatches(cancellation))
+            var profiler = model.Profiler;
+            using var stager = Overlap && model.Device is IlgpuDevice gpu
+                ? new StagedUploads(gpu, (long)batchSize * p.TensorLength) { Profiler = profiler } : null;
+            var loader = new BatchLoader(todo.Select(i => items[i]).ToList(), p, batchSize, allocate: stager != null ? stager.AllocatePinned : null)
+            {
+                Trace = profiler,
+            };
+            var batches = stager != null
+                ? StageAhead(loader.ReadBatches(cancellation), stager, p.TensorLength)
+                : loader.ReadBatches(cancellation).Select(b => (Batch: b, Staged: (DeviceTensor?)null));
+            foreach (var (batch, staged) in batches)
             {
                 using (batch)
                 {
@@ -134,7 +152,9 @@ public sealed class FeatureExtractor
                     if (batch.Count > 0)
                     {
                         long t0 = Stopwatch.GetTimestamp();
-                        var f = model.Forward(batch.Data.AsSpan(0, batch.Count * p.TensorLength), batch.Count, p.Size, p.Size, taps);
+                        var f = model.Forward(batch.Data.AsSpan(0, batch.Count * p.TensorLength), batch.Count, p.Size, p.Size, taps, staged);
+                        profiler.SpanSince($"batch {batch.Index} forward", "pipeline", t0,
+                            new Dictionary<string, object> { ["images"] = batch.Count, ["staged"] = staged != null });
                         computeSeconds += Stopwatch.GetElapsedTime(t0).TotalSeconds;
                         for (int j = 0; j < batch.Count; j++)
                         {
@@ -182,6 +202,29 @@ public sealed class FeatureExtractor
             sets[taps[l]] = new FeatureSet(x, keep.Length, dim, paths, labels, classes, taps[l], l2, weightsSha256, skippedSorted, stats);
         }
         return sets;
+    }
+
+    /// <summary>
+    /// Batches with their input already on the device: batch i+1's upload is started on the copy stream before batch i
+    /// is handed out, so it runs while batch i computes; batch i is handed out once its own upload is done.
+    /// </summary>
+    static IEnumerable<(Batch Batch, DeviceTensor? Staged)> StageAhead(IEnumerable<Batch> batches, StagedUploads stager, int tensorLength)
+    {
+        using var e = batches.GetEnumerator();
+        if (!e.MoveNext()) yield break;
+        var current = e.Current;
+        int slot = 0;
+        stager.Start(slot, current.Data, current.Count * tensorLength);
+        while (true)
+        {
+            var staged = stager.Wait(slot);
+            Batch? next = e.MoveNext() ? e.Current : null;
+            if (next != null) stager.Start(1 - slot, next.Data, next.Count * tensorLength);
+            yield return (current, staged);
+            if (next == null) yield break;
+            current = next;
+            slot = 1 - slot;
+        }
     }
 
     /// <summary>x / ||x||_2 (norm accumulated in double); a zero row stays zero, as sklearn's normalize leaves it.</summary>

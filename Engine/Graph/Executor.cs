@@ -15,7 +15,7 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
 
     public ComputeDevice Device => parameters.Device;
     public ParameterStore Parameters => parameters;
-    /// <summary>When set, every launch is synchronised and timed into it, labelled with its alias (tap) name.</summary>
+    /// <summary>When set, every launch and copy is timed into it (see <see cref="LayerProfiler"/>), labelled with its alias (tap) name.</summary>
     public LayerProfiler? Profiler { get; set; }
     /// <summary>Bytes held by the arena now.</summary>
     public long ArenaBytes => 4 * (arena?.Length ?? 0);
@@ -56,11 +56,25 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
     /// output into <paramref name="results"/> (per name, at <paramref name="sampleOffset"/> samples in).
     /// </summary>
     public void Forward(ExecutionPlan plan, ReadOnlySpan<float> input, IDictionary<string, float[]> results, int sampleOffset = 0, ulong seed = 0)
+        => Forward(plan, input, null, results, sampleOffset, seed);
+
+    /// <summary>
+    /// The forward pass from an input already on the device (a staged upload, see <see cref="StagedUploads"/>): it is
+    /// copied into the plan's input slot on the compute stream, so the caller may refill its buffer once this returns.
+    /// </summary>
+    public void Forward(ExecutionPlan plan, DeviceTensor staged, IDictionary<string, float[]> results, int sampleOffset = 0, ulong seed = 0)
+        => Forward(plan, default, staged, results, sampleOffset, seed);
+
+    void Forward(ExecutionPlan plan, ReadOnlySpan<float> input, DeviceTensor? staged, IDictionary<string, float[]> results, int sampleOffset, ulong seed)
     {
         EnsureArena(plan.ArenaElements);
         var x = Value(plan, plan.InputName);
-        Check(input.Length == x.Elements, $"input has {input.Length} values, the plan takes {x.Shape}");
-        Device.Upload(x.Data, input);
+        long given = staged?.Length ?? input.Length;
+        Check(given == x.Elements, $"input has {given} values, the plan takes {x.Shape}");
+        var copy = Profiler?.Begin(Device) ?? default;
+        if (staged != null) Device.Copy(x.Data, staged);
+        else Device.Upload(x.Data, input);
+        Profiler?.EndCopy(copy, Device, staged != null ? "input (staged, device copy)" : "upload", 4.0 * given);
         var ctx = new OpContext(Device) { Training = plan.Training, Seed = seed, Parameters = parameters };
         var wanted = plan.OutputValues.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.Select(kv => kv.Key).ToArray());
         Collect(plan, plan.InputName, wanted, results, sampleOffset, grad: false);
@@ -108,16 +122,15 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
         }
     }
 
-    /// <summary>Runs one launch; with a profiler, synchronises and records it with its cost under the node's tap name.</summary>
+    /// <summary>Runs one launch; with a profiler, records its time (device events or a stopwatch) and cost under the node's tap name.</summary>
     void Launch(ExecutionPlan plan, Node node, Tensor[] ins, Tensor[] outs, Action run,
         Func<Node, IReadOnlyList<Shape>, IReadOnlyList<Shape>, OpCost> cost, string suffix)
     {
-        long t0 = Profiler != null ? LayerProfiler.Now() : 0;
+        var mark = Profiler?.Begin(Device) ?? default;
         run();
         if (Profiler == null) return;
-        Device.Synchronize();
         var c = cost(node, ins.Select(t => t.Shape).ToList(), outs.Select(t => t.Shape).ToList());
-        Profiler.Record(Label(plan, node), OpLabel(node) + suffix, outs[0].Shape.ToString(), c.Flops, c.Bytes, LayerProfiler.Since(t0));
+        Profiler.End(mark, Device, Label(plan, node), OpLabel(node) + suffix, outs[0].Shape.ToString(), c);
     }
 
     /// <summary>The plan's output value (logits) and the buffer its gradient goes to, for the loss.</summary>
@@ -131,7 +144,9 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
         foreach (var name in names)
         {
             if (!results.TryGetValue(name, out var dst)) results[name] = dst = new float[t.Elements];
+            var copy = Profiler?.Begin(Device) ?? default;
             Device.Download(t.Data, dst.AsSpan((int)(sampleOffset * t.Shape.PerSample), (int)t.Elements));
+            Profiler?.EndCopy(copy, Device, "download", 4.0 * t.Elements);
         }
     }
 

@@ -57,7 +57,9 @@ public sealed class Network : IDisposable
     /// Runs inputs of <paramref name="inputShape"/> (N first) up to the requested values and returns each on the
     /// host, (N, per-sample elements), by the name it was asked with.
     /// </summary>
-    public Dictionary<string, float[]> Forward(ReadOnlySpan<float> input, Shape inputShape, IReadOnlyCollection<string> outputs)
+    /// <param name="staged">The same input already on the device (<see cref="StagedUploads"/>): used when the batch runs
+    /// in one piece; a batch split into chunks uploads from <paramref name="input"/>.</param>
+    public Dictionary<string, float[]> Forward(ReadOnlySpan<float> input, Shape inputShape, IReadOnlyCollection<string> outputs, DeviceTensor? staged = null)
     {
         if (outputs.Count == 0) throw new ArgumentException("no layer requested");
         if (input.Length != inputShape.Elements)
@@ -83,7 +85,8 @@ public sealed class Network : IDisposable
             if (start == 0)
                 foreach (var (name, value) in plan.OutputValues)
                     results[name] = new float[n * plan.Shapes[value].PerSample];
-            Executor.Forward(plan, input.Slice((int)(start * per), (int)(count * per)), results, start);
+            if (staged != null && count == n) Executor.Forward(plan, staged, results, start);
+            else Executor.Forward(plan, input.Slice((int)(start * per), (int)(count * per)), results, start);
         }
         return results;
     }

@@ -70,18 +70,22 @@ public static class ImageLoader
     }
 
     /// <summary>Decodes, resizes and normalises into <paramref name="chw"/>, one batch slot of
-    /// (3, p.Size, p.Size) float32.</summary>
-    public static void LoadTensor(string path, Preprocessing p, Span<float> chw)
+    /// (3, p.Size, p.Size) float32. With <paramref name="trace"/>, the decode and the preprocessing are spans of it.</summary>
+    public static void LoadTensor(string path, Preprocessing p, Span<float> chw, Tp7.Engine.Profiling.ITraceSink? trace = null)
     {
         if (chw.Length != p.TensorLength)
             throw new ArgumentException($"{path}: tensor slot has {chw.Length} floats, expected {p.TensorLength} for (3, {p.Size}, {p.Size})");
+        long t0 = trace != null ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
         using var decoded = Open(path, p);
+        long t1 = trace != null ? System.Diagnostics.Stopwatch.GetTimestamp() : 0;
+        trace?.HostSpan("decode", "data", t0, t1, new Dictionary<string, object> { ["file"] = Path.GetFileName(path) });
         byte[] resized = System.Buffers.ArrayPool<byte>.Shared.Rent(p.Size * p.Size * 3);
         try
         {
             Span<byte> hwc = resized.AsSpan(0, p.Size * p.Size * 3);
             Resize(decoded, p.Size, hwc);
             ToTensor(hwc, p, chw);
+            trace?.HostSpan("preprocess", "data", t1, System.Diagnostics.Stopwatch.GetTimestamp());
         }
         finally
         {

@@ -154,11 +154,13 @@ public sealed class ImageModel : IDisposable
     /// Runs images (N, 3, H, W) through the network up to the last of <paramref name="taps"/> and returns each tap
     /// as a host array (N, per-sample elements) in NCHW order, keyed by the name it was asked with.
     /// </summary>
-    public Dictionary<string, float[]> Forward(ReadOnlySpan<float> input, int n, int height, int width, IReadOnlyCollection<string> taps)
+    /// <param name="staged">The same input already uploaded (<see cref="StagedUploads"/>), or null.</param>
+    public Dictionary<string, float[]> Forward(ReadOnlySpan<float> input, int n, int height, int width, IReadOnlyCollection<string> taps,
+        DeviceTensor? staged = null)
     {
         if (isVgg16) Vgg16Architecture.OutputShapes(height, width); // a clear error for inputs below 32x32
         foreach (var t in taps) Resolve(t);
-        return Network.Forward(input, new Shape(n, 3, height, width), taps);
+        return Network.Forward(input, new Shape(n, 3, height, width), taps, staged);
     }
 
     /// <summary>Softmax probabilities (N, classes) of logits (N, classes), computed on the device.</summary>
