@@ -74,9 +74,12 @@ public static class OpenCl
     /// The device filter for <c>Context.Builder.OpenCL</c>: admits the devices ILGPU runs on, and a PoCL device when
     /// <see cref="PoclOptedIn"/> (adapting it then; ILGPU checks the capability when the accelerator is created).
     /// </summary>
-    public static bool Admit(CLDevice d)
+    public static bool Admit(CLDevice d) => Admit(d, PoclOptedIn);
+
+    /// <summary><see cref="Admit(CLDevice)"/> with the PoCL opt-in given here rather than read from the environment.</summary>
+    public static bool Admit(CLDevice d, bool poclOptIn)
     {
-        if (Refusal(d, PoclOptedIn) != null) return false;
+        if (Refusal(d, poclOptIn) != null) return false;
         if (!d.Capabilities.GenericAddressSpace) AdaptPocl(d);
         return true;
     }
