@@ -1,6 +1,7 @@
 using System.Text.Json;
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.OpenCL;
 using Tp7.Engine.Devices;
 using Tp7.Engine.Kernels;
 using Tp7.Engine.Model;
@@ -41,9 +42,9 @@ public sealed class OpenClTests(ReferenceFiles refs, OpenClFixture fx, ITestOutp
         using (var device = fx.OpenDevice())
         using (var model = new ImageModel(device, weights))
         {
-            using (var gemm = new GemmGpu(device.Accelerator))
-                Assert.Equal(GemmVersion.V2Tiled, gemm.DefaultVersion);
             ours = model.Forward(input, n, h, w, taps);
+            // The versions the graph ran are the ones users get on this device: the tiled implicit GEMM.
+            Assert.Equal(Conv2dVersion.V2ImplicitGemm, device.Kernels(a => new Conv2dGpu(a)).DefaultVersion);
         }
         output.WriteLine($"{fx.Accelerator.Name}: VGG16 forward N={n} {h}x{w} in {sw.Elapsed.TotalSeconds:F1} s (kernels compiled on first use included)");
         using (var device = new HostDevice())
@@ -98,6 +99,35 @@ public sealed class OpenClTests(ReferenceFiles refs, OpenClFixture fx, ITestOutp
             Assert.Equal(r.NotBuilt, e.Message);
         }
         else Assert.True(r.Passed, r.ToString());
+    }
+
+    /// <summary>
+    /// The adaptation's safety: a view that may point to shared memory is a generic pointer that ILGPU casts from a
+    /// local one, which OpenCL C forbids once generic means global, so such a kernel fails to build on PoCL instead of
+    /// running wrong; with a real generic address space it runs.
+    /// </summary>
+    [Fact]
+    public void AViewThatMayPointToSharedMemoryDoesNotBuildUnderTheAdaptation()
+    {
+        if (OpenCl.UsesGlobalPointers(fx.Accelerator.Device))
+        {
+            Assert.Throws<CLException>(() => fx.Accelerator.LoadStreamKernel<ArrayView<float>, int>(SharedOrGlobal));
+            return;
+        }
+        var kernel = fx.Accelerator.LoadStreamKernel<ArrayView<float>, int>(SharedOrGlobal);
+        using var y = fx.Accelerator.Allocate1D<float>(64);
+        kernel(new KernelConfig(1, 64), y.View, 1);
+        fx.Accelerator.Synchronize();
+        Assert.Equal(Enumerable.Range(0, 64).Select(i => (float)((i + 1) % 64 + 1)), y.GetAsArray1D());
+    }
+
+    static void SharedOrGlobal(ArrayView<float> y, int useShared)
+    {
+        var shared = SharedMemory.Allocate<float>(64);
+        shared[Group.IdxX] = Group.IdxX;
+        Group.Barrier();
+        ArrayView<float> source = useShared != 0 ? shared : y;
+        y[Group.IdxX] = source[(Group.IdxX + 1) % 64] + 1;
     }
 
     /// <summary>
