@@ -137,10 +137,11 @@ public abstract class GpuOpsTests(AcceleratorFixture fx)
         var results = KernelSelfTest.Run(fx.Accelerator, quick: true, timed: false);
         var failed = results.Where(r => !r.Passed && !r.Skipped).Select(r => r.ToString()).ToList();
         Assert.True(failed.Count == 0, string.Join(Environment.NewLine, failed));
-        // A kernel the device's compiler does not build is reported, not compared; the only one allowed is ILGPU's
-        // atomic add on PoCL (see OpenCl), so any other kernel that stops building fails here.
-        var notBuilt = results.Where(r => r.Skipped).Select(r => $"{r.Op}/{r.Version}").Distinct().ToArray();
-        Assert.Equal(OpenCl.UsesGlobalPointers(fx.Accelerator.Device) ? ["conv2d_backward_weight/V2Tiled"] : Array.Empty<string>(), notBuilt);
+        // A kernel the device's compiler does not build is reported, not compared. Allowed only on PoCL, and only for
+        // ILGPU's atomics (see OpenCl): today conv2d_backward_weight/V2Tiled. Any other reason fails here.
+        var notBuilt = results.Where(r => r.Skipped).ToList();
+        if (!OpenCl.UsesGlobalPointers(fx.Accelerator.Device)) Assert.Empty(notBuilt);
+        Assert.All(notBuilt, r => Assert.Contains("atomic_uint", r.NotBuilt));
         // Every op family and every version is covered.
         var covered = results.Select(r => $"{r.Op}/{r.Version}").ToHashSet();
         foreach (var expected in new[] { "gemm/V1Naive", "gemm/V2Tiled", "conv2d/V1Naive", "conv2d/V2ImplicitGemm",
