@@ -68,18 +68,22 @@ public readonly record struct Comparison(
         => $"max |Δ| {MaxAbsError:g3}, rel {MaxRelError:g3}; worst index {WorstIndex} of {Length}: gpu {WorstGpu:R} vs ref {WorstRef:R}";
 }
 
-/// <summary>One kernel version on one shape against its host twin.</summary>
+/// <summary>
+/// One kernel version on one shape against its host twin. <paramref name="NotBuilt"/>: the device's compiler did not
+/// build the kernel (<see cref="KernelNotBuiltException"/>), so nothing was compared; neither passed nor failed.
+/// </summary>
 public sealed record SelfTestResult(
     string Op, string Version, string Shape, Comparison Comparison, Tolerance Tolerance, double GpuMilliseconds,
-    string? Error = null)
+    string? Error = null, string? NotBuilt = null)
 {
-    public bool Passed => Error == null && Comparison.Passed;
+    public bool Passed => Error == null && NotBuilt == null && Comparison.Passed;
+    public bool Skipped => NotBuilt != null;
     public double MaxAbsError => Comparison.MaxAbsError;
     public double MaxRelError => Comparison.MaxRelError;
 
     public override string ToString()
-        => $"{(Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
-           (Error ?? $"{Comparison} (tol {Tolerance})" + (double.IsNaN(GpuMilliseconds) ? "" : $", {GpuMilliseconds:F3} ms"));
+        => $"{(Skipped ? "SKIP" : Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
+           (NotBuilt ?? Error ?? $"{Comparison} (tol {Tolerance})" + (double.IsNaN(GpuMilliseconds) ? "" : $", {GpuMilliseconds:F3} ms"));
 }
 
 /// <summary>
@@ -359,6 +363,10 @@ public static class KernelSelfTest
             launch();
             acc.Synchronize();
             return new SelfTestResult(op, version, shape, cmp, tol, sw.Elapsed.TotalMilliseconds);
+        }
+        catch (KernelNotBuiltException e)
+        {
+            return new SelfTestResult(op, version, shape, default, tol, double.NaN, NotBuilt: e.Message);
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {

@@ -4,15 +4,17 @@ using Tp7.Engine.Graph;
 using Tp7.Engine.Kernels;
 using NetGraph = Tp7.Engine.Graph.Graph;
 
+using Tp7.Tests.Infrastructure;
+
 namespace Tp7.Tests;
 
 /// <summary>
 /// The convolutions ONNX models bring beyond VGG's: asymmetric pads (ResNet's stem as exported with pads
 /// [3, 3, 2, 2]), dilation, groups and depthwise (MobileNetV2). Every host version that accepts a shape and every ILGPU
-/// version on the CPU accelerator against a double-precision direct-loop reference written here from the ONNX Conv
+/// version on every accelerator present (ILGPU's CPU accelerator, OpenCL) against a double-precision direct-loop reference written here from the ONNX Conv
 /// definition, with |Δ| ≤ 1e-4·max(1, max |ref|). Output sizes are checked against the reference's own formula.
 /// </summary>
-public sealed class ConvGeneralTests(CpuSimulatorFixture fx) : IClassFixture<CpuSimulatorFixture>
+public abstract class ConvGeneralTests(AcceleratorFixture fx)
 {
     /// <summary>y[n, k, oy, ox] = b[k] + Σ over the group's channels and taps of x · w, 0 outside the input (ONNX Conv).</summary>
     internal static double[] Reference(float[] x, float[] w, float[] b, int n, int c, int h, int wd, int k, int r, int sk,
@@ -237,7 +239,7 @@ public sealed class ConvGeneralTests(CpuSimulatorFixture fx) : IClassFixture<Cpu
     /// the GEMM weight gradient with and without the image-as-B path) and the ILGPU ones against the V1 loops, which
     /// only read OutH/OutW and bounds.
     /// </summary>
-    [Fact]
+    [Fact, UsesAtomics]
     public void DenseBackwardWithAsymmetricPadsMatchesNaive()
     {
         var shapes = new[]
@@ -333,7 +335,7 @@ public sealed class ConvGeneralTests(CpuSimulatorFixture fx) : IClassFixture<Cpu
         var want = Reference(x, w, b, n, c, h, wd, k, 3, 3, 2, 1, 1, 2, 0, 1, 2, 1, groups, relu: false, out int oh, out int ow);
         var g = OneConv(new Shape(1, c, h, wd), new Shape(k, c / groups, 3, 3), attributes);
         Assert.Equal(new Shape(n, k, oh, ow), OpRegistry.Get("Conv").InferShapes(g.Nodes[0], [new Shape(n, c, h, wd), new Shape(k, c / groups, 3, 3), new Shape(k)])[0]);
-        foreach (var device in new ComputeDevice[] { new HostDevice(), IlgpuDevice.OpenCpuAccelerator() })
+        foreach (var device in new ComputeDevice[] { new HostDevice(), fx.OpenDevice() })
         {
             using var _ = device;
             using var net = new Network(device, g);
@@ -364,3 +366,10 @@ public sealed class ConvGeneralTests(CpuSimulatorFixture fx) : IClassFixture<Cpu
         _ = new ExecutionPlan(dense, new PlanRequest(new Shape(1, 4, 6, 6), [], Training: true, Trainable: new HashSet<string> { "w", "b" }));
     }
 }
+
+/// <summary>ConvGeneralTests on ILGPU's CPU accelerator simulating 256-thread groups.</summary>
+public sealed class ConvGeneralTestsOnCpuSimulator(CpuSimulatorFixture fx) : ConvGeneralTests(fx), IClassFixture<CpuSimulatorFixture>;
+
+/// <summary>ConvGeneralTests on the first OpenCL device ILGPU runs on (PoCL in CI).</summary>
+[RequiresBackend("opencl")]
+public sealed class ConvGeneralTestsOnOpenCl(OpenClFixture fx) : ConvGeneralTests(fx), IClassFixture<OpenClFixture>;

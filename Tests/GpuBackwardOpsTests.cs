@@ -5,17 +5,19 @@ using ILGPU;
 using ILGPU.Runtime;
 using Tp7.Engine.Kernels;
 
+using Tp7.Tests.Infrastructure;
+
 namespace Tp7.Tests;
 
 /// <summary>
 /// The training kernels (backward ops, dropout, softmax cross-entropy, optimiser steps) against their host twins on
-/// FsCheck-generated odd shapes, on the CPU-simulated GPU. Tolerances (|Δ| ≤ atol + rtol·|ref|): linear
+/// FsCheck-generated odd shapes, on every accelerator present (the CPU-simulated GPU, OpenCL). Tolerances (|Δ| ≤ atol + rtol·|ref|): linear
 /// <see cref="Tolerance.Dot"/> of the reduction length; ReLU, max pool, dropout and the bias column sum exact (same
 /// operations in the same order); adaptive average <see cref="Tolerance.Average"/>; softmax cross-entropy
 /// <see cref="Tolerance.Softmax"/>; optimiser steps 1e-6 + 1e-5·|ref| (a GPU may contract multiply-adds into FMAs).
 /// Output buffers start as NaN where the op overwrites, and as random values where it accumulates.
 /// </summary>
-public sealed class GpuBackwardOpsTests(CpuSimulatorFixture fx) : IClassFixture<CpuSimulatorFixture>
+public abstract class GpuBackwardOpsTests(AcceleratorFixture fx)
 {
     private const int Cases = 15;
     private static int _seed = 5000;
@@ -309,3 +311,10 @@ public sealed class GpuBackwardOpsTests(CpuSimulatorFixture fx) : IClassFixture<
         Assert.StartsWith("dw: buffer has 10 elements, expected 25", e.Message);
     }
 }
+
+/// <summary>GpuBackwardOpsTests on ILGPU's CPU accelerator simulating 256-thread groups.</summary>
+public sealed class GpuBackwardOpsTestsOnCpuSimulator(CpuSimulatorFixture fx) : GpuBackwardOpsTests(fx), IClassFixture<CpuSimulatorFixture>;
+
+/// <summary>GpuBackwardOpsTests on the first OpenCL device ILGPU runs on (PoCL in CI).</summary>
+[RequiresBackend("opencl")]
+public sealed class GpuBackwardOpsTestsOnOpenCl(OpenClFixture fx) : GpuBackwardOpsTests(fx), IClassFixture<OpenClFixture>;

@@ -6,55 +6,18 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using Tp7.Engine.Kernels;
 
+using Tp7.Tests.Infrastructure;
+
 namespace Tp7.Tests;
 
 /// <summary>
-/// One ILGPU CPU accelerator for the whole class (a simulated GPU with 256 threads per group, see
-/// <see cref="Accelerators.CpuSimulatorDevice"/>) and the op objects, whose kernels compile once.
-/// </summary>
-public sealed class CpuSimulatorFixture : IDisposable
-{
-    public Context Context { get; } = Accelerators.CreateCpuSimulatorContext();
-    public Accelerator Accelerator { get; }
-    public GemmGpu Gemm { get; }
-    public LinearGpu Linear { get; }
-    public Conv2dGpu Conv { get; }
-    public PoolingGpu Pool { get; }
-    public ActivationsGpu Act { get; }
-    public DropoutGpu Drop { get; }
-    public LossGpu CrossEntropy { get; }
-    public OptimizersGpu Optim { get; }
-
-    public CpuSimulatorFixture()
-    {
-        Accelerator = Context.GetPreferredDevice(preferCPU: true).CreateAccelerator(Context);
-        Gemm = new GemmGpu(Accelerator);
-        Linear = new LinearGpu(Accelerator);
-        Conv = new Conv2dGpu(Accelerator);
-        Pool = new PoolingGpu(Accelerator);
-        Act = new ActivationsGpu(Accelerator);
-        Drop = new DropoutGpu(Accelerator);
-        CrossEntropy = new LossGpu(Accelerator);
-        Optim = new OptimizersGpu(Accelerator);
-    }
-
-    public void Dispose()
-    {
-        Gemm.Dispose();
-        Linear.Dispose();
-        Accelerator.Dispose();
-        Context.Dispose();
-    }
-}
-
-/// <summary>
-/// Every ILGPU kernel version against its host twin on FsCheck-generated odd shapes: batch 1, sizes that are not
+/// Every ILGPU kernel version against its host twin on FsCheck-generated odd shapes, on every accelerator present: batch 1, sizes that are not
 /// multiples of the 64 x 64 x 16 tile, H ≠ W, K > M, every transpose. Tolerances (|Δ| ≤ atol + rtol·|ref|):
 /// GEMM, linear and convolution <see cref="Tolerance.Dot"/> (atol 1e-5·(1+sqrt(reduction length)), rtol 1e-5);
 /// max pool and ReLU exact; adaptive average 1e-6 + 1e-6·|ref|; softmax 1e-6 + 1e-5·|ref|.
 /// A failure prints the worst index, both values and the shape.
 /// </summary>
-public sealed class GpuOpsTests(CpuSimulatorFixture fx) : IClassFixture<CpuSimulatorFixture>
+public abstract class GpuOpsTests(AcceleratorFixture fx)
 {
     private const int Cases = 20;
     private static int _seed = 100;
@@ -172,8 +135,13 @@ public sealed class GpuOpsTests(CpuSimulatorFixture fx) : IClassFixture<CpuSimul
     public void QuickSelfTestPassesEveryCase()
     {
         var results = KernelSelfTest.Run(fx.Accelerator, quick: true, timed: false);
-        var failed = results.Where(r => !r.Passed).Select(r => r.ToString()).ToList();
+        var failed = results.Where(r => !r.Passed && !r.Skipped).Select(r => r.ToString()).ToList();
         Assert.True(failed.Count == 0, string.Join(Environment.NewLine, failed));
+        // A kernel the device's compiler does not build is reported, not compared. Allowed only on PoCL, and only for
+        // ILGPU's atomics (see OpenCl): today conv2d_backward_weight/V2Tiled. Any other reason fails here.
+        var notBuilt = results.Where(r => r.Skipped).ToList();
+        if (!OpenCl.UsesGlobalPointers(fx.Accelerator.Device)) Assert.Empty(notBuilt);
+        Assert.All(notBuilt, r => Assert.Contains("atomic_uint", r.NotBuilt));
         // Every op family and every version is covered.
         var covered = results.Select(r => $"{r.Op}/{r.Version}").ToHashSet();
         foreach (var expected in new[] { "gemm/V1Naive", "gemm/V2Tiled", "conv2d/V1Naive", "conv2d/V2ImplicitGemm",
@@ -260,3 +228,10 @@ public sealed class GpuOpsPtxTests
         }
     }
 }
+
+/// <summary>GpuOpsTests on ILGPU's CPU accelerator simulating 256-thread groups.</summary>
+public sealed class GpuOpsTestsOnCpuSimulator(CpuSimulatorFixture fx) : GpuOpsTests(fx), IClassFixture<CpuSimulatorFixture>;
+
+/// <summary>GpuOpsTests on the first OpenCL device ILGPU runs on (PoCL in CI).</summary>
+[RequiresBackend("opencl")]
+public sealed class GpuOpsTestsOnOpenCl(OpenClFixture fx) : GpuOpsTests(fx), IClassFixture<OpenClFixture>;

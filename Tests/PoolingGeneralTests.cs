@@ -4,15 +4,17 @@ using Tp7.Engine.Graph;
 using Tp7.Engine.Kernels;
 using NetGraph = Tp7.Engine.Graph.Graph;
 
+using Tp7.Tests.Infrastructure;
+
 namespace Tp7.Tests;
 
 /// <summary>
 /// The pooling ONNX models bring beyond VGG's: max pooling with asymmetric pads (ResNet's 3x3 stride-2 pool as
 /// exported with pads [1, 1, 0, 0]), ceil mode and dilation, forward and backward; ONNX AveragePool with
-/// count_include_pad and ceil mode, forward. Host and ILGPU (CPU accelerator) against double references written here
+/// count_include_pad and ceil mode, forward. Host and ILGPU (every accelerator present: the CPU accelerator, OpenCL) against double references written here
 /// from PyTorch's definitions (max_pool2d, avg_pool2d, pooling_output_shape), with ONNX's separate end pads.
 /// </summary>
-public sealed class PoolingGeneralTests(CpuSimulatorFixture fx) : IClassFixture<CpuSimulatorFixture>
+public abstract class PoolingGeneralTests(AcceleratorFixture fx)
 {
     /// <summary>
     /// Output length along one axis, counted window by window: window o starts at o·stride - pad. Floor mode keeps the
@@ -235,7 +237,7 @@ public sealed class PoolingGeneralTests(CpuSimulatorFixture fx) : IClassFixture<
         var avgNode = new Node("pool", "AveragePool", ["x"], ["y"], avgAttributes);
         Assert.Equal(new Shape(2, 3, avgCase.OH, avgCase.OW), OpRegistry.Get("AveragePool").InferShapes(avgNode, [shape])[0]);
 
-        foreach (var device in new ComputeDevice[] { new HostDevice(), IlgpuDevice.OpenCpuAccelerator() })
+        foreach (var device in new ComputeDevice[] { new HostDevice(), fx.OpenDevice() })
         {
             using var _ = device;
             ConvGeneralTests.AssertClose(maxWant, RunNode(device, "MaxPool", maxAttributes, shape, x), $"MaxPool node on {device.Name}");
@@ -257,3 +259,10 @@ public sealed class PoolingGeneralTests(CpuSimulatorFixture fx) : IClassFixture<
         Assert.Contains("avg2", Assert.Throws<ArgumentException>(() => OpRegistry.Get("AveragePool").InferShapes(tooBig, [x])).Message);
     }
 }
+
+/// <summary>PoolingGeneralTests on ILGPU's CPU accelerator simulating 256-thread groups.</summary>
+public sealed class PoolingGeneralTestsOnCpuSimulator(CpuSimulatorFixture fx) : PoolingGeneralTests(fx), IClassFixture<CpuSimulatorFixture>;
+
+/// <summary>PoolingGeneralTests on the first OpenCL device ILGPU runs on (PoCL in CI).</summary>
+[RequiresBackend("opencl")]
+public sealed class PoolingGeneralTestsOnOpenCl(OpenClFixture fx) : PoolingGeneralTests(fx), IClassFixture<OpenClFixture>;

@@ -556,3 +556,22 @@ public sealed class TensorOpsIlgpuCpuTests(IlgpuCpuDeviceFixture fx) : TensorOps
 {
     protected override ComputeDevice Device => fx.Device;
 }
+
+/// <summary>The first OpenCL device ILGPU runs on (PoCL in CI), as a graph-executor device; none when there is none.</summary>
+public sealed class OpenClDeviceFixture : IDisposable
+{
+    public IlgpuDevice Device { get; } = Tp7.Tests.Infrastructure.Backends.OpenClMissing == null ? Open() : null!;
+    public void Dispose() => Device?.Dispose();
+
+    static IlgpuDevice Open()
+    {
+        var context = Tp7.Tests.Infrastructure.Backends.CreateOpenClContext();
+        return new IlgpuDevice(context, ILGPU.Runtime.OpenCL.CLContextExtensions.GetCLDevices(context)[0], ownsContext: true);
+    }
+}
+
+[Tp7.Tests.Infrastructure.RequiresBackend("opencl")]
+public sealed class TensorOpsOpenClTests(OpenClDeviceFixture fx) : TensorOpsTests, IClassFixture<OpenClDeviceFixture>
+{
+    protected override ComputeDevice Device => fx.Device;
+}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command (README's second command; .ci/run calls it too).
-# Installs Debian's reference stack when it is missing (PyTorch, torchvision, scikit-learn, PIL, liblinear),
+# Installs Debian's reference stack when it is missing (PyTorch, torchvision, scikit-learn, PIL, liblinear) and PoCL,
 # runs every test, and ends with one line: "tests: N passed, N failed, N skipped".
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,16 @@ if [ "$need_install" = 1 ]; then
   $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
     python3-torch python3-torchvision python3-sklearn python3-pil python3-numpy liblinear-tools >/dev/null \
     || { echo "could not install the reference stack; tests that compare with PyTorch/scikit-learn will fail"; }
+fi
+
+# PoCL, the portable CPU OpenCL, so that the OpenCL tests (*OnOpenCl, OpenClTests) run the kernels through ILGPU's
+# OpenCL backend; without an OpenCL device they are reported skipped with the reason. The tests opt in to PoCL
+# themselves (TP7_POCL_GLOBAL_POINTERS, see Engine.Kernels/OpenCl.cs).
+if [ ! -e /etc/OpenCL/vendors/pocl.icd ] || ! ldconfig -p 2>/dev/null | grep -q 'libOpenCL\.so\.1'; then
+  sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
+  echo "installing PoCL for the OpenCL tests (pocl-opencl-icd ocl-icd-libopencl1)..."
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq pocl-opencl-icd ocl-icd-libopencl1 >/dev/null; } \
+    || echo "could not install PoCL; the OpenCL tests will be reported skipped"
 fi
 
 # 1. The Python tools (weight conversion, reference harness, dataset fetcher): standard unittest.

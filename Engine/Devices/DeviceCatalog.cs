@@ -3,6 +3,7 @@ using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
 using ILGPU.Runtime.OpenCL;
+using Tp7.Engine.Kernels;
 
 namespace Tp7.Engine.Devices;
 
@@ -22,6 +23,7 @@ public static class DeviceCatalog
         var list = new List<DeviceEntry>();
         using (var host = new HostDevice())
             list.Add(new("cpu", 0, host.Name, host.MemoryBytes, $"{Environment.ProcessorCount} cores, {HostInfo.SimdDescription()}", null));
+        OpenCl.UseVersionedIcdLoader();
         using var ctx = Context.Create(b => b.Cuda().OpenCL(_ => true));
         int ci = 0, oi = 0;
         foreach (var d in ctx.Devices)
@@ -32,8 +34,11 @@ public static class DeviceCatalog
                     list.Add(new("cuda", ci++, cuda.Name, cuda.MemorySize, CudaCapability(cuda), null));
                     break;
                 case CLDevice cl:
+                    var refusal = OpenCl.Refusal(cl, OpenCl.PoclOptedIn);
+                    string adapted = refusal == null && !cl.Capabilities.GenericAddressSpace
+                        ? $", generic pointers compiled as global ({OpenCl.PoclOptIn}=1; kernels with atomics do not build)" : "";
                     list.Add(new("opencl", oi++, cl.Name, cl.MemorySize,
-                        $"{cl.DeviceType}, {cl.VendorName}, OpenCL C {cl.CVersion}", OpenClRefusal(cl)));
+                        $"{cl.DeviceType.ToString().Replace("CL_DEVICE_TYPE_", "")}, {cl.VendorName}, OpenCL {cl.DeviceVersion} (C {cl.CVersion}){adapted}", refusal));
                     break;
             }
         }
@@ -44,20 +49,11 @@ public static class DeviceCatalog
     static string CudaCapability(CudaDevice d)
         => d.Architecture is { } a ? $"compute capability {a.Major}.{a.Minor}, {d.NumMultiprocessors} SMs" : $"{d.NumMultiprocessors} SMs";
 
-    /// <summary>Why ILGPU will not run on this OpenCL device, or null when it will.</summary>
-    static string? OpenClRefusal(CLDevice d)
-    {
-        if (d.CLStdVersion < ILGPU.Backends.OpenCL.CLBackend.MinimumVersion)
-            return $"OpenCL C {d.CLStdVersion} is older than the {ILGPU.Backends.OpenCL.CLBackend.MinimumVersion} ILGPU needs";
-        if (!d.Capabilities.GenericAddressSpace)
-            return "no generic address space support, which ILGPU requires";
-        return null;
-    }
-
     public static string Describe(Device d) => d switch
     {
         CudaDevice c => $"CUDA: {c.Name}, {c.MemorySize >> 20} MiB, {CudaCapability(c)}",
-        CLDevice cl => $"OpenCL: {cl.Name} ({cl.VendorName}), {cl.MemorySize >> 20} MiB",
+        CLDevice cl => $"OpenCL: {cl.Name} ({cl.VendorName}), {cl.MemorySize >> 20} MiB" +
+                       (OpenCl.UsesGlobalPointers(cl) ? $", generic pointers compiled as global ({OpenCl.PoclOptIn}=1)" : ""),
         CPUDevice cpu => $"ILGPU CPU accelerator: {cpu.NumMultiprocessors} simulated SM, {cpu.MaxNumThreadsPerGroup} threads per group",
         _ => d.Name,
     };
@@ -69,6 +65,7 @@ public static class DeviceCatalog
     public static ComputeDevice Open(string choice, int index, Action<string> log, bool profiling = false)
     {
         Action<Context.Builder> Profiled(Action<Context.Builder> configure) => b => { configure(b); if (profiling) b.Profiling(); };
+        OpenCl.UseVersionedIcdLoader();
         switch (choice.ToLowerInvariant())
         {
             case "cpu":
@@ -89,13 +86,13 @@ public static class DeviceCatalog
                 return OpenIlgpu(Profiled(b => b.Cuda()), "CUDA", index, log)
                        ?? throw new InvalidOperationException($"no CUDA device with index {index} (see 'tp7 devices')");
             case "opencl":
-                return OpenIlgpu(Profiled(b => b.OpenCL()), "OpenCL", index, log)
+                return OpenIlgpu(Profiled(b => b.OpenCL(OpenCl.Admit)), "OpenCL", index, log)
                        ?? throw new InvalidOperationException($"no usable OpenCL device with index {index} (see 'tp7 devices')");
             case "auto":
             {
                 var reasons = new List<string>();
                 if (TryOpen(Profiled(b => b.Cuda()), "CUDA", index, log, reasons) is { } cuda) return cuda;
-                if (TryOpen(Profiled(b => b.OpenCL(d => d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU && OpenClRefusal(d) == null)),
+                if (TryOpen(Profiled(b => b.OpenCL(d => d.DeviceType == CLDeviceType.CL_DEVICE_TYPE_GPU && OpenCl.Admit(d))),
                         "OpenCL GPU", index, log, reasons) is { } cl) return cl;
                 var host = new HostDevice();
                 log($"device: {host.Describe()} (auto: {string.Join("; ", reasons)})");

@@ -67,18 +67,21 @@ public sealed class IlgpuDevice : ComputeDevice
         }
     }
 
+    // ILGPU's span overloads keep the host memory pinned until the stream has synchronised. Its ref overloads do not,
+    // and OpenCL copies asynchronously from another thread (non-blocking clEnqueue{Write,Read}Buffer): a managed array
+    // the GC moved meanwhile lost the data (seen on PoCL as zeros downloaded).
     public override void Upload(DeviceTensor destination, ReadOnlySpan<float> source)
     {
         Check.Length("upload", source.Length, destination.Length, Name);
         if (source.Length == 0) return;
-        View(destination).CopyFromCPU(Accelerator.DefaultStream, ref MemoryMarshal.GetReference(source), source.Length);
+        View(destination).CopyFromCPU(Accelerator.DefaultStream, source);
     }
 
     public override void Download(DeviceTensor source, Span<float> destination)
     {
         Check.Length("download", destination.Length, source.Length, Name);
         if (destination.Length == 0) return;
-        View(source).CopyToCPU(Accelerator.DefaultStream, ref MemoryMarshal.GetReference(destination), destination.Length);
+        View(source).CopyToCPU(Accelerator.DefaultStream, destination);
         Accelerator.Synchronize();
     }
 
