@@ -14,7 +14,7 @@ public static class Accelerators
 {
     /// <summary>
     /// Threads per group of the tiled kernels (GEMM, implicit-GEMM convolution): 16 x 16 threads, each
-    /// computing a 4 x 4 register block of a 64 x 64 output tile.
+    /// computing a 4 x 4 register block of a 64 x 64 output tile (V2) or an 8 x 8 block of a 128 x 128 tile (V3).
     /// </summary>
     public const int TiledGroupSize = 256;
 
@@ -55,6 +55,14 @@ public static class Accelerators
         int groups = (int)Math.Max(1L, Math.Min(needed, fill));
         return new KernelConfig(groups, groupSize);
     }
+
+    /// <summary>
+    /// Whether a kernel may read <paramref name="view"/> 4 floats at a time at offsets that are multiples of 4 along
+    /// rows <paramref name="rowStride"/> apart: the view starts at a multiple of 4 elements of its buffer (buffers
+    /// themselves are at least 16-byte aligned) and the row stride is a multiple of 4.
+    /// </summary>
+    internal static bool Vector4Aligned(ArrayView<float> view, long rowStride)
+        => rowStride % 4 == 0 && ((IContiguousArrayView)view).Index % 4 == 0;
 
     /// <summary>Throws when a tiled kernel cannot run on this accelerator, naming the limit.</summary>
     internal static void RequireTiledGroup(Accelerator acc, string op)

@@ -692,6 +692,12 @@ public enum Conv2dVersion
     /// <summary>One thread per output element over its group's channels and dilated taps: the version for grouped,
     /// depthwise and dilated convolutions (the dense versions refuse them); it computes dense shapes too.</summary>
     V3GroupedDirect,
+    /// <summary>
+    /// Implicit GEMM on 128 x 128 tiles with 8 x 8 register blocks read as 16-byte shared vectors, 8-deep slices
+    /// double-buffered with a register prefetch, and an im2col gather without division in the reduction loop
+    /// (Conv2dTiled128.cs). Dense shapes only.
+    /// </summary>
+    V4ImplicitGemm128,
 }
 
 /// <summary>Convolution backward kernel versions (backward-data and backward-weight), selectable by name.</summary>
@@ -708,6 +714,12 @@ public enum Conv2dBackwardVersion
     /// group-per-channel reduction.
     /// </summary>
     V2Tiled,
+    /// <summary>
+    /// The V2 GEMMs on 128 x 128 tiles with 8 x 8 register blocks, 16-byte shared vectors, double-buffered 8-deep
+    /// slices with a register prefetch, and gathers without division in the reduction loop (Conv2dTiled128.cs); db
+    /// as in V2.
+    /// </summary>
+    V3Tiled128,
 }
 
 /// <summary>Kernel arguments of a convolution: the shape plus derived sizes, computed once on the host.</summary>
@@ -766,14 +778,15 @@ public sealed partial class Conv2dGpu
             _dataTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(BackwardDataTiledKernel);
             _weightTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightTiledKernel);
             _biasGrad = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ConvArgs>(BiasGradTiledKernel);
+            LoadTiled128Kernels(accelerator);
         }
     }
 
     /// <summary>The fastest backward version this accelerator can run.</summary>
-    public Conv2dBackwardVersion DefaultBackwardVersion => _dataTiled != null ? Conv2dBackwardVersion.V2Tiled : Conv2dBackwardVersion.V1Naive;
+    public Conv2dBackwardVersion DefaultBackwardVersion => _dataTiled128 != null ? Conv2dBackwardVersion.V3Tiled128 : Conv2dBackwardVersion.V1Naive;
 
     /// <summary>The fastest version this accelerator can run.</summary>
-    public Conv2dVersion DefaultVersion => _implicitGemm != null ? Conv2dVersion.V2ImplicitGemm : Conv2dVersion.V1Naive;
+    public Conv2dVersion DefaultVersion => _implicitGemm128 != null ? Conv2dVersion.V4ImplicitGemm128 : Conv2dVersion.V1Naive;
 
     /// <summary>With the default version: the dense one for dense shapes, <see cref="Conv2dVersion.V3GroupedDirect"/> otherwise.</summary>
     public void Forward(ArrayView<float> y, ArrayView<float> x, ArrayView<float> w, ArrayView<float> b, ConvShape s, bool relu)
@@ -812,6 +825,9 @@ public sealed partial class Conv2dGpu
                 _implicitGemm!(new KernelConfig(grid, new Index2D(Threads, 1)), y, x, w, b, args);
                 break;
             }
+            case Conv2dVersion.V4ImplicitGemm128:
+                LaunchForwardV3(y, x, w, b, s, args);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d: unknown version");
         }
@@ -971,6 +987,9 @@ public sealed partial class Conv2dGpu
                 _dataTiled!(new KernelConfig(grid, new Index2D(Threads, 1)), dx, dy, w, args);
                 break;
             }
+            case Conv2dBackwardVersion.V3Tiled128:
+                LaunchBackwardDataV3(dx, dy, w, s, args);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d backward-data: unknown version");
         }
@@ -1011,6 +1030,10 @@ public sealed partial class Conv2dGpu
                 if (hasBias) _biasGrad!(new KernelConfig(new Index1D(s.K), new Index1D(Threads)), db, dy, args);
                 break;
             }
+            case Conv2dBackwardVersion.V3Tiled128:
+                LaunchBackwardWeightV3(dw, dy, x, s, args);
+                if (hasBias) _biasGrad!(new KernelConfig(new Index1D(s.K), new Index1D(Threads)), db, dy, args);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d backward-weight: unknown version");
         }

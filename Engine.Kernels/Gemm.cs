@@ -82,6 +82,12 @@ public enum GemmVersion
     V1Naive,
     /// <summary>64 x 64 tiles of C per 256-thread group, 16-deep slices of A and B in shared memory, 4 x 4 register block per thread.</summary>
     V2Tiled,
+    /// <summary>
+    /// 128 x 128 tiles of C per 256-thread group, 8 x 8 register block per thread read as 16-byte vectors from
+    /// shared memory (4 shared loads per 64 FMAs), 8-deep slices double-buffered in shared memory with the next slice
+    /// prefetched into registers, 16-byte global loads where the leading dimension and view offset allow them.
+    /// </summary>
+    V3Tiled128,
 }
 
 /// <summary>
@@ -114,6 +120,7 @@ public sealed class GemmGpu : IDisposable
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs> _naive;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _tiled;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs, int>? _tiled128;
     // Stands in for "no bias": some backends reject empty views as kernel arguments.
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _noBias;
 
@@ -122,12 +129,15 @@ public sealed class GemmGpu : IDisposable
         _acc = accelerator;
         _naive = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(NaiveKernel);
         if (accelerator.MaxNumThreadsPerGroup >= Threads)
+        {
             _tiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(TiledKernel);
+            _tiled128 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs, int>(TiledV3Kernel);
+        }
         _noBias = accelerator.Allocate1D<float>(1);
     }
 
     /// <summary>The fastest version this accelerator can run.</summary>
-    public GemmVersion DefaultVersion => _tiled != null ? GemmVersion.V2Tiled : GemmVersion.V1Naive;
+    public GemmVersion DefaultVersion => _tiled128 != null ? GemmVersion.V3Tiled128 : GemmVersion.V1Naive;
 
     /// <summary>C = alpha op(A) op(B) + beta C with the default version.</summary>
     public void Run(ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, GemmShape s)
@@ -171,6 +181,17 @@ public sealed class GemmGpu : IDisposable
                 var grid = new Index2D((s.N + Tile - 1) / Tile, (s.M + Tile - 1) / Tile);
                 _tiled!(new KernelConfig(grid, new Index2D(Threads, 1)), c, a, b, bias, args);
                 break;
+            case GemmVersion.V3Tiled128:
+            {
+                if (_tiled128 == null) Accelerators.RequireTiledGroup(_acc, "gemm V3Tiled128");
+                const int T = RegisterTile8x8.Tile;
+                // 16-byte accesses need the view to start at a multiple of 4 floats and rows 4 floats apart.
+                int vec = (Accelerators.Vector4Aligned(a, lda) ? 1 : 0) | (Accelerators.Vector4Aligned(b, ldb) ? 2 : 0)
+                        | (Accelerators.Vector4Aligned(c, ldc) ? 4 : 0);
+                var grid128 = new Index2D((s.N + T - 1) / T, (s.M + T - 1) / T);
+                _tiled128!(new KernelConfig(grid128, new Index2D(Threads, 1)), c, a, b, bias, args, vec);
+                break;
+            }
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "gemm: unknown version");
         }
@@ -286,5 +307,115 @@ public sealed class GemmGpu : IDisposable
         if (j + 16 < g.N) Store(c, bias, g, i, j + 16, v1);
         if (j + 32 < g.N) Store(c, bias, g, i, j + 32, v2);
         if (j + 48 < g.N) Store(c, bias, g, i, j + 48, v3);
+    }
+
+    /// <summary>
+    /// Tiled kernel, version 3. Group (bx, by) owns C[by*128 .. +128, bx*128 .. +128]; thread t owns the 8 x 8 block
+    /// described at <see cref="RegisterTile8x8"/>. Per 8-deep slice: As (8, 132) = op(A) slice transposed, Bs (8, 132)
+    /// = op(B) slice, two of each (double buffer) so one barrier per slice suffices: while the group multiplies one
+    /// half, each thread holds the next slice's 4 + 4 elements in registers (loaded before the multiply, so the
+    /// global latency hides behind 512 FMAs) and stores them into the other half after it. A thread loads 4 elements
+    /// along whichever dimension is contiguous in memory (uniform branch on the transpose flags), 16 bytes at once when
+    /// <paramref name="vec"/> allows (bit 0: A, bit 1: B, bit 2: C), zero-filled past the edges. Offsets are 64-bit and
+    /// advance by addition: no division anywhere.
+    /// </summary>
+    private static void TiledV3Kernel(ArrayView<float> c, ArrayView<float> a, ArrayView<float> b, ArrayView<float> bias, GemmArgs g, int vec)
+    {
+        const int T = RegisterTile8x8.Tile, TK = RegisterTile8x8.TileK, S = RegisterTile8x8.SliceFloats;
+        var As = SharedMemory.Allocate<float>(2 * S);
+        var Bs = SharedMemory.Allocate<float>(2 * S);
+        var As4 = As.Cast<Float4>();
+        var Bs4 = Bs.Cast<Float4>();
+        var a4 = a.Cast<Float4>();
+        var b4 = b.Cast<Float4>();
+        int t = Group.IdxX, tx = t & 15, ty = t >> 4;
+        int row0 = Grid.IdxY * T, col0 = Grid.IdxX * T;
+        bool vecA = (vec & 1) != 0, vecB = (vec & 2) != 0;
+
+        // A (M, K) row-major: 4 consecutive k of row t/2; A stored (K, M): 4 consecutive m of k-row t/32.
+        bool aK = g.TransA == 0;
+        int aMn = aK ? t >> 1 : (t & 31) * 4, aKk = aK ? (t & 1) * 4 : t >> 5, aRow = row0 + aMn;
+        long oA = aK ? (long)aRow * g.Lda + aKk : (long)aKk * g.Lda + aRow;
+        long stepA = aK ? TK : (long)TK * g.Lda;
+        // B stored (N, K): 4 consecutive k of column t/2; B (K, N): 4 consecutive n of k-row t/32.
+        bool bK = g.TransB != 0;
+        int bMn = bK ? t >> 1 : (t & 31) * 4, bKk = bK ? (t & 1) * 4 : t >> 5, bCol = col0 + bMn;
+        long oB = bK ? (long)bCol * g.Ldb + bKk : (long)bKk * g.Ldb + bCol;
+        long stepB = bK ? TK : (long)TK * g.Ldb;
+
+        var fa = TileLoad.Load4(a, a4, oA, TileLoad.Count(aK, aRow, g.M, aKk, g.K), vecA);
+        var fb = TileLoad.Load4(b, b4, oB, TileLoad.Count(bK, bCol, g.N, bKk, g.K), vecB);
+        TileLoad.Store(As, As4, 0, aK, aKk, aMn, fa);
+        TileLoad.Store(Bs, Bs4, 0, bK, bKk, bMn, fb);
+        Group.Barrier();
+
+        var acc = new RegisterTile8x8();
+        int cur = 0;
+        for (int k0 = 0; k0 < g.K; k0 += TK)
+        {
+            int k1 = k0 + TK;
+            bool more = k1 < g.K;
+            if (more)
+            {
+                oA += stepA;
+                oB += stepB;
+                fa = TileLoad.Load4(a, a4, oA, TileLoad.Count(aK, aRow, g.M, k1 + aKk, g.K), vecA);
+                fb = TileLoad.Load4(b, b4, oB, TileLoad.Count(bK, bCol, g.N, k1 + bKk, g.K), vecB);
+            }
+            acc.Accumulate(As4, Bs4, cur * (S / 4), ty, tx);
+            if (more)
+            {
+                int next = (cur ^ 1) * S;
+                TileLoad.Store(As, As4, next, aK, aKk, aMn, fa);
+                TileLoad.Store(Bs, Bs4, next, bK, bKk, bMn, fb);
+            }
+            Group.Barrier();
+            cur ^= 1;
+        }
+
+        var sink = new TiledV3Sink(c, bias, g, row0, col0, (vec & 4) != 0);
+        acc.Drain(ref sink, ty, tx);
+    }
+
+    /// <summary>Epilogue of <see cref="TiledV3Kernel"/>: 4 consecutive elements of a row of C, one 16-byte access
+    /// when C allows it and all 4 are inside N, else element by element through <see cref="Store"/>.</summary>
+    private struct TiledV3Sink : ITileSink
+    {
+        private readonly ArrayView<float> _c, _bias;
+        private readonly ArrayView<Float4> _c4;
+        private readonly GemmArgs _g;
+        private readonly int _row0, _col0;
+        private readonly bool _vector;
+
+        public TiledV3Sink(ArrayView<float> c, ArrayView<float> bias, GemmArgs g, int row0, int col0, bool vector)
+        {
+            _c = c; _bias = bias; _c4 = c.Cast<Float4>(); _g = g; _row0 = row0; _col0 = col0; _vector = vector;
+        }
+
+        public void Row(int row, int col, Float4 v)
+        {
+            int i = _row0 + row, j = _col0 + col;
+            if (i >= _g.M) return;
+            if (_vector & j + 4 <= _g.N)
+            {
+                long ci = (long)i * _g.Ldc + j;
+                var old = _g.Beta == 0f ? new Float4() : _c4[ci >> 2];
+                _c4[ci >> 2] = new Float4(Finish(v.X, old.X, j), Finish(v.Y, old.Y, j + 1),
+                    Finish(v.Z, old.Z, j + 2), Finish(v.W, old.W, j + 3));
+                return;
+            }
+            if (j < _g.N) Store(_c, _bias, _g, i, j, v.X);
+            if (j + 1 < _g.N) Store(_c, _bias, _g, i, j + 1, v.Y);
+            if (j + 2 < _g.N) Store(_c, _bias, _g, i, j + 2, v.Z);
+            if (j + 3 < _g.N) Store(_c, _bias, _g, i, j + 3, v.W);
+        }
+
+        /// <summary>The epilogue of <see cref="Store"/> on a value of C already read.</summary>
+        private readonly float Finish(float acc, float old, int j)
+        {
+            float v = _g.Alpha * acc + (_g.Beta == 0f ? 0f : _g.Beta * old);
+            if (_g.HasBias != 0) v += _bias[j];
+            return _g.Relu != 0 && v < 0f ? 0f : v;
+        }
     }
 }

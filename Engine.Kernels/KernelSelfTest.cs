@@ -106,11 +106,11 @@ public static class KernelSelfTest
         int seed = 1234;
 
         var gemmVersions = acc.MaxNumThreadsPerGroup >= Accelerators.TiledGroupSize
-            ? new[] { GemmVersion.V1Naive, GemmVersion.V2Tiled } : new[] { GemmVersion.V1Naive };
+            ? new[] { GemmVersion.V1Naive, GemmVersion.V2Tiled, GemmVersion.V3Tiled128 } : new[] { GemmVersion.V1Naive };
         var convVersions = acc.MaxNumThreadsPerGroup >= Accelerators.TiledGroupSize
-            ? new[] { Conv2dVersion.V1Naive, Conv2dVersion.V2ImplicitGemm } : new[] { Conv2dVersion.V1Naive };
+            ? new[] { Conv2dVersion.V1Naive, Conv2dVersion.V2ImplicitGemm, Conv2dVersion.V4ImplicitGemm128 } : new[] { Conv2dVersion.V1Naive };
         var convBackwardVersions = acc.MaxNumThreadsPerGroup >= Accelerators.TiledGroupSize
-            ? new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled } : new[] { Conv2dBackwardVersion.V1Naive };
+            ? new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled, Conv2dBackwardVersion.V3Tiled128 } : new[] { Conv2dBackwardVersion.V1Naive };
 
         // GEMM: every transpose on odd sizes, plus alpha/beta with padded leading dimensions.
         var gemmShapes = new List<GemmShape>();
@@ -120,9 +120,14 @@ public static class KernelSelfTest
                     gemmShapes.Add(new GemmShape(m, n, k, ta, tb));
         gemmShapes.Add(new GemmShape(33, 66, 19, false, true, Lda: 21, Ldb: 23, Ldc: 70, Alpha: 0.5f, Beta: -1.5f));
         gemmShapes.Add(new GemmShape(20, 9, 70, true, false, Lda: 25, Ldb: 11, Ldc: 9, Alpha: -2f, Beta: 1f));
+        // Past one 128 x 128 tile on both sides, K not a multiple of the 8-deep slice, 16-byte and scalar paths.
+        gemmShapes.Add(new GemmShape(130, 131, 13, false, true));
+        gemmShapes.Add(new GemmShape(129, 132, 20, true, false, Lda: 132, Ldb: 136, Ldc: 136, Alpha: 0.5f, Beta: 2f));
         if (!quick)
         {
             gemmShapes.Add(new GemmShape(512, 196, 4608));                       // conv5 as a GEMM at batch 1
+            gemmShapes.Add(new GemmShape(1, 4096, 25088, false, true));          // fc6 at batch 1 (x · Wᵀ)
+            gemmShapes.Add(new GemmShape(64, 1000, 4096, false, true));          // fc8 at batch 64
             foreach (bool ta in new[] { false, true })
                 foreach (bool tb in new[] { false, true })
                     gemmShapes.Add(new GemmShape(257, 511, 1023, ta, tb));
@@ -138,6 +143,8 @@ public static class KernelSelfTest
             ("1x1", ConvShape.Square(1, 5, 6, 5, 3, 1), true),
             ("2x3 stride 2x1 pad 0x2", new ConvShape(1, 2, 9, 10, 4, 2, 3, 2, 1, 0, 2), false),
             ("C*R*S>16, 69 pixels", new ConvShape(1, 17, 3, 23, 65, 3, 3, 1, 1, 1, 1), true),
+            ("K>128, 2 images of 11x12", ConvShape.Square(2, 6, 11, 12, 131, 3, 1, 1), false),
+            ("1x1 stride 2, C*R*S>128", ConvShape.Square(1, 133, 9, 7, 5, 1, 2, 0), true),
         };
         if (!quick)
         {
@@ -147,6 +154,10 @@ public static class KernelSelfTest
                          ("conv3_1", 128, 256, 56), ("conv3_2", 256, 256, 56), ("conv4_1", 256, 512, 28), ("conv4_2", 512, 512, 28),
                          ("conv5_1", 512, 512, 14) })
                 convShapes.Add((name, ConvShape.Square(1, c, hw, hw, k, 3, 1, 1), true));
+            // VGG16 at 32 x 32 (CIFAR-sized input), batch 8: planes 32² .. 2², the last not a multiple of 4.
+            foreach (var (name, c, k, hw) in new[] {
+                         ("conv1_2 32px b8", 64, 64, 32), ("conv3_1 32px b8", 128, 256, 8), ("conv5_3 32px b8", 512, 512, 2) })
+                convShapes.Add((name, ConvShape.Square(8, c, hw, hw, k, 3, 1, 1), true));
         }
         foreach (var (name, s, relu) in convShapes)
             foreach (var v in convVersions)
@@ -196,7 +207,9 @@ public static class KernelSelfTest
         return a;
     }
 
-    public static SelfTestResult GemmCase(Accelerator acc, GemmGpu gemm, GemmVersion v, GemmShape s, int seed, bool timed = true)
+    /// <param name="viewOffset">Elements before A, B and C in their buffers (views at an offset, which the 16-byte paths
+    /// must notice and leave for scalar ones when it is not a multiple of 4).</param>
+    public static SelfTestResult GemmCase(Accelerator acc, GemmGpu gemm, GemmVersion v, GemmShape s, int seed, bool timed = true, int viewOffset = 0)
     {
         var rng = new Random(seed);
         int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
@@ -206,15 +219,18 @@ public static class KernelSelfTest
         var c0 = s.Beta == 0f ? Filled((long)(s.M - 1) * ldc + s.N, float.NaN) : RandomArray(rng, (long)(s.M - 1) * ldc + s.N);
         var expected = (float[])c0.Clone();
         Gemm.Host(expected, a, b, s);
-        using var da = acc.Allocate1D(a);
-        using var db = acc.Allocate1D(b);
-        using var dc = acc.Allocate1D<float>(c0.Length);
-        string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}";
-        return Measure(acc, "gemm", v.ToString(), shape, dc, c0, expected, Tolerance.Dot(s.K),
-            () => gemm.Run(v, dc.View, da.View, db.View, s), timed);
+        using var da = acc.Allocate1D(Offset(a, viewOffset));
+        using var db = acc.Allocate1D(Offset(b, viewOffset));
+        using var dc = acc.Allocate1D<float>(c0.Length + viewOffset);
+        string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}"
+                       + (viewOffset != 0 ? $" views at +{viewOffset}" : "");
+        return Measure(acc, "gemm", v.ToString(), shape, dc, Offset(c0, viewOffset, float.NaN), Offset(expected, viewOffset, float.NaN), Tolerance.Dot(s.K),
+            () => gemm.Run(v, dc.View.SubView(viewOffset, c0.Length), da.View.SubView(viewOffset, a.Length), db.View.SubView(viewOffset, b.Length), s), timed);
     }
 
-    public static SelfTestResult ConvCase(Accelerator acc, Conv2dGpu conv, Conv2dVersion v, string name, ConvShape s, bool relu, int seed, bool timed = true)
+    /// <param name="viewOffset">Elements before x, w and y in their buffers (see <see cref="GemmCase"/>).</param>
+    public static SelfTestResult ConvCase(Accelerator acc, Conv2dGpu conv, Conv2dVersion v, string name, ConvShape s, bool relu, int seed,
+        bool timed = true, int viewOffset = 0)
     {
         var rng = new Random(seed);
         int fanIn = s.C * s.R * s.S;
@@ -223,12 +239,14 @@ public static class KernelSelfTest
         var b = RandomArray(rng, s.K, 0.5f);
         var expected = new float[s.OutputLength];
         Conv2d.ForwardHost(expected, x, w, b, s, relu);
-        using var dx = acc.Allocate1D(x);
-        using var dw = acc.Allocate1D(w);
+        using var dx = acc.Allocate1D(Offset(x, viewOffset));
+        using var dw = acc.Allocate1D(Offset(w, viewOffset));
         using var db = acc.Allocate1D(b);
-        using var dy = acc.Allocate1D<float>(s.OutputLength);
-        return Measure(acc, "conv2d", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}", dy, Filled(s.OutputLength, float.NaN),
-            expected, Tolerance.Dot(fanIn), () => conv.Forward(v, dy.View, dx.View, dw.View, db.View, s, relu), timed);
+        using var dy = acc.Allocate1D<float>(s.OutputLength + viewOffset);
+        return Measure(acc, "conv2d", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}{(viewOffset != 0 ? $" views at +{viewOffset}" : "")}", dy,
+            Filled(s.OutputLength + viewOffset, float.NaN), Offset(expected, viewOffset, float.NaN), Tolerance.Dot(fanIn),
+            () => conv.Forward(v, dy.View.SubView(viewOffset, s.OutputLength), dx.View.SubView(viewOffset, s.InputLength),
+                dw.View.SubView(viewOffset, s.WeightLength), db.View, s, relu), timed);
     }
 
     /// <summary>dx = conv_transpose(dy, w) against <see cref="Conv2d.BackwardDataHost"/>; dx starts as NaN (it is overwritten).</summary>
@@ -333,6 +351,16 @@ public static class KernelSelfTest
         using var dy = acc.Allocate1D<float>(x.Length);
         return Measure(acc, "softmax", "V1", $"rows={rows} cols={cols}", dy, Filled(x.Length, float.NaN), expected, Tolerance.Softmax,
             () => act.Softmax(dy.View, dx.View, rows, cols), timed);
+    }
+
+    /// <summary><paramref name="a"/> after <paramref name="offset"/> elements of <paramref name="fill"/>.</summary>
+    private static float[] Offset(float[] a, int offset, float fill = 0f)
+    {
+        if (offset == 0) return a;
+        var r = new float[a.Length + offset];
+        Array.Fill(r, fill, 0, offset);
+        a.CopyTo(r, offset);
+        return r;
     }
 
     private static float[] Filled(long length, float value)

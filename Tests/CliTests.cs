@@ -225,8 +225,9 @@ public sealed class CliTests(ReferenceFiles refs, TinyDataset tiny, ITestOutputH
         var r = CliRunner.RunOk(dir, ["selftest", "--device", "ilgpu-cpu"]);
         var lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.DoesNotContain(lines, l => l.StartsWith("FAIL", StringComparison.Ordinal));
-        foreach (var version in new[] { "gemm V1Naive", "gemm V2Tiled", "conv2d V1Naive", "conv2d V2ImplicitGemm",
-                     "conv2d_backward_data V1Naive", "conv2d_backward_data V2Tiled", "conv2d_backward_weight V1Naive", "conv2d_backward_weight V2Tiled" })
+        foreach (var version in new[] { "gemm V1Naive", "gemm V2Tiled", "gemm V3Tiled128", "conv2d V1Naive", "conv2d V2ImplicitGemm",
+                     "conv2d V4ImplicitGemm128", "conv2d_backward_data V1Naive", "conv2d_backward_data V2Tiled", "conv2d_backward_data V3Tiled128",
+                     "conv2d_backward_weight V1Naive", "conv2d_backward_weight V2Tiled", "conv2d_backward_weight V3Tiled128" })
             Assert.Contains(lines, l => l.Contains(version, StringComparison.OrdinalIgnoreCase));
         var summary = Assert.Single(lines, l => l.StartsWith("selftest on ", StringComparison.Ordinal));
         Assert.Matches(@": [1-9][0-9]+ passed, 0 failed$", summary.TrimEnd());

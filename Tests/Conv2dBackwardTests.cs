@@ -323,7 +323,7 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
         where s.OutH > 0 && s.OutW > 0
         select s;
 
-    static Gen<Conv2dBackwardVersion> GpuVersions => Gen.Elements(Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled);
+    static Gen<Conv2dBackwardVersion> GpuVersions => Gen.Elements(Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled, Conv2dBackwardVersion.V3Tiled128);
 
     static void AssertPassed(SelfTestResult r) => Assert.True(r.Passed, r.ToString());
 
@@ -337,16 +337,20 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
         => Prop.ForAll(SimulatorShapes.ToArbitrary(), GpuVersions.ToArbitrary(), Gen.Elements(true, true, false).ToArbitrary(), (s, v, bias) => AssertPassed(
             KernelSelfTest.ConvBackwardWeightCase(fx.Accelerator, fx.Conv, v, "generated", s, bias, Interlocked.Increment(ref _seed), timed: false)));
 
-    /// <summary>Both versions on fixed shapes that reach every tile edge: dx rows past one 64-channel tile, dw
-    /// rows and columns past one tile, and a reduction (N·OH·OW = 2·24·24) split over several groups.</summary>
+    /// <summary>Every version on fixed shapes that reach every tile edge: dx rows past one 64- and one 128-channel tile,
+    /// dw rows and columns past one tile, a reduction (N·OH·OW = 2·24·24) split over several groups, 1x1 and stride 2
+    /// (the shift path of V3's gather), stride 3 (its division path), batch 1.</summary>
     [Theory]
     [InlineData(1, 65, 5, 7, 3, 3, 3, 1, 1, 1, 1)]
+    [InlineData(1, 130, 6, 5, 3, 3, 3, 1, 1, 1, 1)]
+    [InlineData(2, 5, 9, 11, 131, 1, 1, 2, 2, 0, 0)]
+    [InlineData(1, 15, 10, 9, 7, 3, 2, 3, 2, 1, 0)]
     [InlineData(2, 8, 24, 24, 65, 3, 3, 1, 1, 1, 1)]
     [InlineData(1, 3, 9, 8, 4, 2, 3, 2, 1, 0, 2)]
     public void GpuBackwardMatchesHostOnTileEdges(int n, int c, int h, int w, int k, int r, int q, int sh, int sw, int ph, int pw)
     {
         var s = new ConvShape(n, c, h, w, k, r, q, sh, sw, ph, pw);
-        foreach (var v in new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled })
+        foreach (var v in new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled, Conv2dBackwardVersion.V3Tiled128 })
         {
             AssertPassed(KernelSelfTest.ConvBackwardDataCase(fx.Accelerator, fx.Conv, v, "edges", s, 41, timed: false));
             AssertPassed(KernelSelfTest.ConvBackwardWeightCase(fx.Accelerator, fx.Conv, v, "edges", s, hasBias: true, 42, timed: false));
@@ -379,7 +383,7 @@ public sealed class Conv2dBackwardTests(CpuSimulatorFixture fx) : IClassFixture<
         Conv2d.BackwardWeightHost(expected, Span<float>.Empty, dyHost, xHost, s);
         using var dy = fx.Accelerator.Allocate1D(dyHost);
         using var x = fx.Accelerator.Allocate1D(xHost);
-        foreach (var v in new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled })
+        foreach (var v in new[] { Conv2dBackwardVersion.V1Naive, Conv2dBackwardVersion.V2Tiled, Conv2dBackwardVersion.V3Tiled128 })
         {
             using var dw = fx.Accelerator.Allocate1D<float>(s.WeightLength);
             dw.MemSetToZero();

@@ -52,7 +52,7 @@ public abstract class GpuBackwardOpsTests(AcceleratorFixture fx)
 
     [Property(MaxTest = Cases)]
     public Property LinearBackwardDataMatchesHost()
-        => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled).ToArbitrary(), (s, v) =>
+        => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled, GemmVersion.V3Tiled128).ToArbitrary(), (s, v) =>
         {
             int seed = Interlocked.Increment(ref _seed);
             var dy = Random(seed, (long)s.N * s.Out);
@@ -67,7 +67,7 @@ public abstract class GpuBackwardOpsTests(AcceleratorFixture fx)
 
     [Property(MaxTest = Cases)]
     public Property LinearBackwardWeightAccumulatesAsHost()
-        => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled).ToArbitrary(), Bool.ToArbitrary(),
+        => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled, GemmVersion.V3Tiled128).ToArbitrary(), Bool.ToArbitrary(),
             (s, v, hasBias) =>
         {
             int seed = Interlocked.Increment(ref _seed);

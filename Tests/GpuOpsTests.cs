@@ -12,7 +12,7 @@ namespace Tp7.Tests;
 
 /// <summary>
 /// Every ILGPU kernel version against its host twin on FsCheck-generated odd shapes, on every accelerator present: batch 1, sizes that are not
-/// multiples of the 64 x 64 x 16 tile, H ≠ W, K > M, every transpose. Tolerances (|Δ| ≤ atol + rtol·|ref|):
+/// multiples of the 64 x 64 x 16 or 128 x 128 x 8 tile, H ≠ W, K > M, every transpose. Tolerances (|Δ| ≤ atol + rtol·|ref|):
 /// GEMM, linear and convolution <see cref="Tolerance.Dot"/> (atol 1e-5·(1+sqrt(reduction length)), rtol 1e-5);
 /// max pool and ReLU exact; adaptive average 1e-6 + 1e-6·|ref|; softmax 1e-6 + 1e-5·|ref|.
 /// A failure prints the worst index, both values and the shape.
@@ -49,6 +49,28 @@ public abstract class GpuOpsTests(AcceleratorFixture fx)
         => Prop.ForAll(GemmShapes.ToArbitrary(), s => AssertPassed(
             KernelSelfTest.GemmCase(fx.Accelerator, fx.Gemm, GemmVersion.V2Tiled, s, Interlocked.Increment(ref _seed), timed: false)));
 
+    /// <summary>Shapes for the 128 x 128 tile: up to 3 tiles a side, K below and above the 8-deep slice, padded leading
+    /// dimensions, and views at an offset (odd ones force the scalar fallback of the 16-byte loads and stores).</summary>
+    private static Gen<(GemmShape, int)> Gemm128Shapes =>
+        from m in Gen.OneOf(Gen.Choose(1, 9), Gen.Choose(120, 300))
+        from n in Gen.OneOf(Gen.Choose(1, 9), Gen.Choose(120, 300))
+        from k in Gen.OneOf(Gen.Choose(1, 9), Gen.Choose(10, 70))
+        from ta in Bool
+        from tb in Bool
+        from pad in Gen.Elements(0, 0, 3, 4)
+        from beta in Gen.Elements(0f, 0f, 1f, -0.5f)
+        from alpha in Gen.Elements(1f, 1f, 0.25f)
+        from offset in Gen.Elements(0, 0, 1, 2, 4)
+        select (new GemmShape(m, n, k, ta, tb,
+            Lda: pad == 0 ? 0 : (ta ? m : k) + pad, Ldb: pad == 0 ? 0 : (tb ? k : n) + pad, Ldc: pad == 0 ? 0 : n + pad,
+            Alpha: alpha, Beta: beta), offset);
+
+    [Property(MaxTest = Cases)]
+    public Property GemmTiled128MatchesHost()
+        => Prop.ForAll(Gemm128Shapes.ToArbitrary(), c => AssertPassed(
+            KernelSelfTest.GemmCase(fx.Accelerator, fx.Gemm, GemmVersion.V3Tiled128, c.Item1, Interlocked.Increment(ref _seed), timed: false,
+                viewOffset: c.Item2)));
+
     private static Gen<ConvShape> ConvShapes =>
         from n in Gen.Elements(1, 1, 2)
         from c in Gen.Choose(1, 9)
@@ -74,6 +96,31 @@ public abstract class GpuOpsTests(AcceleratorFixture fx)
     public Property ConvImplicitGemmMatchesHost()
         => Prop.ForAll(ConvShapes.ToArbitrary(), Bool.ToArbitrary(), (s, relu) => AssertPassed(
             KernelSelfTest.ConvCase(fx.Accelerator, fx.Conv, Conv2dVersion.V2ImplicitGemm, "generated", s, relu, Interlocked.Increment(ref _seed), timed: false)));
+
+    /// <summary>Convolutions around the 128 x 128 tile: up to 140 output channels, C·R·S up to 16·16 and down to 1, up to
+    /// 2·13·13 = 338 output pixels, strides 1-3, pads, and views at an offset.</summary>
+    private static Gen<(ConvShape, int)> Conv128Shapes =>
+        from n in Gen.Elements(1, 1, 2)
+        from c in Gen.Elements(1, 2, 5, 16)
+        from h in Gen.Choose(1, 13)
+        from w in Gen.Choose(1, 13)
+        from k in Gen.OneOf(Gen.Choose(1, 9), Gen.Choose(120, 140))
+        from r in Gen.Choose(1, 4)
+        from q in Gen.Choose(1, 4)
+        from sh in Gen.Choose(1, 3)
+        from sw in Gen.Choose(1, 3)
+        from ph in Gen.Choose(0, 2)
+        from pw in Gen.Choose(0, 2)
+        from offset in Gen.Elements(0, 0, 1, 4)
+        let s = new ConvShape(n, c, h, w, k, r, q, sh, sw, ph, pw)
+        where s.OutH > 0 && s.OutW > 0
+        select (s, offset);
+
+    [Property(MaxTest = Cases)]
+    public Property ConvImplicitGemm128MatchesHost()
+        => Prop.ForAll(Conv128Shapes.ToArbitrary(), Bool.ToArbitrary(), (c, relu) => AssertPassed(
+            KernelSelfTest.ConvCase(fx.Accelerator, fx.Conv, Conv2dVersion.V4ImplicitGemm128, "generated", c.Item1, relu,
+                Interlocked.Increment(ref _seed), timed: false, viewOffset: c.Item2)));
 
     private static Gen<PoolShape> PoolShapes =>
         from n in Gen.Elements(1, 2)
@@ -118,7 +165,7 @@ public abstract class GpuOpsTests(AcceleratorFixture fx)
 
     [Property(MaxTest = Cases)]
     public Property LinearMatchesHost()
-        => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled).ToArbitrary(), (s, v) => AssertPassed(
+        => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled, GemmVersion.V3Tiled128).ToArbitrary(), (s, v) => AssertPassed(
             KernelSelfTest.LinearCase(fx.Accelerator, fx.Linear, v, s, Interlocked.Increment(ref _seed), timed: false)));
 
     [Property(MaxTest = Cases)]
@@ -144,7 +191,8 @@ public abstract class GpuOpsTests(AcceleratorFixture fx)
         Assert.All(notBuilt, r => Assert.Contains("atomic_uint", r.NotBuilt));
         // Every op family and every version is covered.
         var covered = results.Select(r => $"{r.Op}/{r.Version}").ToHashSet();
-        foreach (var expected in new[] { "gemm/V1Naive", "gemm/V2Tiled", "conv2d/V1Naive", "conv2d/V2ImplicitGemm",
+        foreach (var expected in new[] { "gemm/V1Naive", "gemm/V2Tiled", "gemm/V3Tiled128", "conv2d/V1Naive", "conv2d/V2ImplicitGemm",
+                     "conv2d/V4ImplicitGemm128", "conv2d_backward_data/V3Tiled128", "conv2d_backward_weight/V3Tiled128", "linear/V3Tiled128",
                      "linear/V1Naive", "linear/V2Tiled", "maxpool/V1", "adaptive_avgpool/V1", "relu/V1", "softmax/V1" })
             Assert.Contains(expected, covered);
     }
