@@ -381,6 +381,24 @@ internal readonly struct AdaptiveAvgArgs
 }
 
 /// <summary>
+/// Divisors of the 32-bit pooling kernels (input and output under 2^31 elements): a flat output index splits into
+/// (plane, oy, ox) and a flat input index into (plane, iy, ix) with multiply-shifts (<see cref="FastDivmod"/>) instead
+/// of a call of the 64-bit division routine and an inlined 32-bit division.
+/// </summary>
+internal readonly struct PoolDivs
+{
+    public readonly FastDivmod OutPlane, OutW, InPlane, InW;
+
+    public PoolDivs(int h, int w, int oh, int ow)
+    {
+        OutPlane = new FastDivmod(Math.Max(1, oh * ow)); OutW = new FastDivmod(Math.Max(1, ow));
+        InPlane = new FastDivmod(Math.Max(1, h * w)); InW = new FastDivmod(Math.Max(1, w));
+    }
+
+    public static bool Fit(long inputLength, long outputLength) => KernelIndex.Fits32(inputLength) && KernelIndex.Fits32(outputLength);
+}
+
+/// <summary>
 /// Max pooling and adaptive average pooling on an ILGPU accelerator, one thread per output element (memory-bound:
 /// consecutive threads write consecutive outputs and read overlapping, mostly contiguous windows).
 /// Kernels are compiled once in the constructor; launches go to the default stream and are not synchronised.
@@ -393,10 +411,26 @@ public sealed class PoolingGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvg;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs> _maxBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvgBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _max32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _avg32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs> _adaptiveAvg32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _maxBackward32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs> _adaptiveAvgBackward32;
+
+    /// <summary>
+    /// Forces the general kernels (64-bit indices) that tensors of 2^31 elements or more take, so tests cover them on
+    /// small shapes.
+    /// </summary>
+    public bool UseGeneralKernels { get; set; }
 
     public PoolingGpu(Accelerator accelerator)
     {
         _acc = accelerator;
+        _max32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(Max32Kernel);
+        _avg32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(Avg32Kernel);
+        _adaptiveAvg32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs>(AdaptiveAvg32Kernel);
+        _maxBackward32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(MaxBackward32Kernel);
+        _adaptiveAvgBackward32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs>(AdaptiveAvgBackward32Kernel);
         _max = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs>(MaxKernel);
         _avg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs>(AvgKernel);
         _adaptiveAvg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs>(AdaptiveAvgKernel);
@@ -411,7 +445,9 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s));
+        if (Use32(s.InputLength, s.OutputLength))
+            _max32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s), new PoolDivs(s.H, s.W, s.OutH, s.OutW));
+        else _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s));
     }
 
     /// <summary>ONNX AveragePool: y (N, C, OH, OW) from x (N, C, H, W), windows and divisors as in <see cref="Pooling.AvgForwardHost"/>.</summary>
@@ -422,7 +458,9 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _avg(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad));
+        if (Use32(s.InputLength, s.OutputLength))
+            _avg32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad), new PoolDivs(s.H, s.W, s.OutH, s.OutW));
+        else _avg(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad));
     }
 
     /// <summary>torchvision's AdaptiveAvgPool2d: y (N, C, OH, OW) from x (N, C, H, W), bins as in <see cref="Pooling.AdaptiveAvgForwardHost"/>.</summary>
@@ -433,7 +471,10 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, (long)n * c * oh * ow, (n, c, oh, ow));
         Check.Length("x", x.Length, (long)n * c * h * w, (n, c, h, w));
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _adaptiveAvg(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
+        if (Use32(x.Length, y.Length))
+            _adaptiveAvg32(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
+                new AdaptiveAvgArgs((long)n * c, h, w, oh, ow), new PoolDivs(h, w, oh, ow));
+        else _adaptiveAvg(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
             new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
     }
 
@@ -445,7 +486,9 @@ public sealed class PoolingGpu
         Check.Length("dy", dy.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s));
+        if (Use32(s.InputLength, s.OutputLength))
+            _maxBackward32(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s), new PoolDivs(s.H, s.W, s.OutH, s.OutW));
+        else _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s));
     }
 
     /// <summary>dx (N, C, H, W), overwritten, of adaptive average pooling; as <see cref="Pooling.AdaptiveAvgBackwardHost"/>.</summary>
@@ -456,8 +499,140 @@ public sealed class PoolingGpu
         Check.Length("dx", dx.Length, (long)n * c * h * w, (n, c, h, w));
         Check.Length("dy", dy.Length, (long)n * c * oh * ow, (n, c, oh, ow));
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _adaptiveAvgBackward(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
+        if (Use32(dx.Length, dy.Length))
+            _adaptiveAvgBackward32(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
+                new AdaptiveAvgArgs((long)n * c, h, w, oh, ow), new PoolDivs(h, w, oh, ow));
+        else _adaptiveAvgBackward(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
             new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
+    }
+
+    private bool Use32(long inputLength, long outputLength) => !UseGeneralKernels && PoolDivs.Fit(inputLength, outputLength);
+
+    // The 32-bit kernels below are the general ones above with int indices (the launcher checked that input and
+    // output are under 2^31 elements) and coordinates from PoolDivs' multiply-shifts; same loops, same order.
+
+    private static void Max32Kernel(ArrayView<float> y, ArrayView<float> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, inPlane = s.H * s.W, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            int xi = plane * inPlane;
+            float m = float.NegativeInfinity;
+            for (int r = 0; r < s.KernelH; r++)
+            {
+                int iy = oy * s.StrideH - s.PadH + r * s.DilationH;
+                if (iy < 0 || iy >= s.H) continue;
+                for (int q = 0; q < s.KernelW; q++)
+                {
+                    int ix = ox * s.StrideW - s.PadW + q * s.DilationW;
+                    if (ix < 0 || ix >= s.W) continue;
+                    float v = x[xi + iy * s.W + ix];
+                    if (v > m || float.IsNaN(v)) m = v;
+                }
+            }
+            y[e] = m;
+        }
+    }
+
+    private static void Avg32Kernel(ArrayView<float> y, ArrayView<float> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, inPlane = s.H * s.W, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            var (ys, ye, ph) = Pooling.AvgWindow(oy, s.StrideH, s.PadH, s.PadEndH, s.KernelH, s.H);
+            var (xs, xe, pw) = Pooling.AvgWindow(ox, s.StrideW, s.PadW, s.PadEndW, s.KernelW, s.W);
+            int xi = plane * inPlane;
+            float sum = 0f;
+            for (int iy = ys; iy < ye; iy++)
+                for (int ix = xs; ix < xe; ix++) sum += x[xi + iy * s.W + ix];
+            int divisor = s.CountIncludePad != 0 ? ph * pw : Math.Max(ye - ys, 0) * Math.Max(xe - xs, 0);
+            y[e] = divisor > 0 ? sum / divisor : 0f;
+        }
+    }
+
+    private static void AdaptiveAvg32Kernel(ArrayView<float> y, ArrayView<float> x, AdaptiveAvgArgs a, PoolDivs d)
+    {
+        int total = (int)y.Length, inPlane = a.H * a.W, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int i = d.OutW.DivRem(pix, out int j);
+            var (y0, y1) = Pooling.AdaptiveBin(i, a.H, a.OutH);
+            var (x0, x1) = Pooling.AdaptiveBin(j, a.W, a.OutW);
+            int xi = plane * inPlane;
+            float sum = 0f;
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++) sum += x[xi + iy * a.W + ix];
+            y[e] = sum / ((y1 - y0) * (x1 - x0));
+        }
+    }
+
+    private static void MaxBackward32Kernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, PoolArgs s, PoolDivs d)
+    {
+        int oh = s.OutH, ow = s.OutW, total = (int)s.InputLength, outPlane = oh * ow, inPlane = s.H * s.W;
+        int stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.InPlane.DivRem(e, out int pix);
+            int iy = d.InW.DivRem(pix, out int ix);
+            int loY = iy + s.PadH - (s.KernelH - 1) * s.DilationH, loX = ix + s.PadW - (s.KernelW - 1) * s.DilationW;
+            int oy0 = loY <= 0 ? 0 : (loY + s.StrideH - 1) / s.StrideH, oy1 = Math.Min((iy + s.PadH) / s.StrideH, oh - 1);
+            int ox0 = loX <= 0 ? 0 : (loX + s.StrideW - 1) / s.StrideW, ox1 = Math.Min((ix + s.PadW) / s.StrideW, ow - 1);
+            int xi = plane * inPlane;
+            float g = 0f;
+            for (int oy = oy0; oy <= oy1; oy++)
+                for (int ox = ox0; ox <= ox1; ox++)
+                    if (WindowArgMax32(x, xi, s, oy, ox) == pix) g += dy[plane * outPlane + oy * ow + ox];
+            dx[e] = g;
+        }
+    }
+
+    private static void AdaptiveAvgBackward32Kernel(ArrayView<float> dx, ArrayView<float> dy, AdaptiveAvgArgs a, PoolDivs d)
+    {
+        int total = (int)dx.Length, outPlane = a.OutH * a.OutW, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.InPlane.DivRem(e, out int pix);
+            int iy = d.InW.DivRem(pix, out int ix);
+            float g = 0f;
+            for (int i = 0; i < a.OutH; i++)
+            {
+                var (y0, y1) = Pooling.AdaptiveBin(i, a.H, a.OutH);
+                if (iy < y0 || iy >= y1) continue;
+                for (int j = 0; j < a.OutW; j++)
+                {
+                    var (x0, x1) = Pooling.AdaptiveBin(j, a.W, a.OutW);
+                    if (ix < x0 || ix >= x1) continue;
+                    g += dy[plane * outPlane + i * a.OutW + j] / (y1 - y0) / (x1 - x0);
+                }
+            }
+            dx[e] = g;
+        }
+    }
+
+    /// <summary><see cref="WindowArgMax"/> with a 32-bit plane offset.</summary>
+    private static int WindowArgMax32(ArrayView<float> x, int xi, PoolArgs s, int oy, int ox)
+    {
+        int y0 = oy * s.StrideH - s.PadH, x0 = ox * s.StrideW - s.PadW;
+        int arg = -1;
+        float m = float.NegativeInfinity;
+        for (int r = 0; r < s.KernelH; r++)
+        {
+            int iy = y0 + r * s.DilationH;
+            if (iy < 0 || iy >= s.H) continue;
+            for (int q = 0; q < s.KernelW; q++)
+            {
+                int ix = x0 + q * s.DilationW;
+                if (ix < 0 || ix >= s.W) continue;
+                float v = x[xi + iy * s.W + ix];
+                if (arg < 0 || v > m || float.IsNaN(v)) { m = v; arg = iy * s.W + ix; }
+            }
+        }
+        return arg;
     }
 
     /// <summary>
