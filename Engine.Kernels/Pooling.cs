@@ -387,13 +387,21 @@ internal readonly struct AdaptiveAvgArgs
 /// </summary>
 internal readonly struct PoolDivs
 {
-    public readonly FastDivmod OutPlane, OutW, InPlane, InW;
+    public readonly FastDivmod OutPlane, OutW, OutH, InPlane, InW, StrideH, StrideW;
 
-    public PoolDivs(int h, int w, int oh, int ow)
+    /// <summary>Divisors of a plane (H, W) pooled to (OH, OW) with the given strides (adaptive pooling: 1, 1).</summary>
+    public PoolDivs(int h, int w, int oh, int ow, int strideH = 1, int strideW = 1)
     {
-        OutPlane = new FastDivmod(Math.Max(1, oh * ow)); OutW = new FastDivmod(Math.Max(1, ow));
+        OutPlane = new FastDivmod(Math.Max(1, oh * ow)); OutW = new FastDivmod(Math.Max(1, ow)); OutH = new FastDivmod(Math.Max(1, oh));
         InPlane = new FastDivmod(Math.Max(1, h * w)); InW = new FastDivmod(Math.Max(1, w));
+        StrideH = new FastDivmod(strideH); StrideW = new FastDivmod(strideW);
     }
+
+    public PoolDivs(PoolShape s) : this(s.H, s.W, s.OutH, s.OutW, s.StrideH, s.StrideW) { }
+
+    /// <summary><see cref="Pooling.AdaptiveBin"/> with the divisions by the output size as multiply-shifts.</summary>
+    public static (int Start, int End) AdaptiveBin(int i, int size, FastDivmod outSize)
+        => (outSize.Div(i * size), outSize.Div((i + 1) * size + outSize.Divisor - 1));
 
     public static bool Fit(long inputLength, long outputLength) => KernelIndex.Fits32(inputLength) && KernelIndex.Fits32(outputLength);
 }
@@ -446,7 +454,7 @@ public sealed class PoolingGpu
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
         if (Use32(s.InputLength, s.OutputLength))
-            _max32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s), new PoolDivs(s.H, s.W, s.OutH, s.OutW));
+            _max32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s), new PoolDivs(s));
         else _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s));
     }
 
@@ -459,7 +467,7 @@ public sealed class PoolingGpu
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
         if (Use32(s.InputLength, s.OutputLength))
-            _avg32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad), new PoolDivs(s.H, s.W, s.OutH, s.OutW));
+            _avg32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad), new PoolDivs(s));
         else _avg(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad));
     }
 
@@ -471,7 +479,7 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, (long)n * c * oh * ow, (n, c, oh, ow));
         Check.Length("x", x.Length, (long)n * c * h * w, (n, c, h, w));
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        if (Use32(x.Length, y.Length))
+        if (Use32(x.Length, y.Length) && AdaptiveFits32(h, w, oh, ow))
             _adaptiveAvg32(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
                 new AdaptiveAvgArgs((long)n * c, h, w, oh, ow), new PoolDivs(h, w, oh, ow));
         else _adaptiveAvg(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
@@ -487,7 +495,7 @@ public sealed class PoolingGpu
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
         if (Use32(s.InputLength, s.OutputLength))
-            _maxBackward32(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s), new PoolDivs(s.H, s.W, s.OutH, s.OutW));
+            _maxBackward32(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s), new PoolDivs(s));
         else _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s));
     }
 
@@ -499,7 +507,7 @@ public sealed class PoolingGpu
         Check.Length("dx", dx.Length, (long)n * c * h * w, (n, c, h, w));
         Check.Length("dy", dy.Length, (long)n * c * oh * ow, (n, c, oh, ow));
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        if (Use32(dx.Length, dy.Length))
+        if (Use32(dx.Length, dy.Length) && AdaptiveFits32(h, w, oh, ow))
             _adaptiveAvgBackward32(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
                 new AdaptiveAvgArgs((long)n * c, h, w, oh, ow), new PoolDivs(h, w, oh, ow));
         else _adaptiveAvgBackward(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
@@ -507,6 +515,10 @@ public sealed class PoolingGpu
     }
 
     private bool Use32(long inputLength, long outputLength) => !UseGeneralKernels && PoolDivs.Fit(inputLength, outputLength);
+
+    /// <summary>Whether the adaptive bins' numerators, up to (OH + 1)·H + OH, fit the 32-bit multiply-shift.</summary>
+    private static bool AdaptiveFits32(int h, int w, int oh, int ow)
+        => KernelIndex.Fits32((long)(oh + 1) * h + oh) && KernelIndex.Fits32((long)(ow + 1) * w + ow);
 
     // The 32-bit kernels below are the general ones above with int indices (the launcher checked that input and
     // output are under 2^31 elements) and coordinates from PoolDivs' multiply-shifts; same loops, same order.
@@ -561,8 +573,8 @@ public sealed class PoolingGpu
         {
             int plane = d.OutPlane.DivRem(e, out int pix);
             int i = d.OutW.DivRem(pix, out int j);
-            var (y0, y1) = Pooling.AdaptiveBin(i, a.H, a.OutH);
-            var (x0, x1) = Pooling.AdaptiveBin(j, a.W, a.OutW);
+            var (y0, y1) = PoolDivs.AdaptiveBin(i, a.H, d.OutH);
+            var (x0, x1) = PoolDivs.AdaptiveBin(j, a.W, d.OutW);
             int xi = plane * inPlane;
             float sum = 0f;
             for (int iy = y0; iy < y1; iy++)
@@ -580,8 +592,8 @@ public sealed class PoolingGpu
             int plane = d.InPlane.DivRem(e, out int pix);
             int iy = d.InW.DivRem(pix, out int ix);
             int loY = iy + s.PadH - (s.KernelH - 1) * s.DilationH, loX = ix + s.PadW - (s.KernelW - 1) * s.DilationW;
-            int oy0 = loY <= 0 ? 0 : (loY + s.StrideH - 1) / s.StrideH, oy1 = Math.Min((iy + s.PadH) / s.StrideH, oh - 1);
-            int ox0 = loX <= 0 ? 0 : (loX + s.StrideW - 1) / s.StrideW, ox1 = Math.Min((ix + s.PadW) / s.StrideW, ow - 1);
+            int oy0 = loY <= 0 ? 0 : d.StrideH.Div(loY + s.StrideH - 1), oy1 = Math.Min(d.StrideH.Div(iy + s.PadH), oh - 1);
+            int ox0 = loX <= 0 ? 0 : d.StrideW.Div(loX + s.StrideW - 1), ox1 = Math.Min(d.StrideW.Div(ix + s.PadW), ow - 1);
             int xi = plane * inPlane;
             float g = 0f;
             for (int oy = oy0; oy <= oy1; oy++)
@@ -601,11 +613,11 @@ public sealed class PoolingGpu
             float g = 0f;
             for (int i = 0; i < a.OutH; i++)
             {
-                var (y0, y1) = Pooling.AdaptiveBin(i, a.H, a.OutH);
+                var (y0, y1) = PoolDivs.AdaptiveBin(i, a.H, d.OutH);
                 if (iy < y0 || iy >= y1) continue;
                 for (int j = 0; j < a.OutW; j++)
                 {
-                    var (x0, x1) = Pooling.AdaptiveBin(j, a.W, a.OutW);
+                    var (x0, x1) = PoolDivs.AdaptiveBin(j, a.W, d.OutW);
                     if (ix < x0 || ix >= x1) continue;
                     g += dy[plane * outPlane + i * a.OutW + j] / (y1 - y0) / (x1 - x0);
                 }
