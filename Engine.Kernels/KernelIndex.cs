@@ -54,6 +54,14 @@ public struct Float4
     public Float4(float x, float y, float z, float w) { X = x; Y = y; Z = z; W = w; }
 }
 
+/// <summary>Two floats moved as one 8-byte load or store (PTX ld/st .v2.f32): the two taps of a 2x2 pooling window's row.</summary>
+public struct Float2
+{
+    public float X, Y;
+
+    public Float2(float x, float y) { X = x; Y = y; }
+}
+
 /// <summary>Host-side checks that pick between a kernel's 32-bit-index, vectorised and general versions.</summary>
 public static class KernelIndex
 {

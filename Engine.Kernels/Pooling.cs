@@ -62,7 +62,7 @@ public static partial class Pooling
 
     /// <summary>The 2x2 stride-2 window with no padding or dilation whose every window lies inside the input (so no
     /// end padding or ceil mode adds a window hanging past the last row or column): the fast paths' shape.</summary>
-    static bool Is2x2Stride2Inside(PoolShape s)
+    internal static bool Is2x2Stride2Inside(PoolShape s)
         => s.KernelH == 2 && s.KernelW == 2 && s.StrideH == 2 && s.StrideW == 2 && s.PadH == 0 && s.PadW == 0
            && s.DilationH == 1 && s.DilationW == 1 && 2L * s.OutH <= s.H && 2L * s.OutW <= s.W;
 
@@ -420,6 +420,8 @@ public sealed class PoolingGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs> _maxBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvgBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _max32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs> _max2x2;
+    private readonly Action<KernelConfig, ArrayView<Float2>, ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs> _maxBackward2x2;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _avg32;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs> _adaptiveAvg32;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _maxBackward32;
@@ -435,6 +437,8 @@ public sealed class PoolingGpu
     {
         _acc = accelerator;
         _max32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(Max32Kernel);
+        _max2x2 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs>(Max2x2Vec2Kernel);
+        _maxBackward2x2 = accelerator.LoadStreamKernel<ArrayView<Float2>, ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs>(MaxBackward2x2Vec2Kernel);
         _avg32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(Avg32Kernel);
         _adaptiveAvg32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs>(AdaptiveAvg32Kernel);
         _maxBackward32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(MaxBackward32Kernel);
@@ -453,7 +457,9 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        if (Use32(s.InputLength, s.OutputLength))
+        if (Use2x2Vec2(s, x, x))
+            _max2x2(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x.Cast<Float2>(), new PoolArgs(s), new PoolDivs(s));
+        else if (Use32(s.InputLength, s.OutputLength))
             _max32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s), new PoolDivs(s));
         else _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s));
     }
@@ -494,7 +500,9 @@ public sealed class PoolingGpu
         Check.Length("dy", dy.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        if (Use32(s.InputLength, s.OutputLength))
+        if (Use2x2Vec2(s, x, dx))
+            _maxBackward2x2(Accelerators.GridStride(_acc, s.OutputLength, gs), dx.Cast<Float2>(), dy, x.Cast<Float2>(), new PoolArgs(s), new PoolDivs(s));
+        else if (Use32(s.InputLength, s.OutputLength))
             _maxBackward32(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s), new PoolDivs(s));
         else _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s));
     }
@@ -515,6 +523,63 @@ public sealed class PoolingGpu
     }
 
     private bool Use32(long inputLength, long outputLength) => !UseGeneralKernels && PoolDivs.Fit(inputLength, outputLength);
+
+    /// <summary>
+    /// VGG's pool: a 2x2 stride-2 window without padding over even H and W (every input element in exactly one window),
+    /// views on an 8-byte boundary, so each window is two 8-byte loads (and its gradient two 8-byte stores).
+    /// </summary>
+    private bool Use2x2Vec2(PoolShape s, ArrayView<float> a, ArrayView<float> b)
+        => Use32(s.InputLength, s.OutputLength) && Pooling.Is2x2Stride2Inside(s) && s.H % 2 == 0 && s.W % 2 == 0
+           && ((IContiguousArrayView)a).IndexInBytes % 8 == 0 && ((IContiguousArrayView)b).IndexInBytes % 8 == 0;
+
+    /// <summary>
+    /// Max pooling 2x2 stride 2 (<see cref="Use2x2Vec2"/>): one thread per output, the window's two rows read as float2
+    /// (x viewed as float2: row pair (2·oy, 2·oy+1) of plane p starts at float2 (p·H·W + 2·oy·W) / 2 + ox). Same
+    /// comparisons in the same order as <see cref="Max32Kernel"/>.
+    /// </summary>
+    private static void Max2x2Vec2Kernel(ArrayView<float> y, ArrayView<Float2> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, halfW = s.W >> 1, halfPlane = (s.H * s.W) >> 1, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            int top = plane * halfPlane + 2 * oy * halfW + ox;
+            Float2 r0 = x[top], r1 = x[top + halfW];
+            float m = float.NegativeInfinity;
+            if (r0.X > m || float.IsNaN(r0.X)) m = r0.X;
+            if (r0.Y > m || float.IsNaN(r0.Y)) m = r0.Y;
+            if (r1.X > m || float.IsNaN(r1.X)) m = r1.X;
+            if (r1.Y > m || float.IsNaN(r1.Y)) m = r1.Y;
+            y[e] = m;
+        }
+    }
+
+    /// <summary>
+    /// Max pooling 2x2 stride 2 backward (<see cref="Use2x2Vec2"/>): one thread per window instead of per input
+    /// element, since each input element lies in exactly one window. It picks the argmax by
+    /// <see cref="WindowArgMax"/>'s rule (first tap, then a later one when greater or NaN) and writes the window's four
+    /// gradients as two float2 stores: 0 + dy at the argmax (as the general kernel's sum from 0), 0 elsewhere.
+    /// </summary>
+    private static void MaxBackward2x2Vec2Kernel(ArrayView<Float2> dx, ArrayView<float> dy, ArrayView<Float2> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, halfW = s.W >> 1, halfPlane = (s.H * s.W) >> 1, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            int top = plane * halfPlane + 2 * oy * halfW + ox;
+            Float2 r0 = x[top], r1 = x[top + halfW];
+            float m = r0.X;
+            int k = 0;
+            if (r0.Y > m || float.IsNaN(r0.Y)) { m = r0.Y; k = 1; }
+            if (r1.X > m || float.IsNaN(r1.X)) { m = r1.X; k = 2; }
+            if (r1.Y > m || float.IsNaN(r1.Y)) k = 3;
+            float g = 0f + dy[e];
+            dx[top] = new Float2(k == 0 ? g : 0f, k == 1 ? g : 0f);
+            dx[top + halfW] = new Float2(k == 2 ? g : 0f, k == 3 ? g : 0f);
+        }
+    }
 
     /// <summary>Whether the adaptive bins' numerators, up to (OH + 1)·H + OH, fit the 32-bit multiply-shift.</summary>
     private static bool AdaptiveFits32(int h, int w, int oh, int ow)

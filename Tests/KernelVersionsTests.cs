@@ -279,6 +279,38 @@ public sealed class KernelVersionsTests(GeneralKernelsFixture fx) : IClassFixtur
             }
         });
 
+    /// <summary>
+    /// VGG's pool (2x2, stride 2, no padding) on even planes, where the default versions read and write each window as
+    /// two float2: ties, NaN and -inf windows, views at +0, +1 (off the 8-byte boundary: 32-bit kernels) and +2 floats.
+    /// </summary>
+    [Property(MaxTest = Cases)]
+    public Property MaxPool2x2MatchesHostInEveryVersion()
+        => Prop.ForAll(Gen.Choose(1, 8).ToArbitrary(), Gen.Choose(1, 9).ToArbitrary(), Gen.Elements(0, 1, 2).ToArbitrary(), (hh, hw, offset) =>
+        {
+            int seed = Interlocked.Increment(ref _seed);
+            var s = new PoolShape(2, 3, 2 * hh, 2 * hw, 2, 2, 2, 2);
+            var x = Random(seed, s.InputLength).Select(v => MathF.Round(v * 3f) / 3f).ToArray();
+            x[0] = float.NaN;
+            if (x.Length > 7) { x[4] = x[5] = float.NegativeInfinity; x[4 + s.W] = x[5 + s.W] = float.NegativeInfinity; x[7] = float.NaN; }
+            var dy = Random(seed + 1, s.OutputLength);
+            var y = new float[s.OutputLength]; Pooling.MaxForwardHost_V1Naive(y, x, s);
+            var dx = new float[s.InputLength]; Pooling.MaxBackwardHost_V1Naive(dx, dy, x, s);
+            float[][]? previous = null;
+            foreach (var (pool, name) in new[] { (fx.Pool, "default"), (fx.PoolGeneral, "general") })
+            {
+                var r = Run(offset, [x, new float[s.OutputLength], dy, Enumerable.Repeat(float.NaN, (int)s.InputLength).ToArray()], v =>
+                {
+                    pool.MaxForward(v[1], v[0], s);
+                    pool.MaxBackward(v[3], v[2], v[0], s);
+                });
+                AssertClose(r[1], y, Tolerance.Exact, $"max pool 2x2, {name} version, {s}, views at +{offset}");
+                AssertClose(r[3], dx, Tolerance.Exact, $"max pool 2x2 backward, {name} version, {s}, views at +{offset}");
+                if (previous != null)
+                    for (int i = 0; i < r.Length; i++) AssertBitEqual(previous[i], r[i], $"2x2 pooling buffer {i}, {s} at +{offset}");
+                previous = r;
+            }
+        });
+
     [Property(MaxTest = Cases)]
     public Property StridedSoftmaxMatchesHostInEveryVersion()
         => Prop.ForAll(Gen.Choose(1, 4).ToArbitrary(), Gen.Choose(1, 12).ToArbitrary(), Gen.Choose(2, 40).ToArbitrary(), (outer, axis, inner) =>
