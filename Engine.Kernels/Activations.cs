@@ -235,9 +235,25 @@ public sealed class ActivationsGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int, int> _softmaxStrided;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, float, float> _clip;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, float> _leakyRelu;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>> _reluVec4;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>> _reluBackwardVec4;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, float, float> _clipVec4;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, float> _leakyReluVec4;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, int, int, FastDivmod> _softmaxStrided32;
+
+    /// <summary>
+    /// Forces the general kernels (64-bit indices, scalar loads) that tensors of 2^31 elements or more and views not on
+    /// a 16-byte boundary take, so tests cover them on small shapes.
+    /// </summary>
+    public bool UseGeneralKernels { get; set; }
 
     public ActivationsGpu(Accelerator accelerator)
     {
+        _reluVec4 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>>(ReluVec4Kernel);
+        _reluBackwardVec4 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>>(ReluBackwardVec4Kernel);
+        _clipVec4 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, float, float>(ClipVec4Kernel);
+        _leakyReluVec4 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, float>(LeakyReluVec4Kernel);
+        _softmaxStrided32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int, FastDivmod>(SoftmaxStrided32Kernel);
         _acc = accelerator;
         _relu = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>>(ReluKernel);
         _softmax = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, int, int>(SoftmaxKernel);
@@ -254,7 +270,8 @@ public sealed class ActivationsGpu
         Check.Length("dy", dy.Length, y.Length, "relu backward");
         if (y.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _reluBackward(Accelerators.GridStride(_acc, y.Length, gs), dx, dy, y);
+        if (Vec4(dx, dy, y)) _reluBackwardVec4(Accelerators.GridStride(_acc, (y.Length + 3) / 4, gs), dx, dy, y);
+        else _reluBackward(Accelerators.GridStride(_acc, y.Length, gs), dx, dy, y);
     }
 
     /// <summary>y = max(x, 0); y and x may be the same view. NaN stays NaN, as on the host.</summary>
@@ -263,7 +280,8 @@ public sealed class ActivationsGpu
         Check.Length("y", y.Length, x.Length, "relu");
         if (x.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _relu(Accelerators.GridStride(_acc, x.Length, gs), y, x);
+        if (Vec4(y, x, x)) _reluVec4(Accelerators.GridStride(_acc, (x.Length + 3) / 4, gs), y, x);
+        else _relu(Accelerators.GridStride(_acc, x.Length, gs), y, x);
     }
 
     /// <summary>Row-wise softmax of x (rows, cols), max-subtracted; one group per row; y and x may be the same view.</summary>
@@ -287,7 +305,9 @@ public sealed class ActivationsGpu
         Check.Length("y", y.Length, (long)outer * axis * inner, (outer, axis, inner));
         Check.Length("x", x.Length, (long)outer * axis * inner, (outer, axis, inner));
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _softmaxStrided(Accelerators.GridStride(_acc, (long)outer * inner, gs), y, x, outer, axis, inner);
+        if (!UseGeneralKernels && KernelIndex.Fits32(y.Length))
+            _softmaxStrided32(Accelerators.GridStride(_acc, (long)outer * inner, gs), y, x, outer, axis, new FastDivmod(inner));
+        else _softmaxStrided(Accelerators.GridStride(_acc, (long)outer * inner, gs), y, x, outer, axis, inner);
     }
 
     /// <summary>y = min(max(x, lo), hi), as <see cref="Activations.ClipHost"/>.</summary>
@@ -296,7 +316,8 @@ public sealed class ActivationsGpu
         Check.Length("y", y.Length, x.Length, "clip");
         if (x.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _clip(Accelerators.GridStride(_acc, x.Length, gs), y, x, lo, hi);
+        if (Vec4(y, x, x)) _clipVec4(Accelerators.GridStride(_acc, (x.Length + 3) / 4, gs), y, x, lo, hi);
+        else _clip(Accelerators.GridStride(_acc, x.Length, gs), y, x, lo, hi);
     }
 
     /// <summary>y = x &lt; 0 ? alpha·x : x, as <see cref="Activations.LeakyReluHost"/>.</summary>
@@ -305,7 +326,109 @@ public sealed class ActivationsGpu
         Check.Length("y", y.Length, x.Length, "leaky relu");
         if (x.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _leakyRelu(Accelerators.GridStride(_acc, x.Length, gs), y, x, alpha);
+        if (Vec4(y, x, x)) _leakyReluVec4(Accelerators.GridStride(_acc, (x.Length + 3) / 4, gs), y, x, alpha);
+        else _leakyRelu(Accelerators.GridStride(_acc, x.Length, gs), y, x, alpha);
+    }
+
+    /// <summary>Whether the 16-byte-vector, 32-bit-index kernels can take these views (of one length).</summary>
+    private bool Vec4(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c)
+        => !UseGeneralKernels && KernelIndex.Fits32(a.Length) && KernelIndex.Aligned16(a) && KernelIndex.Aligned16(b) && KernelIndex.Aligned16(c);
+
+    /// <summary>
+    /// As <see cref="SoftmaxStridedKernel"/> with 32-bit indices (tensors under 2^31 elements) and the column split into
+    /// (outer, inner) by a multiply-shift instead of a 64-bit division.
+    /// </summary>
+    private static void SoftmaxStrided32Kernel(ArrayView<float> y, ArrayView<float> x, int outer, int axis, FastDivmod inner)
+    {
+        int stride = Grid.DimX * Group.DimX, columns = outer * inner.Divisor, step = inner.Divisor;
+        for (int c = Grid.GlobalIndex.X; c < columns; c += stride)
+        {
+            int o = inner.DivRem(c, out int j), start = o * axis * step + j;
+            float m = float.NegativeInfinity;
+            for (int a = 0, i = start; a < axis; a++, i += step) m = MathF.Max(m, x[i]);
+            float sum = 0f;
+            for (int a = 0, i = start; a < axis; a++, i += step)
+            {
+                float e = MathF.Exp(x[i] - m);
+                y[i] = e;
+                sum += e;
+            }
+            float inv = 1f / sum;
+            for (int a = 0, i = start; a < axis; a++, i += step) y[i] *= inv;
+        }
+    }
+
+    // The Vec4 kernels: the first Length / 4 float4s grid-stride with 32-bit indices and 16-byte loads and stores
+    // (the launcher checked that the length is under 2^31 and every view starts on a 16-byte boundary); the last
+    // Length % 4 elements go to the first threads of the grid. Same arithmetic per element as the general kernels.
+
+    private static float Relu1(float v) => v < 0f ? 0f : v;
+
+    private static void ReluVec4Kernel(ArrayView<float> y, ArrayView<float> x)
+    {
+        int n = (int)x.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, g = Grid.GlobalIndex.X;
+        var x4 = x.Cast<Float4>();
+        var y4 = y.Cast<Float4>();
+        for (int i = g; i < n4; i += stride)
+        {
+            var v = x4[i];
+            y4[i] = new Float4(Relu1(v.X), Relu1(v.Y), Relu1(v.Z), Relu1(v.W));
+        }
+        int t = (n4 << 2) + g;
+        if (t < n) y[t] = Relu1(x[t]);
+    }
+
+    private static float ReluGrad1(float dy, float y) => y <= 0f ? 0f : dy;
+
+    private static void ReluBackwardVec4Kernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> y)
+    {
+        int n = (int)y.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, g = Grid.GlobalIndex.X;
+        var dx4 = dx.Cast<Float4>();
+        var dy4 = dy.Cast<Float4>();
+        var y4 = y.Cast<Float4>();
+        for (int i = g; i < n4; i += stride)
+        {
+            Float4 d = dy4[i], v = y4[i];
+            dx4[i] = new Float4(ReluGrad1(d.X, v.X), ReluGrad1(d.Y, v.Y), ReluGrad1(d.Z, v.Z), ReluGrad1(d.W, v.W));
+        }
+        int t = (n4 << 2) + g;
+        if (t < n) dx[t] = ReluGrad1(dy[t], y[t]);
+    }
+
+    private static float Clip1(float v, float lo, float hi)
+    {
+        v = v < lo ? lo : v;
+        return v > hi ? hi : v;
+    }
+
+    private static void ClipVec4Kernel(ArrayView<float> y, ArrayView<float> x, float lo, float hi)
+    {
+        int n = (int)x.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, g = Grid.GlobalIndex.X;
+        var x4 = x.Cast<Float4>();
+        var y4 = y.Cast<Float4>();
+        for (int i = g; i < n4; i += stride)
+        {
+            var v = x4[i];
+            y4[i] = new Float4(Clip1(v.X, lo, hi), Clip1(v.Y, lo, hi), Clip1(v.Z, lo, hi), Clip1(v.W, lo, hi));
+        }
+        int t = (n4 << 2) + g;
+        if (t < n) y[t] = Clip1(x[t], lo, hi);
+    }
+
+    private static float Leaky1(float v, float alpha) => v < 0f ? alpha * v : v;
+
+    private static void LeakyReluVec4Kernel(ArrayView<float> y, ArrayView<float> x, float alpha)
+    {
+        int n = (int)x.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, g = Grid.GlobalIndex.X;
+        var x4 = x.Cast<Float4>();
+        var y4 = y.Cast<Float4>();
+        for (int i = g; i < n4; i += stride)
+        {
+            var v = x4[i];
+            y4[i] = new Float4(Leaky1(v.X, alpha), Leaky1(v.Y, alpha), Leaky1(v.Z, alpha), Leaky1(v.W, alpha));
+        }
+        int t = (n4 << 2) + g;
+        if (t < n) y[t] = Leaky1(x[t], alpha);
     }
 
     private static void SoftmaxStridedKernel(ArrayView<float> y, ArrayView<float> x, int outer, int axis, int inner)

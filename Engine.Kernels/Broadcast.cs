@@ -299,16 +299,69 @@ internal readonly struct StridedArgs
     }
 }
 
+/// <summary>
+/// <see cref="StridedArgs"/> for tensors whose every offset fits an int (the launcher checks the output and both
+/// operands are under 2^31 elements): 32-bit strides, and each collapsed dimension a <see cref="FastDivmod"/>, so a
+/// flat index splits into coordinates with multiply-shifts instead of up to six calls of the 64-bit division routine.
+/// </summary>
+internal readonly struct StridedArgs32
+{
+    public readonly int Rank;
+    public readonly FastDivmod D0, D1, D2, D3, D4;
+    public readonly int A0, A1, A2, A3, A4, A5;
+    public readonly int B0, B1, B2, B3, B4, B5;
+
+    public StridedArgs32(StridedLayout l)
+    {
+        if (l.Rank > StridedLayout.MaxGpuRank)
+            throw new NotSupportedException($"strided kernel: {l.Rank} dimensions after collapsing ({l}); the ILGPU kernels take {StridedLayout.MaxGpuRank}");
+        Rank = l.Rank;
+        FastDivmod D(int k) => new(k < l.Rank ? Math.Max(1, l.Dims[l.Rank - 1 - k]) : 1);
+        int A(int k) => k < l.Rank ? checked((int)l.AStrides[l.Rank - 1 - k]) : 0;
+        int B(int k) => k < l.Rank ? checked((int)l.BStrides[l.Rank - 1 - k]) : 0;
+        D0 = D(0); D1 = D(1); D2 = D(2); D3 = D(3); D4 = D(4);
+        A0 = A(0); A1 = A(1); A2 = A(2); A3 = A(3); A4 = A(4); A5 = A(5);
+        B0 = B(0); B1 = B(1); B2 = B(2); B3 = B(3); B4 = B(4); B5 = B(5);
+    }
+
+    /// <summary>Whether every index and offset of <paramref name="l"/> over operands of these lengths fits an int.</summary>
+    public static bool Fits(StridedLayout l, long a, long b)
+        => KernelIndex.Fits32(l.Elements) && KernelIndex.Fits32(a) && KernelIndex.Fits32(b);
+
+    /// <summary>Offsets of both operands for dense output index <paramref name="i"/>; only the used dimensions divide
+    /// (the outermost needs no division: what is left of the index is its coordinate).</summary>
+    public void Offsets(int i, out int oa, out int ob)
+    {
+        int q = D0.DivRem(i, out int r);
+        oa = r * A0; ob = r * B0;
+        if (Rank > 1) { q = D1.DivRem(q, out r); oa += r * A1; ob += r * B1; }
+        if (Rank > 2) { q = D2.DivRem(q, out r); oa += r * A2; ob += r * B2; }
+        if (Rank > 3) { q = D3.DivRem(q, out r); oa += r * A3; ob += r * B3; }
+        if (Rank > 4) { q = D4.DivRem(q, out r); oa += r * A4; ob += r * B4; }
+        if (Rank > 5) { oa += q * A5; ob += q * B5; }
+    }
+}
+
 /// <summary>Broadcasting Add/Sub/Mul/Div on an ILGPU accelerator: a flat kernel for one collapsed dimension, a strided one otherwise.</summary>
 public sealed class BroadcastGpu
 {
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, long, long> _flat;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, StridedArgs> _strided;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int> _flatVec4;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, StridedArgs32> _strided32;
+
+    /// <summary>
+    /// Forces the general kernels (64-bit indices, scalar loads) that tensors of 2^31 elements or more and views not on
+    /// a 16-byte boundary take, so tests cover them on small shapes.
+    /// </summary>
+    public bool UseGeneralKernels { get; set; }
 
     public BroadcastGpu(Accelerator accelerator)
     {
         _acc = accelerator;
+        _flatVec4 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, int, int>(BinaryFlatVec4Kernel);
+        _strided32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, StridedArgs32>(BinaryStrided32Kernel);
         _flat = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, long, long>(BinaryFlatKernel);
         _strided = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, int, StridedArgs>(BinaryStridedKernel);
     }
@@ -320,8 +373,51 @@ public sealed class BroadcastGpu
         if (layout.Elements == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
         var grid = Accelerators.GridStride(_acc, layout.Elements, gs);
-        if (layout.Rank == 1) _flat(grid, y, a, b, (int)kind, layout.AStrides[0], layout.BStrides[0]);
+        long sa = layout.AStrides[0], sb = layout.BStrides[0];
+        if (layout.Rank == 1)
+        {
+            // A broadcast scalar operand is read once per thread, so only a streamed one needs the 16-byte boundary.
+            bool vec4 = !UseGeneralKernels && StridedArgs32.Fits(layout, a.Length, b.Length) && KernelIndex.Aligned16(y)
+                        && (sa == 0 || KernelIndex.Aligned16(a)) && (sb == 0 || KernelIndex.Aligned16(b));
+            if (vec4) _flatVec4(Accelerators.GridStride(_acc, (layout.Elements + 3) / 4, gs), y, a, b, (int)kind, (int)sa, (int)sb);
+            else _flat(grid, y, a, b, (int)kind, sa, sb);
+        }
+        else if (!UseGeneralKernels && StridedArgs32.Fits(layout, a.Length, b.Length))
+            _strided32(grid, y, a, b, (int)kind, new StridedArgs32(layout));
         else _strided(grid, y, a, b, (int)kind, new StridedArgs(layout));
+    }
+
+    /// <summary>
+    /// <see cref="BinaryFlatKernel"/> with 16-byte loads and stores over the first Length / 4 float4s (launcher: under
+    /// 2^31 elements, streamed views 16-byte aligned); a broadcast operand (stride 0) is one scalar read before the loop.
+    /// The last Length % 4 elements go to the first threads.
+    /// </summary>
+    private static void BinaryFlatVec4Kernel(ArrayView<float> y, ArrayView<float> a, ArrayView<float> b, int kind, int sa, int sb)
+    {
+        int n = (int)y.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, g = Grid.GlobalIndex.X;
+        var y4 = y.Cast<Float4>();
+        var a4 = a.Cast<Float4>();
+        var b4 = b.Cast<Float4>();
+        float as0 = a[0], bs0 = b[0];
+        for (int i = g; i < n4; i += stride)
+        {
+            Float4 u = sa != 0 ? a4[i] : new Float4(as0, as0, as0, as0);
+            Float4 v = sb != 0 ? b4[i] : new Float4(bs0, bs0, bs0, bs0);
+            y4[i] = new Float4(Apply(kind, u.X, v.X), Apply(kind, u.Y, v.Y), Apply(kind, u.Z, v.Z), Apply(kind, u.W, v.W));
+        }
+        int t = (n4 << 2) + g;
+        if (t < n) y[t] = Apply(kind, a[t * sa], b[t * sb]);
+    }
+
+    /// <summary><see cref="BinaryStridedKernel"/> with 32-bit indices and multiply-shift coordinates (<see cref="StridedArgs32"/>).</summary>
+    private static void BinaryStrided32Kernel(ArrayView<float> y, ArrayView<float> a, ArrayView<float> b, int kind, StridedArgs32 g)
+    {
+        int n = (int)y.Length, stride = Grid.DimX * Group.DimX;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            g.Offsets(i, out int oa, out int ob);
+            y[i] = Apply(kind, a[oa], b[ob]);
+        }
     }
 
     private static float Apply(int kind, float x, float z)

@@ -61,16 +61,35 @@ public static partial class Elementwise
 
 // ===== ILGPU kernels =====
 
+/// <summary>Kernel arguments of the 32-bit BatchNorm: divisors by the plane (H·W) and the channel count, and eps.</summary>
+internal readonly struct BatchNormArgs
+{
+    public readonly FastDivmod Plane, C;
+    public readonly float Eps;
+
+    public BatchNormArgs(int c, int plane, float eps) { Plane = new FastDivmod(plane); C = new FastDivmod(c); Eps = eps; }
+}
+
 /// <summary>Residual add and inference BatchNorm on an ILGPU accelerator, one grid-stride pass each.</summary>
 public sealed class ElementwiseGpu
 {
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>> _add;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, long, float> _batchNorm;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>> _addVec4;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormArgs> _batchNorm32;
+
+    /// <summary>
+    /// Forces the general kernels (64-bit indices, scalar loads) that tensors of 2^31 elements or more and views not on
+    /// a 16-byte boundary take, so tests cover them on small shapes.
+    /// </summary>
+    public bool UseGeneralKernels { get; set; }
 
     public ElementwiseGpu(Accelerator accelerator)
     {
         _acc = accelerator;
+        _addVec4 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>>(AddVec4Kernel);
+        _batchNorm32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, BatchNormArgs>(BatchNorm32Kernel);
         _add = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>>(AddKernel);
         _batchNorm = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, int, long, float>(BatchNormKernel);
     }
@@ -82,7 +101,9 @@ public sealed class ElementwiseGpu
         Check.Length("b", b.Length, y.Length, "add");
         if (y.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _add(Accelerators.GridStride(_acc, y.Length, gs), y, a, b);
+        if (!UseGeneralKernels && KernelIndex.Fits32(y.Length) && KernelIndex.Aligned16(y) && KernelIndex.Aligned16(a) && KernelIndex.Aligned16(b))
+            _addVec4(Accelerators.GridStride(_acc, (y.Length + 3) / 4, gs), y, a, b);
+        else _add(Accelerators.GridStride(_acc, y.Length, gs), y, a, b);
     }
 
     /// <summary>Inference BatchNorm over NCHW, as <see cref="Elementwise.BatchNormHost"/> (factors computed per element in fp32).</summary>
@@ -98,7 +119,39 @@ public sealed class ElementwiseGpu
         Check.Length("var", variance.Length, c, shape);
         if (y.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _batchNorm(Accelerators.GridStride(_acc, y.Length, gs), y, x, scale, bias, mean, variance, c, plane, eps);
+        if (!UseGeneralKernels && KernelIndex.Fits32(y.Length))
+            _batchNorm32(Accelerators.GridStride(_acc, y.Length, gs), y, x, scale, bias, mean, variance, new BatchNormArgs(c, (int)plane, eps));
+        else _batchNorm(Accelerators.GridStride(_acc, y.Length, gs), y, x, scale, bias, mean, variance, c, plane, eps);
+    }
+
+    /// <summary>y = a + b over the first Length / 4 float4s with 16-byte loads (launcher: length &lt; 2^31, views 16-byte aligned), the last Length % 4 elements by the first threads.</summary>
+    private static void AddVec4Kernel(ArrayView<float> y, ArrayView<float> a, ArrayView<float> b)
+    {
+        int n = (int)y.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, g = Grid.GlobalIndex.X;
+        var y4 = y.Cast<Float4>();
+        var a4 = a.Cast<Float4>();
+        var b4 = b.Cast<Float4>();
+        for (int i = g; i < n4; i += stride)
+        {
+            Float4 u = a4[i], v = b4[i];
+            y4[i] = new Float4(u.X + v.X, u.Y + v.Y, u.Z + v.Z, u.W + v.W);
+        }
+        int t = (n4 << 2) + g;
+        if (t < n) y[t] = a[t] + b[t];
+    }
+
+    /// <summary>As <see cref="BatchNormKernel"/> with 32-bit indices (tensors under 2^31 elements) and the channel
+    /// i / plane % C found by two multiply-shifts instead of two 64-bit divisions.</summary>
+    private static void BatchNorm32Kernel(ArrayView<float> y, ArrayView<float> x, ArrayView<float> scale, ArrayView<float> bias,
+        ArrayView<float> mean, ArrayView<float> variance, BatchNormArgs s)
+    {
+        int n = (int)y.Length, stride = Grid.DimX * Group.DimX;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            s.C.DivRem(s.Plane.Div(i), out int ch);
+            float f = scale[ch] / MathF.Sqrt(variance[ch] + s.Eps);
+            y[i] = x[i] * f + (bias[ch] - mean[ch] * f);
+        }
     }
 
     private static void AddKernel(ArrayView<float> y, ArrayView<float> a, ArrayView<float> b)

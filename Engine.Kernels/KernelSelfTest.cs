@@ -190,6 +190,17 @@ public static class KernelSelfTest
         foreach (var s in linearShapes)
             foreach (var v in gemmVersions)
                 results.Add(LinearCase(acc, linear, v, s, seed++, timed));
+        // The GEMV at the batches it takes: odd In (scalar loads), In a multiple of 4 (16-byte loads), 1 to 8 rows;
+        // full: VGG16's fc6, fc7, fc8 at batch 1 and 8.
+        var gemvShapes = new List<(int N, int In, int Out, bool Relu)> { (1, 37, 70, true), (3, 100, 9, false), (8, 64, 13, true), (5, 257, 6, true) };
+        if (!quick)
+            foreach (int n in new[] { 1, 8 })
+            {
+                gemvShapes.Add((n, 25088, 4096, true));
+                gemvShapes.Add((n, 4096, 4096, true));
+                gemvShapes.Add((n, 4096, 1000, false));
+            }
+        foreach (var s in gemvShapes) results.Add(LinearGemvCase(acc, linear, s, seed++, timed));
 
         foreach (long len in quick ? new long[] { 1, 1000 } : new long[] { 1, 1000, 1L << 22 })
             results.Add(ReluCase(acc, act, len, seed++, timed));
@@ -328,6 +339,32 @@ public static class KernelSelfTest
         return Measure(acc, "linear", v.ToString(), $"N={s.N} in={s.In} out={s.Out}{(s.Relu ? " +relu" : "")}", dy,
             Filled(expected.Length, float.NaN), expected, Tolerance.Dot(s.In),
             () => linear.Forward(v, dy.View, dx.View, dw.View, db.View, s.N, s.In, s.Out, s.Relu), timed);
+    }
+
+    /// <summary>
+    /// The GEMV version of the linear layer (n ≤ <see cref="LinearGpu.GemvMaxRows"/>) against <see cref="Linear.ForwardHost"/>.
+    /// With <paramref name="xOffset"/> &gt; 0, x starts that many floats into its buffer, so a view that is not 16-byte
+    /// aligned takes the scalar-load kernel even when In is a multiple of 4. The version string says which kernel ran.
+    /// </summary>
+    public static SelfTestResult LinearGemvCase(Accelerator acc, LinearGpu linear, (int N, int In, int Out, bool Relu) s, int seed,
+        bool timed = true, int xOffset = 0)
+    {
+        var rng = new Random(seed);
+        var x = RandomArray(rng, (long)s.N * s.In + xOffset);
+        var w = RandomArray(rng, (long)s.Out * s.In, 1f / MathF.Sqrt(s.In));
+        var b = RandomArray(rng, s.Out, 0.5f);
+        var expected = new float[(long)s.N * s.Out];
+        Linear.ForwardHost(expected, x.AsSpan(xOffset), w, b, s.N, s.In, s.Out, s.Relu);
+        using var dx = acc.Allocate1D(x);
+        using var dw = acc.Allocate1D(w);
+        using var db = acc.Allocate1D(b);
+        using var dy = acc.Allocate1D<float>(expected.Length);
+        var xv = dx.View.SubView(xOffset, (long)s.N * s.In);
+        string version = LinearGpu.GemvVectorised(xv, dw.View, s.In) ? "GemvVec4" : "GemvScalar";
+        var shape = new LinearShape(s.N, s.In, s.Out);
+        return Measure(acc, "linear", version, $"{shape}{(s.Relu ? " +relu" : "")}{(xOffset != 0 ? $" x at +{xOffset}" : "")}, moves {shape.GemvBytes / 1e6:F1} MB",
+            dy, Filled(expected.Length, float.NaN), expected, Tolerance.Dot(s.In),
+            () => linear.ForwardGemv(dy.View, xv, dw.View, db.View, s.N, s.In, s.Out, s.Relu), timed);
     }
 
     public static SelfTestResult ReluCase(Accelerator acc, ActivationsGpu act, long length, int seed, bool timed = true)

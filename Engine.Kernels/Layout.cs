@@ -98,10 +98,20 @@ public sealed class LayoutGpu
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, long, long, long, long, long, long> _blockCopy;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, StridedArgs> _gather;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, FastDivmod, int, int, int, int, int> _blockCopy32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, StridedArgs32> _gather32;
+
+    /// <summary>
+    /// Forces the general kernels (64-bit indices) that tensors of 2^31 elements or more take, so tests cover them on
+    /// small shapes.
+    /// </summary>
+    public bool UseGeneralKernels { get; set; }
 
     public LayoutGpu(Accelerator accelerator)
     {
         _acc = accelerator;
+        _blockCopy32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, FastDivmod, int, int, int, int, int>(BlockCopy32Kernel);
+        _gather32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, StridedArgs32>(Gather32Kernel);
         _blockCopy = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, long, long, long, long, long, long>(BlockCopyKernel);
         _gather = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, StridedArgs>(GatherKernel);
     }
@@ -111,7 +121,10 @@ public sealed class LayoutGpu
         s.CheckLengths(dst.Length, src.Length);
         if (s.Elements == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _blockCopy(Accelerators.GridStride(_acc, s.Elements, gs), dst, src, s.Rows, s.RowLength, s.DstStride, s.DstOffset, s.SrcStride, s.SrcOffset);
+        if (!UseGeneralKernels && KernelIndex.Fits32(s.Elements) && KernelIndex.Fits32(dst.Length) && KernelIndex.Fits32(src.Length))
+            _blockCopy32(Accelerators.GridStride(_acc, s.Elements, gs), dst, src, new FastDivmod((int)s.RowLength),
+                (int)s.Rows, (int)s.DstStride, (int)s.DstOffset, (int)s.SrcStride, (int)s.SrcOffset);
+        else _blockCopy(Accelerators.GridStride(_acc, s.Elements, gs), dst, src, s.Rows, s.RowLength, s.DstStride, s.DstOffset, s.SrcStride, s.SrcOffset);
     }
 
     /// <summary>y = x read through the layout's A strides, as <see cref="Layout.GatherHost"/>.</summary>
@@ -120,7 +133,33 @@ public sealed class LayoutGpu
         Broadcast.CheckLengths(y.Length, x.Length, 1, layout);
         if (layout.Elements == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _gather(Accelerators.GridStride(_acc, layout.Elements, gs), y, x, new StridedArgs(layout));
+        if (!UseGeneralKernels && StridedArgs32.Fits(layout, x.Length, 1))
+            _gather32(Accelerators.GridStride(_acc, layout.Elements, gs), y, x, new StridedArgs32(layout));
+        else _gather(Accelerators.GridStride(_acc, layout.Elements, gs), y, x, new StridedArgs(layout));
+    }
+
+    /// <summary><see cref="BlockCopyKernel"/> with 32-bit indices (block and both buffers under 2^31 elements) and the
+    /// row found by a multiply-shift.</summary>
+    private static void BlockCopy32Kernel(ArrayView<float> dst, ArrayView<float> src, FastDivmod rowLength, int rows,
+        int dstStride, int dstOffset, int srcStride, int srcOffset)
+    {
+        int stride = Grid.DimX * Group.DimX, total = rows * rowLength.Divisor;
+        for (int i = Grid.GlobalIndex.X; i < total; i += stride)
+        {
+            int r = rowLength.DivRem(i, out int j);
+            dst[dstOffset + r * dstStride + j] = src[srcOffset + r * srcStride + j];
+        }
+    }
+
+    /// <summary><see cref="GatherKernel"/> with 32-bit indices and multiply-shift coordinates (<see cref="StridedArgs32"/>).</summary>
+    private static void Gather32Kernel(ArrayView<float> y, ArrayView<float> x, StridedArgs32 g)
+    {
+        int n = (int)y.Length, stride = Grid.DimX * Group.DimX;
+        for (int i = Grid.GlobalIndex.X; i < n; i += stride)
+        {
+            g.Offsets(i, out int oa, out _);
+            y[i] = x[oa];
+        }
     }
 
     /// <summary>The fields of a <see cref="BlockCopyShape"/> one by one (kernel arguments stay plain scalars).</summary>

@@ -245,10 +245,20 @@ public sealed class OptimizersGpu
     private readonly Accelerator _acc;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, SgdScalars> _sgd;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars> _adamW;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, SgdScalars> _sgdVec4;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars> _adamWVec4;
+
+    /// <summary>
+    /// Forces the general kernels (64-bit indices, scalar loads) that vectors of 2^31 elements or more and views not on
+    /// a 16-byte boundary take, so tests cover them on small shapes.
+    /// </summary>
+    public bool UseGeneralKernels { get; set; }
 
     public OptimizersGpu(Accelerator a)
     {
         _acc = a;
+        _sgdVec4 = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, SgdScalars>(SgdVec4Kernel);
+        _adamWVec4 = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>(AdamWVec4Kernel);
         _sgd = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, SgdScalars>(SgdKernel);
         _adamW = a.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, AdamWScalars>(AdamWKernel);
     }
@@ -260,7 +270,9 @@ public sealed class OptimizersGpu
         if (param.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
         // Without momentum the buffer is never touched; param stands in (some backends reject empty views).
-        _sgd(Accelerators.GridStride(_acc, param.Length, gs), param, grad, s.HasMomentum != 0 ? momentumBuf : param, s);
+        var buf = s.HasMomentum != 0 ? momentumBuf : param;
+        if (Vec4(param, grad, buf, buf)) _sgdVec4(Accelerators.GridStride(_acc, (param.Length + 3) / 4, gs), param, grad, buf, s);
+        else _sgd(Accelerators.GridStride(_acc, param.Length, gs), param, grad, buf, s);
     }
 
     /// <summary>torch.optim.AdamW's step, as <see cref="Optimizers.AdamWStepHost"/>.</summary>
@@ -269,7 +281,88 @@ public sealed class OptimizersGpu
         var s = Optimizers.CheckAdamW(param.Length, grad.Length, m.Length, v.Length, a);
         if (param.Length == 0) return;
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _adamW(Accelerators.GridStride(_acc, param.Length, gs), param, grad, m, v, s);
+        if (Vec4(param, grad, m, v)) _adamWVec4(Accelerators.GridStride(_acc, (param.Length + 3) / 4, gs), param, grad, m, v, s);
+        else _adamW(Accelerators.GridStride(_acc, param.Length, gs), param, grad, m, v, s);
+    }
+
+    private bool Vec4(ArrayView<float> a, ArrayView<float> b, ArrayView<float> c, ArrayView<float> d)
+        => !UseGeneralKernels && KernelIndex.Fits32(a.Length)
+           && KernelIndex.Aligned16(a) && KernelIndex.Aligned16(b) && KernelIndex.Aligned16(c) && KernelIndex.Aligned16(d);
+
+    /// <summary>One element of <see cref="SgdKernel"/>'s step: the new parameter, the momentum buffer updated in place.</summary>
+    private static float SgdOne(float pi, float d, ref float b, SgdScalars s)
+    {
+        if (s.HasWeightDecay != 0) d += s.WeightDecay * pi;
+        if (s.HasMomentum != 0)
+        {
+            b = s.Momentum * b + d;
+            d = s.Nesterov != 0 ? d + s.Momentum * b : b;
+        }
+        return pi - s.Lr * d;
+    }
+
+    // The Vec4 kernels: the first Length / 4 float4s grid-stride with 32-bit indices and 16-byte loads and stores
+    // (launcher: under 2^31 elements, every view 16-byte aligned), the last Length % 4 elements by the first threads;
+    // per element the arithmetic of the general kernels, in the same order.
+
+    private static void SgdVec4Kernel(ArrayView<float> p, ArrayView<float> g, ArrayView<float> buf, SgdScalars s)
+    {
+        int n = (int)p.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, t0 = Grid.GlobalIndex.X;
+        var p4 = p.Cast<Float4>();
+        var g4 = g.Cast<Float4>();
+        var b4 = buf.Cast<Float4>();
+        for (int i = t0; i < n4; i += stride)
+        {
+            Float4 pv = p4[i], gv = g4[i];
+            Float4 bv = s.HasMomentum != 0 ? b4[i] : default;
+            pv = new Float4(SgdOne(pv.X, gv.X, ref bv.X, s), SgdOne(pv.Y, gv.Y, ref bv.Y, s),
+                SgdOne(pv.Z, gv.Z, ref bv.Z, s), SgdOne(pv.W, gv.W, ref bv.W, s));
+            if (s.HasMomentum != 0) b4[i] = bv;
+            p4[i] = pv;
+        }
+        int t = (n4 << 2) + t0;
+        if (t < n)
+        {
+            float b = s.HasMomentum != 0 ? buf[t] : 0f;
+            p[t] = SgdOne(p[t], g[t], ref b, s);
+            if (s.HasMomentum != 0) buf[t] = b;
+        }
+    }
+
+    /// <summary>One element of <see cref="AdamWKernel"/>'s step: the new parameter, both moments updated in place.</summary>
+    private static float AdamWOne(float p, float gi, ref float m, ref float v, AdamWScalars s)
+    {
+        float pi = p * s.Decay;
+        m = m * s.Beta1 + s.OneMinusBeta1 * gi;
+        v = v * s.Beta2 + s.OneMinusBeta2 * gi * gi;
+        float denom = MathF.Sqrt(v) / s.Bc2Sqrt + s.Eps;
+        return pi - s.StepSize * m / denom;
+    }
+
+    private static void AdamWVec4Kernel(ArrayView<float> p, ArrayView<float> g, ArrayView<float> m, ArrayView<float> v, AdamWScalars s)
+    {
+        int n = (int)p.Length, n4 = n >> 2, stride = Grid.DimX * Group.DimX, t0 = Grid.GlobalIndex.X;
+        var p4 = p.Cast<Float4>();
+        var g4 = g.Cast<Float4>();
+        var m4 = m.Cast<Float4>();
+        var v4 = v.Cast<Float4>();
+        for (int i = t0; i < n4; i += stride)
+        {
+            Float4 pv = p4[i], gv = g4[i], mv = m4[i], vv = v4[i];
+            pv = new Float4(AdamWOne(pv.X, gv.X, ref mv.X, ref vv.X, s), AdamWOne(pv.Y, gv.Y, ref mv.Y, ref vv.Y, s),
+                AdamWOne(pv.Z, gv.Z, ref mv.Z, ref vv.Z, s), AdamWOne(pv.W, gv.W, ref mv.W, ref vv.W, s));
+            m4[i] = mv;
+            v4[i] = vv;
+            p4[i] = pv;
+        }
+        int t = (n4 << 2) + t0;
+        if (t < n)
+        {
+            float mt = m[t], vt = v[t];
+            p[t] = AdamWOne(p[t], g[t], ref mt, ref vt, s);
+            m[t] = mt;
+            v[t] = vt;
+        }
     }
 
     private static void SgdKernel(ArrayView<float> p, ArrayView<float> g, ArrayView<float> buf, SgdScalars s)

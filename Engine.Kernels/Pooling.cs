@@ -62,7 +62,7 @@ public static partial class Pooling
 
     /// <summary>The 2x2 stride-2 window with no padding or dilation whose every window lies inside the input (so no
     /// end padding or ceil mode adds a window hanging past the last row or column): the fast paths' shape.</summary>
-    static bool Is2x2Stride2Inside(PoolShape s)
+    internal static bool Is2x2Stride2Inside(PoolShape s)
         => s.KernelH == 2 && s.KernelW == 2 && s.StrideH == 2 && s.StrideW == 2 && s.PadH == 0 && s.PadW == 0
            && s.DilationH == 1 && s.DilationW == 1 && 2L * s.OutH <= s.H && 2L * s.OutW <= s.W;
 
@@ -381,6 +381,32 @@ internal readonly struct AdaptiveAvgArgs
 }
 
 /// <summary>
+/// Divisors of the 32-bit pooling kernels (input and output under 2^31 elements): a flat output index splits into
+/// (plane, oy, ox) and a flat input index into (plane, iy, ix) with multiply-shifts (<see cref="FastDivmod"/>) instead
+/// of a call of the 64-bit division routine and an inlined 32-bit division.
+/// </summary>
+internal readonly struct PoolDivs
+{
+    public readonly FastDivmod OutPlane, OutW, OutH, InPlane, InW, StrideH, StrideW;
+
+    /// <summary>Divisors of a plane (H, W) pooled to (OH, OW) with the given strides (adaptive pooling: 1, 1).</summary>
+    public PoolDivs(int h, int w, int oh, int ow, int strideH = 1, int strideW = 1)
+    {
+        OutPlane = new FastDivmod(Math.Max(1, oh * ow)); OutW = new FastDivmod(Math.Max(1, ow)); OutH = new FastDivmod(Math.Max(1, oh));
+        InPlane = new FastDivmod(Math.Max(1, h * w)); InW = new FastDivmod(Math.Max(1, w));
+        StrideH = new FastDivmod(strideH); StrideW = new FastDivmod(strideW);
+    }
+
+    public PoolDivs(PoolShape s) : this(s.H, s.W, s.OutH, s.OutW, s.StrideH, s.StrideW) { }
+
+    /// <summary><see cref="Pooling.AdaptiveBin"/> with the divisions by the output size as multiply-shifts.</summary>
+    public static (int Start, int End) AdaptiveBin(int i, int size, FastDivmod outSize)
+        => (outSize.Div(i * size), outSize.Div((i + 1) * size + outSize.Divisor - 1));
+
+    public static bool Fit(long inputLength, long outputLength) => KernelIndex.Fits32(inputLength) && KernelIndex.Fits32(outputLength);
+}
+
+/// <summary>
 /// Max pooling and adaptive average pooling on an ILGPU accelerator, one thread per output element (memory-bound:
 /// consecutive threads write consecutive outputs and read overlapping, mostly contiguous windows).
 /// Kernels are compiled once in the constructor; launches go to the default stream and are not synchronised.
@@ -393,10 +419,30 @@ public sealed class PoolingGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvg;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs> _maxBackward;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs> _adaptiveAvgBackward;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _max32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs> _max2x2;
+    private readonly Action<KernelConfig, ArrayView<Float2>, ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs> _maxBackward2x2;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _avg32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs> _adaptiveAvg32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs> _maxBackward32;
+    private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs> _adaptiveAvgBackward32;
+
+    /// <summary>
+    /// Forces the general kernels (64-bit indices) that tensors of 2^31 elements or more take, so tests cover them on
+    /// small shapes.
+    /// </summary>
+    public bool UseGeneralKernels { get; set; }
 
     public PoolingGpu(Accelerator accelerator)
     {
         _acc = accelerator;
+        _max32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(Max32Kernel);
+        _max2x2 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs>(Max2x2Vec2Kernel);
+        _maxBackward2x2 = accelerator.LoadStreamKernel<ArrayView<Float2>, ArrayView<float>, ArrayView<Float2>, PoolArgs, PoolDivs>(MaxBackward2x2Vec2Kernel);
+        _avg32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(Avg32Kernel);
+        _adaptiveAvg32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs>(AdaptiveAvg32Kernel);
+        _maxBackward32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, PoolArgs, PoolDivs>(MaxBackward32Kernel);
+        _adaptiveAvgBackward32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs, PoolDivs>(AdaptiveAvgBackward32Kernel);
         _max = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs>(MaxKernel);
         _avg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, PoolArgs>(AvgKernel);
         _adaptiveAvg = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, AdaptiveAvgArgs>(AdaptiveAvgKernel);
@@ -411,7 +457,11 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s));
+        if (Use2x2Vec2(s, x, x))
+            _max2x2(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x.Cast<Float2>(), new PoolArgs(s), new PoolDivs(s));
+        else if (Use32(s.InputLength, s.OutputLength))
+            _max32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s), new PoolDivs(s));
+        else _max(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s));
     }
 
     /// <summary>ONNX AveragePool: y (N, C, OH, OW) from x (N, C, H, W), windows and divisors as in <see cref="Pooling.AvgForwardHost"/>.</summary>
@@ -422,7 +472,9 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _avg(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad));
+        if (Use32(s.InputLength, s.OutputLength))
+            _avg32(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad), new PoolDivs(s));
+        else _avg(Accelerators.GridStride(_acc, s.OutputLength, gs), y, x, new PoolArgs(s, countIncludePad));
     }
 
     /// <summary>torchvision's AdaptiveAvgPool2d: y (N, C, OH, OW) from x (N, C, H, W), bins as in <see cref="Pooling.AdaptiveAvgForwardHost"/>.</summary>
@@ -433,7 +485,10 @@ public sealed class PoolingGpu
         Check.Length("y", y.Length, (long)n * c * oh * ow, (n, c, oh, ow));
         Check.Length("x", x.Length, (long)n * c * h * w, (n, c, h, w));
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _adaptiveAvg(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
+        if (Use32(x.Length, y.Length) && AdaptiveFits32(h, w, oh, ow))
+            _adaptiveAvg32(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
+                new AdaptiveAvgArgs((long)n * c, h, w, oh, ow), new PoolDivs(h, w, oh, ow));
+        else _adaptiveAvg(Accelerators.GridStride(_acc, (long)n * c * oh * ow, gs), y, x,
             new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
     }
 
@@ -445,7 +500,11 @@ public sealed class PoolingGpu
         Check.Length("dy", dy.Length, s.OutputLength, s);
         Check.Length("x", x.Length, s.InputLength, s);
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s));
+        if (Use2x2Vec2(s, x, dx))
+            _maxBackward2x2(Accelerators.GridStride(_acc, s.OutputLength, gs), dx.Cast<Float2>(), dy, x.Cast<Float2>(), new PoolArgs(s), new PoolDivs(s));
+        else if (Use32(s.InputLength, s.OutputLength))
+            _maxBackward32(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s), new PoolDivs(s));
+        else _maxBackward(Accelerators.GridStride(_acc, s.InputLength, gs), dx, dy, x, new PoolArgs(s));
     }
 
     /// <summary>dx (N, C, H, W), overwritten, of adaptive average pooling; as <see cref="Pooling.AdaptiveAvgBackwardHost"/>.</summary>
@@ -456,8 +515,201 @@ public sealed class PoolingGpu
         Check.Length("dx", dx.Length, (long)n * c * h * w, (n, c, h, w));
         Check.Length("dy", dy.Length, (long)n * c * oh * ow, (n, c, oh, ow));
         int gs = Accelerators.GroupSize(_acc, Accelerators.DefaultGroupSize);
-        _adaptiveAvgBackward(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
+        if (Use32(dx.Length, dy.Length) && AdaptiveFits32(h, w, oh, ow))
+            _adaptiveAvgBackward32(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
+                new AdaptiveAvgArgs((long)n * c, h, w, oh, ow), new PoolDivs(h, w, oh, ow));
+        else _adaptiveAvgBackward(Accelerators.GridStride(_acc, (long)n * c * h * w, gs), dx, dy,
             new AdaptiveAvgArgs((long)n * c, h, w, oh, ow));
+    }
+
+    private bool Use32(long inputLength, long outputLength) => !UseGeneralKernels && PoolDivs.Fit(inputLength, outputLength);
+
+    /// <summary>
+    /// VGG's pool: a 2x2 stride-2 window without padding over even H and W (every input element in exactly one window),
+    /// views on an 8-byte boundary, so each window is two 8-byte loads (and its gradient two 8-byte stores).
+    /// </summary>
+    private bool Use2x2Vec2(PoolShape s, ArrayView<float> a, ArrayView<float> b)
+        => Use32(s.InputLength, s.OutputLength) && Pooling.Is2x2Stride2Inside(s) && s.H % 2 == 0 && s.W % 2 == 0
+           && ((IContiguousArrayView)a).IndexInBytes % 8 == 0 && ((IContiguousArrayView)b).IndexInBytes % 8 == 0;
+
+    /// <summary>
+    /// Max pooling 2x2 stride 2 (<see cref="Use2x2Vec2"/>): one thread per output, the window's two rows read as float2
+    /// (x viewed as float2: row pair (2·oy, 2·oy+1) of plane p starts at float2 (p·H·W + 2·oy·W) / 2 + ox). Same
+    /// comparisons in the same order as <see cref="Max32Kernel"/>.
+    /// </summary>
+    private static void Max2x2Vec2Kernel(ArrayView<float> y, ArrayView<Float2> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, halfW = s.W >> 1, halfPlane = (s.H * s.W) >> 1, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            int top = plane * halfPlane + 2 * oy * halfW + ox;
+            Float2 r0 = x[top], r1 = x[top + halfW];
+            float m = float.NegativeInfinity;
+            if (r0.X > m || float.IsNaN(r0.X)) m = r0.X;
+            if (r0.Y > m || float.IsNaN(r0.Y)) m = r0.Y;
+            if (r1.X > m || float.IsNaN(r1.X)) m = r1.X;
+            if (r1.Y > m || float.IsNaN(r1.Y)) m = r1.Y;
+            y[e] = m;
+        }
+    }
+
+    /// <summary>
+    /// Max pooling 2x2 stride 2 backward (<see cref="Use2x2Vec2"/>): one thread per window instead of per input
+    /// element, since each input element lies in exactly one window. It picks the argmax by
+    /// <see cref="WindowArgMax"/>'s rule (first tap, then a later one when greater or NaN) and writes the window's four
+    /// gradients as two float2 stores: 0 + dy at the argmax (as the general kernel's sum from 0), 0 elsewhere.
+    /// </summary>
+    private static void MaxBackward2x2Vec2Kernel(ArrayView<Float2> dx, ArrayView<float> dy, ArrayView<Float2> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, halfW = s.W >> 1, halfPlane = (s.H * s.W) >> 1, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            int top = plane * halfPlane + 2 * oy * halfW + ox;
+            Float2 r0 = x[top], r1 = x[top + halfW];
+            float m = r0.X;
+            int k = 0;
+            if (r0.Y > m || float.IsNaN(r0.Y)) { m = r0.Y; k = 1; }
+            if (r1.X > m || float.IsNaN(r1.X)) { m = r1.X; k = 2; }
+            if (r1.Y > m || float.IsNaN(r1.Y)) k = 3;
+            float g = 0f + dy[e];
+            dx[top] = new Float2(k == 0 ? g : 0f, k == 1 ? g : 0f);
+            dx[top + halfW] = new Float2(k == 2 ? g : 0f, k == 3 ? g : 0f);
+        }
+    }
+
+    /// <summary>Whether the adaptive bins' numerators, up to (OH + 1)·H + OH, fit the 32-bit multiply-shift.</summary>
+    private static bool AdaptiveFits32(int h, int w, int oh, int ow)
+        => KernelIndex.Fits32((long)(oh + 1) * h + oh) && KernelIndex.Fits32((long)(ow + 1) * w + ow);
+
+    // The 32-bit kernels below are the general ones above with int indices (the launcher checked that input and
+    // output are under 2^31 elements) and coordinates from PoolDivs' multiply-shifts; same loops, same order.
+
+    private static void Max32Kernel(ArrayView<float> y, ArrayView<float> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, inPlane = s.H * s.W, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            int xi = plane * inPlane;
+            float m = float.NegativeInfinity;
+            for (int r = 0; r < s.KernelH; r++)
+            {
+                int iy = oy * s.StrideH - s.PadH + r * s.DilationH;
+                if (iy < 0 || iy >= s.H) continue;
+                for (int q = 0; q < s.KernelW; q++)
+                {
+                    int ix = ox * s.StrideW - s.PadW + q * s.DilationW;
+                    if (ix < 0 || ix >= s.W) continue;
+                    float v = x[xi + iy * s.W + ix];
+                    if (v > m || float.IsNaN(v)) m = v;
+                }
+            }
+            y[e] = m;
+        }
+    }
+
+    private static void Avg32Kernel(ArrayView<float> y, ArrayView<float> x, PoolArgs s, PoolDivs d)
+    {
+        int total = (int)s.OutputLength, inPlane = s.H * s.W, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int oy = d.OutW.DivRem(pix, out int ox);
+            var (ys, ye, ph) = Pooling.AvgWindow(oy, s.StrideH, s.PadH, s.PadEndH, s.KernelH, s.H);
+            var (xs, xe, pw) = Pooling.AvgWindow(ox, s.StrideW, s.PadW, s.PadEndW, s.KernelW, s.W);
+            int xi = plane * inPlane;
+            float sum = 0f;
+            for (int iy = ys; iy < ye; iy++)
+                for (int ix = xs; ix < xe; ix++) sum += x[xi + iy * s.W + ix];
+            int divisor = s.CountIncludePad != 0 ? ph * pw : Math.Max(ye - ys, 0) * Math.Max(xe - xs, 0);
+            y[e] = divisor > 0 ? sum / divisor : 0f;
+        }
+    }
+
+    private static void AdaptiveAvg32Kernel(ArrayView<float> y, ArrayView<float> x, AdaptiveAvgArgs a, PoolDivs d)
+    {
+        int total = (int)y.Length, inPlane = a.H * a.W, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.OutPlane.DivRem(e, out int pix);
+            int i = d.OutW.DivRem(pix, out int j);
+            var (y0, y1) = PoolDivs.AdaptiveBin(i, a.H, d.OutH);
+            var (x0, x1) = PoolDivs.AdaptiveBin(j, a.W, d.OutW);
+            int xi = plane * inPlane;
+            float sum = 0f;
+            for (int iy = y0; iy < y1; iy++)
+                for (int ix = x0; ix < x1; ix++) sum += x[xi + iy * a.W + ix];
+            y[e] = sum / ((y1 - y0) * (x1 - x0));
+        }
+    }
+
+    private static void MaxBackward32Kernel(ArrayView<float> dx, ArrayView<float> dy, ArrayView<float> x, PoolArgs s, PoolDivs d)
+    {
+        int oh = s.OutH, ow = s.OutW, total = (int)s.InputLength, outPlane = oh * ow, inPlane = s.H * s.W;
+        int stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.InPlane.DivRem(e, out int pix);
+            int iy = d.InW.DivRem(pix, out int ix);
+            int loY = iy + s.PadH - (s.KernelH - 1) * s.DilationH, loX = ix + s.PadW - (s.KernelW - 1) * s.DilationW;
+            int oy0 = loY <= 0 ? 0 : d.StrideH.Div(loY + s.StrideH - 1), oy1 = Math.Min(d.StrideH.Div(iy + s.PadH), oh - 1);
+            int ox0 = loX <= 0 ? 0 : d.StrideW.Div(loX + s.StrideW - 1), ox1 = Math.Min(d.StrideW.Div(ix + s.PadW), ow - 1);
+            int xi = plane * inPlane;
+            float g = 0f;
+            for (int oy = oy0; oy <= oy1; oy++)
+                for (int ox = ox0; ox <= ox1; ox++)
+                    if (WindowArgMax32(x, xi, s, oy, ox) == pix) g += dy[plane * outPlane + oy * ow + ox];
+            dx[e] = g;
+        }
+    }
+
+    private static void AdaptiveAvgBackward32Kernel(ArrayView<float> dx, ArrayView<float> dy, AdaptiveAvgArgs a, PoolDivs d)
+    {
+        int total = (int)dx.Length, outPlane = a.OutH * a.OutW, stride = Grid.DimX * Group.DimX;
+        for (int e = Grid.GlobalIndex.X; e < total; e += stride)
+        {
+            int plane = d.InPlane.DivRem(e, out int pix);
+            int iy = d.InW.DivRem(pix, out int ix);
+            float g = 0f;
+            for (int i = 0; i < a.OutH; i++)
+            {
+                var (y0, y1) = PoolDivs.AdaptiveBin(i, a.H, d.OutH);
+                if (iy < y0 || iy >= y1) continue;
+                for (int j = 0; j < a.OutW; j++)
+                {
+                    var (x0, x1) = PoolDivs.AdaptiveBin(j, a.W, d.OutW);
+                    if (ix < x0 || ix >= x1) continue;
+                    g += dy[plane * outPlane + i * a.OutW + j] / (y1 - y0) / (x1 - x0);
+                }
+            }
+            dx[e] = g;
+        }
+    }
+
+    /// <summary><see cref="WindowArgMax"/> with a 32-bit plane offset.</summary>
+    private static int WindowArgMax32(ArrayView<float> x, int xi, PoolArgs s, int oy, int ox)
+    {
+        int y0 = oy * s.StrideH - s.PadH, x0 = ox * s.StrideW - s.PadW;
+        int arg = -1;
+        float m = float.NegativeInfinity;
+        for (int r = 0; r < s.KernelH; r++)
+        {
+            int iy = y0 + r * s.DilationH;
+            if (iy < 0 || iy >= s.H) continue;
+            for (int q = 0; q < s.KernelW; q++)
+            {
+                int ix = x0 + q * s.DilationW;
+                if (ix < 0 || ix >= s.W) continue;
+                float v = x[xi + iy * s.W + ix];
+                if (arg < 0 || v > m || float.IsNaN(v)) { m = v; arg = iy * s.W + ix; }
+            }
+        }
+        return arg;
     }
 
     /// <summary>

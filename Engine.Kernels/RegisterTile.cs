@@ -30,20 +30,6 @@ internal struct RegisterTile
     }
 }
 
-
-/// <summary>
-/// Four consecutive floats as one 16-byte value. ILGPU's PTX backend loads and stores a struct as one vector access
-/// (ld/st .v4.f32) when its pointer-alignment analysis proves 16-byte alignment: always for a shared-memory buffer
-/// viewed as <see cref="Float4"/> (the allocation takes the widest alignment of its views), and for global views whose
-/// element index is a multiple of 4 (the launchers check this and fall back to scalar loads otherwise).
-/// </summary>
-internal struct Float4
-{
-    public float X, Y, Z, W;
-
-    public Float4(float x, float y, float z, float w) { X = x; Y = y; Z = z; W = w; }
-}
-
 /// <summary>Receives the 8 x 8 register tile of one thread, four consecutive columns at a time.</summary>
 internal interface ITileSink
 {

@@ -168,6 +168,47 @@ public abstract class GpuOpsTests(AcceleratorFixture fx)
         => Prop.ForAll(LinearShapes.ToArbitrary(), Gen.Elements(GemmVersion.V1Naive, GemmVersion.V2Tiled, GemmVersion.V3Tiled128).ToArbitrary(), (s, v) => AssertPassed(
             KernelSelfTest.LinearCase(fx.Accelerator, fx.Linear, v, s, Interlocked.Increment(ref _seed), timed: false)));
 
+    /// <summary>Batches 1 to 8 (the GEMV's range), In odd, even or a multiple of 4, Out odd or not a multiple of 4.</summary>
+    private static Gen<(int, int, int, bool)> GemvShapes =>
+        from n in Gen.Choose(1, LinearGpu.GemvMaxRows)
+        from i in Gen.OneOf(Gen.Choose(1, 300), Gen.Choose(1, 80).Select(q => 4 * q))
+        from o in Gen.Choose(1, 45)
+        from relu in Bool
+        select (n, i, o, relu);
+
+    [Property(MaxTest = Cases)]
+    public Property LinearGemvMatchesHost()
+        => Prop.ForAll(GemvShapes.ToArbitrary(), Gen.Elements(0, 0, 1, 3).ToArbitrary(), (s, xOffset) => AssertPassed(
+            KernelSelfTest.LinearGemvCase(fx.Accelerator, fx.Linear, s, Interlocked.Increment(ref _seed), timed: false, xOffset)));
+
+    /// <summary>The default Forward takes the GEMV up to 8 rows and the GEMM from 9: both match the host twin.</summary>
+    [Theory]
+    [InlineData(1, 36, 7)]
+    [InlineData(8, 41, 9)]
+    [InlineData(9, 36, 7)]
+    public void LinearForwardDispatchMatchesHostAcrossTheGemvLimit(int n, int inF, int outF)
+    {
+        var rng = new Random(n * 1000 + inF);
+        var x = KernelSelfTest.RandomArray(rng, n * inF);
+        var w = KernelSelfTest.RandomArray(rng, outF * inF);
+        var b = KernelSelfTest.RandomArray(rng, outF);
+        var expected = new float[n * outF];
+        Linear.ForwardHost(expected, x, w, b, n, inF, outF, relu: true);
+        using var dx = fx.Accelerator.Allocate1D(x);
+        using var dw = fx.Accelerator.Allocate1D(w);
+        using var db = fx.Accelerator.Allocate1D(b);
+        using var dy = fx.Accelerator.Allocate1D<float>(n * outF);
+        fx.Linear.Forward(dy.View, dx.View, dw.View, db.View, n, inF, outF, relu: true);
+        fx.Accelerator.Synchronize();
+        var cmp = Comparison.Of(dy.GetAsArray1D(), expected, Tolerance.Dot(inF));
+        Assert.True(cmp.Passed, $"n={n} in={inF} out={outF}: {cmp}");
+        if (n > LinearGpu.GemvMaxRows)
+        {
+            var e = Assert.Throws<ArgumentException>(() => fx.Linear.ForwardGemv(dy.View, dx.View, dw.View, db.View, n, inF, outF, relu: true));
+            Assert.Contains($"at most {LinearGpu.GemvMaxRows} rows", e.Message);
+        }
+    }
+
     [Property(MaxTest = Cases)]
     public Property ReluMatchesHost()
         => Prop.ForAll(Gen.Choose(1, 5000).ToArbitrary(), len => AssertPassed(
@@ -193,7 +234,7 @@ public abstract class GpuOpsTests(AcceleratorFixture fx)
         var covered = results.Select(r => $"{r.Op}/{r.Version}").ToHashSet();
         foreach (var expected in new[] { "gemm/V1Naive", "gemm/V2Tiled", "gemm/V3Tiled128", "conv2d/V1Naive", "conv2d/V2ImplicitGemm",
                      "conv2d/V4ImplicitGemm128", "conv2d_backward_data/V3Tiled128", "conv2d_backward_weight/V3Tiled128", "linear/V3Tiled128",
-                     "linear/V1Naive", "linear/V2Tiled", "maxpool/V1", "adaptive_avgpool/V1", "relu/V1", "softmax/V1" })
+                     "linear/V1Naive", "linear/V2Tiled", "linear/GemvVec4", "linear/GemvScalar", "maxpool/V1", "adaptive_avgpool/V1", "relu/V1", "softmax/V1" })
             Assert.Contains(expected, covered);
     }
 

@@ -575,3 +575,28 @@ public sealed class TensorOpsOpenClTests(OpenClDeviceFixture fx) : TensorOpsTest
 {
     protected override ComputeDevice Device => fx.Device;
 }
+
+/// <summary>
+/// <see cref="IlgpuCpuDeviceFixture"/> with the broadcast, layout, activation and element-wise kernel families
+/// forced onto their general versions (64-bit indices, scalar loads: what tensors of 2^31 elements or more take), so
+/// every graph-level test above also covers them; by default the small tensors here take the 32-bit versions.
+/// </summary>
+public sealed class IlgpuCpuGeneralKernelsFixture : IDisposable
+{
+    public IlgpuDevice Device { get; } = IlgpuDevice.OpenCpuAccelerator(gpuSizedGroups: true);
+
+    public IlgpuCpuGeneralKernelsFixture()
+    {
+        Device.Kernels(a => new BroadcastGpu(a) { UseGeneralKernels = true });
+        Device.Kernels(a => new LayoutGpu(a) { UseGeneralKernels = true });
+        Device.Kernels(a => new ActivationsGpu(a) { UseGeneralKernels = true });
+        Device.Kernels(a => new ElementwiseGpu(a) { UseGeneralKernels = true });
+    }
+
+    public void Dispose() => Device.Dispose();
+}
+
+public sealed class TensorOpsIlgpuCpuGeneralKernelsTests(IlgpuCpuGeneralKernelsFixture fx) : TensorOpsTests, IClassFixture<IlgpuCpuGeneralKernelsFixture>
+{
+    protected override ComputeDevice Device => fx.Device;
+}

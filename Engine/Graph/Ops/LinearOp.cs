@@ -21,8 +21,18 @@ public sealed class LinearOp : Op
         return [new Shape(x[0], w[0])];
     }
 
+    /// <summary>
+    /// FLOPs and the bytes the kernel that runs must move: at N ≤ <see cref="LinearGpu.GemvMaxRows"/> the GEMV's one
+    /// pass (W, x, b read, y written: <see cref="LinearShape.GemvBytes"/>), the quantity its fraction of memory
+    /// bandwidth is measured by; above, the GEMM's operands with y read and written.
+    /// </summary>
     public override OpCost Cost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
-        => new(2.0 * inputs[0][0] * inputs[1][0] * inputs[1][1], 4.0 * (inputs[0].Elements + inputs[1].Elements + 2 * outputs[0].Elements));
+    {
+        var s = new LinearShape(inputs[0][0], inputs[1][1], inputs[1][0]);
+        return s.N <= LinearGpu.GemvMaxRows
+            ? new(s.Flops, s.GemvBytes)
+            : new(s.Flops, 4.0 * (inputs[0].Elements + inputs[1].Elements + 2 * outputs[0].Elements));
+    }
 
     public override OpCost BackwardCost(Node node, IReadOnlyList<Shape> inputs, IReadOnlyList<Shape> outputs)
     {
