@@ -692,6 +692,12 @@ public enum Conv2dVersion
     /// <summary>One thread per output element over its group's channels and dilated taps: the version for grouped,
     /// depthwise and dilated convolutions (the dense versions refuse them); it computes dense shapes too.</summary>
     V3GroupedDirect,
+    /// <summary>Implicit GEMM on tensor cores, inputs rounded to tf32, fp32 accumulation; CUDA compute capability 8.0+ only (see <see cref="Conv2dMmaGpu"/>).</summary>
+    V4MmaTf32,
+    /// <summary>Implicit GEMM on tensor cores, inputs rounded to fp16, fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaF16,
+    /// <summary>Implicit GEMM on tensor cores, inputs rounded to bf16, fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaBf16,
 }
 
 /// <summary>Convolution backward kernel versions (backward-data and backward-weight), selectable by name.</summary>
@@ -752,6 +758,8 @@ public sealed partial class Conv2dGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>? _dataTiled;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>? _weightTiled;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ConvArgs>? _biasGrad;
+    // Tensor-core versions: loaded only where inline PTX mma runs (CUDA, compute capability 8.0+).
+    private readonly Conv2dMmaGpu? _mma;
 
     public Conv2dGpu(Accelerator accelerator)
     {
@@ -767,7 +775,11 @@ public sealed partial class Conv2dGpu
             _weightTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightTiledKernel);
             _biasGrad = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ConvArgs>(BiasGradTiledKernel);
         }
+        if (Precisions.HasTensorCores(accelerator)) _mma = new Conv2dMmaGpu(accelerator);
     }
+
+    /// <summary>Whether the tensor-core versions (V4Mma*) run on this accelerator.</summary>
+    public bool HasMma => _mma != null;
 
     /// <summary>The fastest backward version this accelerator can run.</summary>
     public Conv2dBackwardVersion DefaultBackwardVersion => _dataTiled != null ? Conv2dBackwardVersion.V2Tiled : Conv2dBackwardVersion.V1Naive;
@@ -812,6 +824,11 @@ public sealed partial class Conv2dGpu
                 _implicitGemm!(new KernelConfig(grid, new Index2D(Threads, 1)), y, x, w, b, args);
                 break;
             }
+            case Conv2dVersion.V4MmaTf32 or Conv2dVersion.V4MmaF16 or Conv2dVersion.V4MmaBf16:
+                if (_mma == null)
+                    throw new NotSupportedException($"conv2d {version}: {Precisions.WhyNot(Conv2dMmaGpu.PrecisionOf(version), _acc)}; tensor-core versions need a CUDA GPU of compute capability 8.0 or newer");
+                _mma.Launch(version, y, x, w, b, args, s);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d: unknown version");
         }

@@ -82,6 +82,12 @@ public enum GemmVersion
     V1Naive,
     /// <summary>64 x 64 tiles of C per 256-thread group, 16-deep slices of A and B in shared memory, 4 x 4 register block per thread.</summary>
     V2Tiled,
+    /// <summary>Tensor cores, inputs rounded to tf32 (mma.m16n8k8), fp32 accumulation; CUDA compute capability 8.0+ only (see <see cref="GemmMmaGpu"/>).</summary>
+    V4MmaTf32,
+    /// <summary>Tensor cores, inputs rounded to fp16 (mma.m16n8k16), fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaF16,
+    /// <summary>Tensor cores, inputs rounded to bf16 (mma.m16n8k16), fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaBf16,
 }
 
 /// <summary>
@@ -116,6 +122,8 @@ public sealed class GemmGpu : IDisposable
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _tiled;
     // Stands in for "no bias": some backends reject empty views as kernel arguments.
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _noBias;
+    // Tensor-core versions: loaded only where inline PTX mma runs (CUDA, compute capability 8.0+).
+    private readonly GemmMmaGpu? _mma;
 
     public GemmGpu(Accelerator accelerator)
     {
@@ -124,7 +132,11 @@ public sealed class GemmGpu : IDisposable
         if (accelerator.MaxNumThreadsPerGroup >= Threads)
             _tiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(TiledKernel);
         _noBias = accelerator.Allocate1D<float>(1);
+        if (Precisions.HasTensorCores(accelerator)) _mma = new GemmMmaGpu(accelerator);
     }
+
+    /// <summary>Whether the tensor-core versions (V4Mma*) run on this accelerator.</summary>
+    public bool HasMma => _mma != null;
 
     /// <summary>The fastest version this accelerator can run.</summary>
     public GemmVersion DefaultVersion => _tiled != null ? GemmVersion.V2Tiled : GemmVersion.V1Naive;
@@ -170,6 +182,11 @@ public sealed class GemmGpu : IDisposable
                 // Columns of C on X (up to 2^31-1 groups), rows on Y (65535 on CUDA: M up to 4.1M).
                 var grid = new Index2D((s.N + Tile - 1) / Tile, (s.M + Tile - 1) / Tile);
                 _tiled!(new KernelConfig(grid, new Index2D(Threads, 1)), c, a, b, bias, args);
+                break;
+            case GemmVersion.V4MmaTf32 or GemmVersion.V4MmaF16 or GemmVersion.V4MmaBf16:
+                if (_mma == null)
+                    throw new NotSupportedException($"gemm {version}: {Precisions.WhyNot(GemmMmaGpu.PrecisionOf(version), _acc)}; tensor-core versions need a CUDA GPU of compute capability 8.0 or newer");
+                _mma.Launch(version, c, a, b, bias, args);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "gemm: unknown version");
