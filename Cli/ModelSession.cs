@@ -177,6 +177,7 @@ sealed class ModelSession : IDisposable
     public static ModelSession Open(ParseResult parse, DeviceOptions deviceOptions, ModelOptions modelOptions,
         Action<Tp7.Engine.Graph.Graph, Preprocessing>? check = null)
     {
+        deviceOptions.CheckPrecision(parse);
         string choice = modelOptions.Choose(parse);
         bool custom = modelOptions.PreprocessingOverridden(parse);
         if (choice != "vgg16")

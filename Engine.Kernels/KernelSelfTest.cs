@@ -71,14 +71,17 @@ public readonly record struct Comparison(
 /// <summary>One kernel version on one shape against its host twin.</summary>
 public sealed record SelfTestResult(
     string Op, string Version, string Shape, Comparison Comparison, Tolerance Tolerance, double GpuMilliseconds,
-    string? Error = null)
+    string? Error = null, string? SkippedBecause = null)
 {
-    public bool Passed => Error == null && Comparison.Passed;
+    public bool Passed => Error == null && SkippedBecause == null && Comparison.Passed;
+    /// <summary>Not run on this accelerator (the reason is <see cref="SkippedBecause"/>): neither passed nor failed.</summary>
+    public bool Skipped => SkippedBecause != null;
     public double MaxAbsError => Comparison.MaxAbsError;
     public double MaxRelError => Comparison.MaxRelError;
 
     public override string ToString()
-        => $"{(Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
+        => Skipped ? $"SKIP {Op} {Version} [{Shape}] {SkippedBecause}" :
+           $"{(Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
            (Error ?? $"{Comparison} (tol {Tolerance})" + (double.IsNaN(GpuMilliseconds) ? "" : $", {GpuMilliseconds:F3} ms"));
 }
 
@@ -91,7 +94,9 @@ public sealed record SelfTestResult(
 public static class KernelSelfTest
 {
     /// <param name="timed">Also time a second launch of every case (off in unit tests on the CPU simulator, where it only costs).</param>
-    public static IReadOnlyList<SelfTestResult> Run(Accelerator acc, bool quick, bool timed = true)
+    /// <param name="precision">Which tensor-core versions to check: fp32 all of them, another precision only its own.
+    /// On an accelerator without tensor cores (<see cref="Precisions.HasTensorCores"/>) each is reported as skipped, with the reason.</param>
+    public static IReadOnlyList<SelfTestResult> Run(Accelerator acc, bool quick, bool timed = true, Precision precision = Precision.Fp32)
     {
         var results = new List<SelfTestResult>();
         using var gemm = new GemmGpu(acc);
@@ -123,6 +128,23 @@ public static class KernelSelfTest
                 foreach (bool tb in new[] { false, true })
                     gemmShapes.Add(new GemmShape(257, 511, 1023, ta, tb));
         }
+        var mmaPrecisions = precision == Precision.Fp32 ? new[] { Precision.Tf32, Precision.Fp16, Precision.Bf16 } : new[] { precision };
+        var gemmMma = mmaPrecisions.Select(p => p.MmaGemmVersion()!.Value).ToArray();
+        var convMma = mmaPrecisions.Select(p => p.MmaConvVersion()!.Value).ToArray();
+        string? noMma = Precisions.HasTensorCores(acc) ? null
+            : $"{Precisions.WhyNot(Precision.Tf32, acc)}: the tensor-core versions need a CUDA GPU of compute capability 8.0 or newer";
+        if (noMma == null)
+        {
+            gemmVersions = [.. gemmVersions, .. gemmMma];
+            convVersions = [.. convVersions, .. convMma];
+        }
+        else
+        {
+            foreach (var v in gemmMma) results.Add(Skip("gemm", v.ToString(), noMma));
+            foreach (var v in gemmMma) results.Add(Skip("linear", v.ToString(), noMma));
+            foreach (var v in convMma) results.Add(Skip("conv2d", v.ToString(), noMma));
+        }
+
         foreach (var s in gemmShapes)
             foreach (var v in gemmVersions)
                 results.Add(GemmCase(acc, gemm, v, s, seed++, timed));
@@ -201,12 +223,19 @@ public static class KernelSelfTest
         // beta = 0 must not read C: start from NaN to prove it (and to catch unwritten elements).
         var c0 = s.Beta == 0f ? Filled((long)(s.M - 1) * ldc + s.N, float.NaN) : RandomArray(rng, (long)(s.M - 1) * ldc + s.N);
         var expected = (float[])c0.Clone();
-        Gemm.Host(expected, a, b, s);
+        var p = Precisions.Of(v);
+        var tol = Tolerance.Dot(s.K);
+        if (p == Precision.Fp32) Gemm.Host(expected, a, b, s);
+        else
+        {
+            Gemm.HostRounded(p, expected, a, b, s);
+            tol = Precisions.MmaTolerance(p, s.K, MaxAbs(a), MaxAbs(b));
+        }
         using var da = acc.Allocate1D(a);
         using var db = acc.Allocate1D(b);
         using var dc = acc.Allocate1D<float>(c0.Length);
         string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}";
-        return Measure(acc, "gemm", v.ToString(), shape, dc, c0, expected, Tolerance.Dot(s.K),
+        return Measure(acc, "gemm", v.ToString(), shape, dc, c0, expected, tol,
             () => gemm.Run(v, dc.View, da.View, db.View, s), timed);
     }
 
@@ -218,13 +247,20 @@ public static class KernelSelfTest
         var w = RandomArray(rng, s.WeightLength, 1f / MathF.Sqrt(fanIn));
         var b = RandomArray(rng, s.K, 0.5f);
         var expected = new float[s.OutputLength];
-        Conv2d.ForwardHost(expected, x, w, b, s, relu);
+        var p = Precisions.Of(v);
+        var tol = Tolerance.Dot(fanIn);
+        if (p == Precision.Fp32) Conv2d.ForwardHost(expected, x, w, b, s, relu);
+        else
+        {
+            Conv2d.ForwardHostRounded(p, expected, x, w, b, s, relu);
+            tol = Precisions.MmaTolerance(p, fanIn, MaxAbs(x), MaxAbs(w));
+        }
         using var dx = acc.Allocate1D(x);
         using var dw = acc.Allocate1D(w);
         using var db = acc.Allocate1D(b);
         using var dy = acc.Allocate1D<float>(s.OutputLength);
         return Measure(acc, "conv2d", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}", dy, Filled(s.OutputLength, float.NaN),
-            expected, Tolerance.Dot(fanIn), () => conv.Forward(v, dy.View, dx.View, dw.View, db.View, s, relu), timed);
+            expected, tol, () => conv.Forward(v, dy.View, dx.View, dw.View, db.View, s, relu), timed);
     }
 
     /// <summary>dx = conv_transpose(dy, w) against <see cref="Conv2d.BackwardDataHost"/>; dx starts as NaN (it is overwritten).</summary>
@@ -298,13 +334,20 @@ public static class KernelSelfTest
         var w = RandomArray(rng, (long)s.Out * s.In, 1f / MathF.Sqrt(s.In));
         var b = RandomArray(rng, s.Out, 0.5f);
         var expected = new float[(long)s.N * s.Out];
-        Linear.ForwardHost(expected, x, w, b, s.N, s.In, s.Out, s.Relu);
+        var p = Precisions.Of(v);
+        var tol = Tolerance.Dot(s.In);
+        if (p == Precision.Fp32) Linear.ForwardHost(expected, x, w, b, s.N, s.In, s.Out, s.Relu);
+        else
+        {
+            Linear.ForwardHost(expected, p.Rounded(x), p.Rounded(w), b, s.N, s.In, s.Out, s.Relu);
+            tol = Precisions.MmaTolerance(p, s.In, MaxAbs(x), MaxAbs(w));
+        }
         using var dx = acc.Allocate1D(x);
         using var dw = acc.Allocate1D(w);
         using var db = acc.Allocate1D(b);
         using var dy = acc.Allocate1D<float>(expected.Length);
         return Measure(acc, "linear", v.ToString(), $"N={s.N} in={s.In} out={s.Out}{(s.Relu ? " +relu" : "")}", dy,
-            Filled(expected.Length, float.NaN), expected, Tolerance.Dot(s.In),
+            Filled(expected.Length, float.NaN), expected, tol,
             () => linear.Forward(v, dy.View, dx.View, dw.View, db.View, s.N, s.In, s.Out, s.Relu), timed);
     }
 
@@ -330,6 +373,16 @@ public static class KernelSelfTest
         return Measure(acc, "softmax", "V1", $"rows={rows} cols={cols}", dy, Filled(x.Length, float.NaN), expected, Tolerance.Softmax,
             () => act.Softmax(dy.View, dx.View, rows, cols), timed);
     }
+
+    private static double MaxAbs(float[] a)
+    {
+        double m = 0;
+        foreach (var v in a) m = Math.Max(m, Math.Abs(v));
+        return m;
+    }
+
+    private static SelfTestResult Skip(string op, string version, string why)
+        => new(op, version, "every shape", default, default, double.NaN, SkippedBecause: why);
 
     private static float[] Filled(long length, float value)
     {

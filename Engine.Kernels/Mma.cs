@@ -50,14 +50,15 @@ public static class Precisions
     };
 
     /// <summary>
-    /// Tolerance of an mma result against its host twin (<see cref="Round(Precision, float)"/> applied to both inputs,
-    /// then fp32 products and sums): the products of rounded inputs are exact in fp32, so host and GPU differ only in
-    /// how the fp32 sums are ordered and rounded inside the tensor core (NVIDIA documents neither the order nor the
-    /// rounding of its adders; truncation is assumed). The bound grows like sqrt(K) and is stated against
-    /// max|a|·max|b|, the scale of one product: |Δ| ≤ 8·sqrt(K)·2^-23·max|a|·max|b| + 1e-6·|ref|.
+    /// Tolerance of an mma result against its host twin (both inputs rounded by <see cref="Round(Precision, float)"/>,
+    /// then fp32 products and sums): products of rounded inputs are exact in fp32, so host and GPU differ only in the
+    /// order and rounding of the fp32 sums inside the tensor core, which NVIDIA does not document (truncating adders
+    /// have been measured). The bound is stated in the input precision, as for a comparison across implementations:
+    /// |Δ| ≤ 4·sqrt(K)·u·max|a|·max|b| + 1e-5·|ref|, u the unit roundoff of <paramref name="p"/> (2^-11 tf32 and fp16,
+    /// 2^-8 bf16). A wrong fragment layout or a dropped slice moves results by O(max|a|·max|b|·sqrt(K)), far beyond it.
     /// </summary>
-    public static Tolerance MmaTolerance(long reduction, double maxAbsA, double maxAbsB)
-        => new(8 * Math.Sqrt(Math.Max(1, reduction)) * Math.Pow(2, -23) * maxAbsA * maxAbsB, 1e-6);
+    public static Tolerance MmaTolerance(Precision p, long reduction, double maxAbsA, double maxAbsB)
+        => new(4 * Math.Sqrt(Math.Max(1, reduction)) * p.UnitRoundoff() * maxAbsA * maxAbsB, 1e-5);
 
     // ===== Host rounding: bit-exact twins of the PTX conversions the mma kernels use =====
 
@@ -126,6 +127,18 @@ public static class Precisions
         for (int i = 0; i < x.Length; i++) r[i] = p.Round(x[i]);
         return r;
     }
+
+    /// <summary>The tensor-core GEMM version of a precision; null for fp32 (the SIMT versions).</summary>
+    public static GemmVersion? MmaGemmVersion(this Precision p) => GemmMmaGpu.VersionOf(p);
+
+    /// <summary>The tensor-core convolution version of a precision; null for fp32.</summary>
+    public static Conv2dVersion? MmaConvVersion(this Precision p) => Conv2dMmaGpu.VersionOf(p);
+
+    /// <summary>The input precision of a GEMM version (fp32 for the SIMT ones).</summary>
+    public static Precision Of(GemmVersion v) => GemmMmaGpu.PrecisionOf(v);
+
+    /// <summary>The input precision of a convolution version (fp32 for the SIMT ones).</summary>
+    public static Precision Of(Conv2dVersion v) => Conv2dMmaGpu.PrecisionOf(v);
 
     // ===== Device support =====
 

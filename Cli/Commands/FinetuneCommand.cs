@@ -73,6 +73,7 @@ static class FinetuneCommand
             else if (parse.GetValue(layer) != null) throw new ArgumentException("--layer goes with --model resnet18|PATH.onnx (VGG16's head reads relu7)");
             if (choice == "vgg16") WeightsLocator.Locate(parse.GetValue(init), "--init");
             dataset.Check(parse);
+            device.CheckPrecision(parse);
 
             OptionChecks.CreateFolder(outDir);
             var ds = dataset.Open(parse);

@@ -61,7 +61,7 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
         var x = Value(plan, plan.InputName);
         Check(input.Length == x.Elements, $"input has {input.Length} values, the plan takes {x.Shape}");
         Device.Upload(x.Data, input);
-        var ctx = new OpContext(Device) { Training = plan.Training, Seed = seed, Parameters = parameters };
+        var ctx = new OpContext(Device) { Training = plan.Training, Seed = seed, Parameters = parameters, Precision = Device.Precision };
         var wanted = plan.OutputValues.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.Select(kv => kv.Key).ToArray());
         Collect(plan, plan.InputName, wanted, results, sampleOffset, grad: false);
         foreach (var i in plan.ForwardNodes)
