@@ -758,8 +758,10 @@ public sealed partial class Conv2dGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>? _dataTiled;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>? _weightTiled;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ConvArgs>? _biasGrad;
-    // Tensor-core versions: loaded only where inline PTX mma runs (CUDA, compute capability 8.0+).
-    private readonly Conv2dMmaGpu? _mma;
+    // Tensor-core versions: only where inline PTX mma runs (CUDA, compute capability 8.0+), and loaded on their first
+    // use, so that a driver refusing their PTX fails the mma versions only, never the fp32 ones.
+    private readonly bool _hasMma;
+    private Conv2dMmaGpu? _mma;
 
     public Conv2dGpu(Accelerator accelerator)
     {
@@ -775,11 +777,11 @@ public sealed partial class Conv2dGpu
             _weightTiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>(BackwardWeightTiledKernel);
             _biasGrad = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ConvArgs>(BiasGradTiledKernel);
         }
-        if (Precisions.HasTensorCores(accelerator)) _mma = new Conv2dMmaGpu(accelerator);
+        _hasMma = Precisions.HasTensorCores(accelerator);
     }
 
     /// <summary>Whether the tensor-core versions (V4Mma*) run on this accelerator.</summary>
-    public bool HasMma => _mma != null;
+    public bool HasMma => _hasMma;
 
     /// <summary>The fastest backward version this accelerator can run.</summary>
     public Conv2dBackwardVersion DefaultBackwardVersion => _dataTiled != null ? Conv2dBackwardVersion.V2Tiled : Conv2dBackwardVersion.V1Naive;
@@ -825,9 +827,9 @@ public sealed partial class Conv2dGpu
                 break;
             }
             case Conv2dVersion.V4MmaTf32 or Conv2dVersion.V4MmaF16 or Conv2dVersion.V4MmaBf16:
-                if (_mma == null)
+                if (!_hasMma)
                     throw new NotSupportedException($"conv2d {version}: {Precisions.WhyNot(Conv2dMmaGpu.PrecisionOf(version), _acc)}; tensor-core versions need a CUDA GPU of compute capability 8.0 or newer");
-                _mma.Launch(version, y, x, w, b, args, s);
+                (_mma ??= new Conv2dMmaGpu(_acc)).Launch(version, y, x, w, b, args, s);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d: unknown version");

@@ -106,14 +106,15 @@ internal sealed class Conv2dMmaGpu
         // This thread's im2col column.
         int lj = t & 127, lcol = col0 + lj;
         bool colValid = lcol < pixels;
-        int iyBase = 0, ixBase = 0, xn = 0;
+        int iyBase = 0, ixBase = 0;
+        long xn = 0;
         if (colValid)
         {
             int n = lcol / plane, pix = lcol - n * plane;
             int oy = pix / s.OutW, ox = pix - oy * s.OutW;
             iyBase = oy * s.StrideH - s.PadH;
             ixBase = ox * s.StrideW - s.PadW;
-            xn = n * s.C * s.H * s.W;
+            xn = (long)n * s.C * s.H * s.W;
         }
         long xBase = xn;
 

@@ -122,8 +122,10 @@ public sealed class GemmGpu : IDisposable
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>? _tiled;
     // Stands in for "no bias": some backends reject empty views as kernel arguments.
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _noBias;
-    // Tensor-core versions: loaded only where inline PTX mma runs (CUDA, compute capability 8.0+).
-    private readonly GemmMmaGpu? _mma;
+    // Tensor-core versions: only where inline PTX mma runs (CUDA, compute capability 8.0+), and loaded on their first
+    // use, so that a driver refusing their PTX fails the mma versions only, never the fp32 ones.
+    private readonly bool _hasMma;
+    private GemmMmaGpu? _mma;
 
     public GemmGpu(Accelerator accelerator)
     {
@@ -132,11 +134,11 @@ public sealed class GemmGpu : IDisposable
         if (accelerator.MaxNumThreadsPerGroup >= Threads)
             _tiled = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(TiledKernel);
         _noBias = accelerator.Allocate1D<float>(1);
-        if (Precisions.HasTensorCores(accelerator)) _mma = new GemmMmaGpu(accelerator);
+        _hasMma = Precisions.HasTensorCores(accelerator);
     }
 
     /// <summary>Whether the tensor-core versions (V4Mma*) run on this accelerator.</summary>
-    public bool HasMma => _mma != null;
+    public bool HasMma => _hasMma;
 
     /// <summary>The fastest version this accelerator can run.</summary>
     public GemmVersion DefaultVersion => _tiled != null ? GemmVersion.V2Tiled : GemmVersion.V1Naive;
@@ -184,9 +186,9 @@ public sealed class GemmGpu : IDisposable
                 _tiled!(new KernelConfig(grid, new Index2D(Threads, 1)), c, a, b, bias, args);
                 break;
             case GemmVersion.V4MmaTf32 or GemmVersion.V4MmaF16 or GemmVersion.V4MmaBf16:
-                if (_mma == null)
+                if (!_hasMma)
                     throw new NotSupportedException($"gemm {version}: {Precisions.WhyNot(GemmMmaGpu.PrecisionOf(version), _acc)}; tensor-core versions need a CUDA GPU of compute capability 8.0 or newer");
-                _mma.Launch(version, c, a, b, bias, args);
+                (_mma ??= new GemmMmaGpu(_acc)).Launch(version, c, a, b, bias, args);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "gemm: unknown version");
