@@ -75,7 +75,7 @@ static class BenchGemmCommand
         string F(double v, string fmt) => double.IsNaN(v) ? "-" : v.ToString(fmt, CultureInfo.InvariantCulture);
         foreach (var row in rows)
             table.AddRow(Markup.Escape(row.Version), row.Precision.Name(), F(row.MedianMs, "F3"), F(row.Tflops, "F3"),
-                row.PeakTflops is { } p ? p.ToString("F1", CultureInfo.InvariantCulture) : "?",
+                row.PeakTflops is { } p ? p.ToString(p >= 10 ? "F1" : "G3", CultureInfo.InvariantCulture) : "?",
                 row.FractionOfPeak is { } f ? (100 * f).ToString("F1", CultureInfo.InvariantCulture) : "-", Markup.Escape(row.Check));
         AnsiConsole.Console.Profile.Width = Math.Max(AnsiConsole.Console.Profile.Width, 160);
         AnsiConsole.Write(table);
