@@ -33,9 +33,11 @@ internal sealed class Conv2dMmaGpu
 
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs> _tf32, _f16, _bf16;
 
-    public Conv2dMmaGpu(Accelerator accelerator)
+    /// <param name="emulation">Load them on ILGPU's CPU accelerator, where each mma is emulated (tests only: see
+    /// <see cref="KernelSelfTest.MmaEmulationConvCase"/>).</param>
+    public Conv2dMmaGpu(Accelerator accelerator, bool emulation = false)
     {
-        if (!Precisions.HasTensorCores(accelerator))
+        if (emulation ? accelerator.AcceleratorType != AcceleratorType.CPU : !Precisions.HasTensorCores(accelerator))
             throw new NotSupportedException($"conv2d mma: {Precisions.WhyNot(Precision.Tf32, accelerator)}");
         _tf32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(Tf32Kernel);
         _f16 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>(F16Kernel);
@@ -118,7 +120,8 @@ internal sealed class Conv2dMmaGpu
         }
         long xBase = xn;
 
-        MmaAccumulators.Declare();
+        var emu = LocalMemory.Allocate<float>(64); // the accumulators of the CPU emulation only (see MmaAccumulators)
+        MmaAccumulators.Declare(emu);
         for (int k0 = 0; k0 < s.Crs; k0 += slice)
         {
             MmaTile.Stage<TFormat>(Ws, w, s.K, s.Crs, row0, k0, s.Crs, 1, t);
@@ -142,17 +145,17 @@ internal sealed class Conv2dMmaGpu
                 Xs[MmaTile.Index(lj, kw)] = f.Pack(x0, x1);
             }
             Group.Barrier();
-            MmaAccumulators.Accumulate<TFormat>(Ws, Xs, wm, wn, gq, q);
+            MmaAccumulators.Accumulate<TFormat>(Ws, Xs, wm, wn, gq, q, emu);
             Group.Barrier();
         }
 
         // Tile t = 4 i + j: output channels r + 16 i (+ 8), pixels cj + 8 j (+ 1). Written out: the accumulator
         // register of a Read must be a constant.
         int r = row0 + wm + gq, cj = col0 + wn + 2 * q;
-        StoreTile(y, b, s, r, cj, 0); StoreTile(y, b, s, r, cj + 8, 1); StoreTile(y, b, s, r, cj + 16, 2); StoreTile(y, b, s, r, cj + 24, 3);
-        StoreTile(y, b, s, r + 16, cj, 4); StoreTile(y, b, s, r + 16, cj + 8, 5); StoreTile(y, b, s, r + 16, cj + 16, 6); StoreTile(y, b, s, r + 16, cj + 24, 7);
-        StoreTile(y, b, s, r + 32, cj, 8); StoreTile(y, b, s, r + 32, cj + 8, 9); StoreTile(y, b, s, r + 32, cj + 16, 10); StoreTile(y, b, s, r + 32, cj + 24, 11);
-        StoreTile(y, b, s, r + 48, cj, 12); StoreTile(y, b, s, r + 48, cj + 8, 13); StoreTile(y, b, s, r + 48, cj + 16, 14); StoreTile(y, b, s, r + 48, cj + 24, 15);
+        StoreTile(y, b, s, r, cj, 0, emu); StoreTile(y, b, s, r, cj + 8, 1, emu); StoreTile(y, b, s, r, cj + 16, 2, emu); StoreTile(y, b, s, r, cj + 24, 3, emu);
+        StoreTile(y, b, s, r + 16, cj, 4, emu); StoreTile(y, b, s, r + 16, cj + 8, 5, emu); StoreTile(y, b, s, r + 16, cj + 16, 6, emu); StoreTile(y, b, s, r + 16, cj + 24, 7, emu);
+        StoreTile(y, b, s, r + 32, cj, 8, emu); StoreTile(y, b, s, r + 32, cj + 8, 9, emu); StoreTile(y, b, s, r + 32, cj + 16, 10, emu); StoreTile(y, b, s, r + 32, cj + 24, 11, emu);
+        StoreTile(y, b, s, r + 48, cj, 12, emu); StoreTile(y, b, s, r + 48, cj + 8, 13, emu); StoreTile(y, b, s, r + 48, cj + 16, 14, emu); StoreTile(y, b, s, r + 48, cj + 24, 15, emu);
     }
 
     /// <summary>x at channel c, row iy, column ix of this thread's sample; 0 in the padding, past C·R·S or past the last pixel.</summary>
@@ -175,12 +178,12 @@ internal sealed class Conv2dMmaGpu
         }
     }
 
-    private static void StoreTile(ArrayView<float> y, ArrayView<float> b, ConvArgs s, int k, int col, int tile)
+    private static void StoreTile(ArrayView<float> y, ArrayView<float> b, ConvArgs s, int k, int col, int tile, ArrayView<float> emu)
     {
-        Store(y, b, s, k, col, MmaAccumulators.Read(4 * tile));
-        Store(y, b, s, k, col + 1, MmaAccumulators.Read(4 * tile + 1));
-        Store(y, b, s, k + 8, col, MmaAccumulators.Read(4 * tile + 2));
-        Store(y, b, s, k + 8, col + 1, MmaAccumulators.Read(4 * tile + 3));
+        Store(y, b, s, k, col, MmaAccumulators.Read(4 * tile, emu));
+        Store(y, b, s, k, col + 1, MmaAccumulators.Read(4 * tile + 1, emu));
+        Store(y, b, s, k + 8, col, MmaAccumulators.Read(4 * tile + 2, emu));
+        Store(y, b, s, k + 8, col + 1, MmaAccumulators.Read(4 * tile + 3, emu));
     }
 
     /// <summary>The epilogue of <see cref="Conv2dGpu"/>'s implicit GEMM: bias, then ReLU; y (N, K, OH, OW).</summary>

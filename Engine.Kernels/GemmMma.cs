@@ -33,9 +33,11 @@ internal sealed class GemmMmaGpu
 
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs> _tf32, _f16, _bf16;
 
-    public GemmMmaGpu(Accelerator accelerator)
+    /// <param name="emulation">Load them on ILGPU's CPU accelerator, where each mma is emulated (tests only: see
+    /// <see cref="KernelSelfTest.MmaEmulationGemmCase"/>).</param>
+    public GemmMmaGpu(Accelerator accelerator, bool emulation = false)
     {
-        if (!Precisions.HasTensorCores(accelerator))
+        if (emulation ? accelerator.AcceleratorType != AcceleratorType.CPU : !Precisions.HasTensorCores(accelerator))
             throw new NotSupportedException($"gemm mma: {Precisions.WhyNot(Precision.Tf32, accelerator)}");
         _tf32 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(Tf32Kernel);
         _f16 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs>(F16Kernel);
@@ -101,32 +103,33 @@ internal sealed class GemmMmaGpu
         long bRow = g.TransB != 0 ? g.Ldb : 1, bK = g.TransB != 0 ? 1 : g.Ldb;
         int slice = MmaTile.Words * default(TFormat).ElementsPerWord;
 
-        MmaAccumulators.Declare();
+        var emu = LocalMemory.Allocate<float>(64); // the accumulators of the CPU emulation only (see MmaAccumulators)
+        MmaAccumulators.Declare(emu);
         for (int k0 = 0; k0 < g.K; k0 += slice)
         {
             MmaTile.Stage<TFormat>(As, a, g.M, g.K, row0, k0, aRow, aK, t);
             MmaTile.Stage<TFormat>(Bs, b, g.N, g.K, col0, k0, bRow, bK, t);
             Group.Barrier();
-            MmaAccumulators.Accumulate<TFormat>(As, Bs, wm, wn, gq, q);
+            MmaAccumulators.Accumulate<TFormat>(As, Bs, wm, wn, gq, q, emu);
             Group.Barrier();
         }
 
         // Tile t = 4 i + j of the warp: this lane's elements at rows r + 16 i (+ 8), columns cj + 8 j (+ 1). Written out:
         // the accumulator register of a Read must be a constant.
         int r = row0 + wm + gq, cj = col0 + wn + 2 * q;
-        StoreTile(c, bias, g, r, cj, 0); StoreTile(c, bias, g, r, cj + 8, 1); StoreTile(c, bias, g, r, cj + 16, 2); StoreTile(c, bias, g, r, cj + 24, 3);
-        StoreTile(c, bias, g, r + 16, cj, 4); StoreTile(c, bias, g, r + 16, cj + 8, 5); StoreTile(c, bias, g, r + 16, cj + 16, 6); StoreTile(c, bias, g, r + 16, cj + 24, 7);
-        StoreTile(c, bias, g, r + 32, cj, 8); StoreTile(c, bias, g, r + 32, cj + 8, 9); StoreTile(c, bias, g, r + 32, cj + 16, 10); StoreTile(c, bias, g, r + 32, cj + 24, 11);
-        StoreTile(c, bias, g, r + 48, cj, 12); StoreTile(c, bias, g, r + 48, cj + 8, 13); StoreTile(c, bias, g, r + 48, cj + 16, 14); StoreTile(c, bias, g, r + 48, cj + 24, 15);
+        StoreTile(c, bias, g, r, cj, 0, emu); StoreTile(c, bias, g, r, cj + 8, 1, emu); StoreTile(c, bias, g, r, cj + 16, 2, emu); StoreTile(c, bias, g, r, cj + 24, 3, emu);
+        StoreTile(c, bias, g, r + 16, cj, 4, emu); StoreTile(c, bias, g, r + 16, cj + 8, 5, emu); StoreTile(c, bias, g, r + 16, cj + 16, 6, emu); StoreTile(c, bias, g, r + 16, cj + 24, 7, emu);
+        StoreTile(c, bias, g, r + 32, cj, 8, emu); StoreTile(c, bias, g, r + 32, cj + 8, 9, emu); StoreTile(c, bias, g, r + 32, cj + 16, 10, emu); StoreTile(c, bias, g, r + 32, cj + 24, 11, emu);
+        StoreTile(c, bias, g, r + 48, cj, 12, emu); StoreTile(c, bias, g, r + 48, cj + 8, 13, emu); StoreTile(c, bias, g, r + 48, cj + 16, 14, emu); StoreTile(c, bias, g, r + 48, cj + 24, 15, emu);
     }
 
     /// <summary>One lane's four elements of 16 x 8 tile <paramref name="tile"/>: (i, j), (i, j+1), (i+8, j), (i+8, j+1).</summary>
-    private static void StoreTile(ArrayView<float> c, ArrayView<float> bias, GemmArgs g, int i, int j, int tile)
+    private static void StoreTile(ArrayView<float> c, ArrayView<float> bias, GemmArgs g, int i, int j, int tile, ArrayView<float> emu)
     {
-        Store(c, bias, g, i, j, MmaAccumulators.Read(4 * tile));
-        Store(c, bias, g, i, j + 1, MmaAccumulators.Read(4 * tile + 1));
-        Store(c, bias, g, i + 8, j, MmaAccumulators.Read(4 * tile + 2));
-        Store(c, bias, g, i + 8, j + 1, MmaAccumulators.Read(4 * tile + 3));
+        Store(c, bias, g, i, j, MmaAccumulators.Read(4 * tile, emu));
+        Store(c, bias, g, i, j + 1, MmaAccumulators.Read(4 * tile + 1, emu));
+        Store(c, bias, g, i + 8, j, MmaAccumulators.Read(4 * tile + 2, emu));
+        Store(c, bias, g, i + 8, j + 1, MmaAccumulators.Read(4 * tile + 3, emu));
     }
 
     /// <summary>The epilogue of <see cref="GemmGpu"/>: alpha, beta (C not read when beta is 0), bias, ReLU; skips outside C.</summary>

@@ -239,6 +239,62 @@ public static class KernelSelfTest
             () => gemm.Run(v, dc.View, da.View, db.View, s), timed);
     }
 
+    /// <summary>
+    /// The data flow of an mma GEMM version on ILGPU's CPU accelerator (256-thread groups: <see cref="Accelerators.CreateCpuSimulatorContext"/>)
+    /// with each mma.sync emulated by warp shuffles from the documented fragment layouts, against the host twin:
+    /// checks the staging (both layouts, edges, packing), the shared-memory swizzle, the fragment addressing and the
+    /// epilogue. Not the PTX text or the hardware: a CUDA GPU of compute capability 8.0 checks those (selftest).
+    /// </summary>
+    public static SelfTestResult MmaEmulationGemmCase(Accelerator cpu, GemmVersion v, GemmShape s, int seed, bool withBias = false, bool relu = false)
+    {
+        var rng = new Random(seed);
+        var p = Precisions.Of(v);
+        int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        var a = RandomArray(rng, s.TransA ? (long)(s.K - 1) * lda + s.M : (long)(s.M - 1) * lda + s.K);
+        var b = RandomArray(rng, s.TransB ? (long)(s.N - 1) * ldb + s.K : (long)(s.K - 1) * ldb + s.N);
+        var bias = RandomArray(rng, s.N, 0.5f);
+        var c0 = s.Beta == 0f ? Filled((long)(s.M - 1) * ldc + s.N, float.NaN) : RandomArray(rng, (long)(s.M - 1) * ldc + s.N);
+        var expected = (float[])c0.Clone();
+        Gemm.HostRounded(p, expected, a, b, s);
+        if (withBias || relu)
+            for (int i = 0; i < s.M; i++)
+                for (int j = 0; j < s.N; j++)
+                {
+                    ref float e = ref expected[(long)i * ldc + j];
+                    if (withBias) e += bias[j];
+                    if (relu && e < 0f) e = 0f;
+                }
+        var mma = new GemmMmaGpu(cpu, emulation: true);
+        using var da = cpu.Allocate1D(a);
+        using var db = cpu.Allocate1D(b);
+        using var dbias = cpu.Allocate1D(bias);
+        using var dc = cpu.Allocate1D<float>(c0.Length);
+        string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}" +
+                       $"{(withBias ? " +bias" : "")}{(relu ? " +relu" : "")}";
+        return Measure(cpu, "gemm (mma emulated)", v.ToString(), shape, dc, c0, expected, Precisions.MmaTolerance(p, s.K, MaxAbs(a), MaxAbs(b)),
+            () => mma.Launch(v, dc.View, da.View, db.View, dbias.View, new GemmArgs(s, withBias, relu)), timed: false);
+    }
+
+    /// <summary>The convolution counterpart of <see cref="MmaEmulationGemmCase"/>: the im2col gather and the epilogue included.</summary>
+    public static SelfTestResult MmaEmulationConvCase(Accelerator cpu, Conv2dVersion v, string name, ConvShape s, bool relu, int seed)
+    {
+        var rng = new Random(seed);
+        var p = Precisions.Of(v);
+        int fanIn = s.C * s.R * s.S;
+        var x = RandomArray(rng, s.InputLength);
+        var w = RandomArray(rng, s.WeightLength, 1f / MathF.Sqrt(fanIn));
+        var b = RandomArray(rng, s.K, 0.5f);
+        var expected = new float[s.OutputLength];
+        Conv2d.ForwardHostRounded(p, expected, x, w, b, s, relu);
+        var mma = new Conv2dMmaGpu(cpu, emulation: true);
+        using var dx = cpu.Allocate1D(x);
+        using var dw = cpu.Allocate1D(w);
+        using var db = cpu.Allocate1D(b);
+        using var dy = cpu.Allocate1D<float>(s.OutputLength);
+        return Measure(cpu, "conv2d (mma emulated)", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}", dy, Filled(s.OutputLength, float.NaN),
+            expected, Precisions.MmaTolerance(p, fanIn, MaxAbs(x), MaxAbs(w)), () => mma.Launch(v, dy.View, dx.View, dw.View, db.View, new ConvArgs(s, relu), s), timed: false);
+    }
+
     public static SelfTestResult ConvCase(Accelerator acc, Conv2dGpu conv, Conv2dVersion v, string name, ConvShape s, bool relu, int seed, bool timed = true)
     {
         var rng = new Random(seed);

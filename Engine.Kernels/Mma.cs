@@ -187,6 +187,10 @@ internal interface IMmaFormat
     uint Pack(float lo, float hi);
     /// <summary>D = A·B + C on 16 x 8 tile <paramref name="tile"/> (a constant 0..15) of the warp's accumulators.</summary>
     void Mma(int tile, MmaA a, MmaB b);
+    /// <summary>The value at reduction index k of a word (widened to fp32): what the tensor core reads. Emulation only.</summary>
+    float Lo(uint word);
+    /// <summary>The value at k + 1 of a word (0 for tf32). Emulation only.</summary>
+    float Hi(uint word);
 }
 
 /// <summary>The four A-fragment words one lane holds of a 16 x 8-word tile.</summary>
@@ -206,6 +210,9 @@ internal struct Tf32Format : IMmaFormat
         if ((bits & 0x7F800000u) == 0x7F800000u) return (bits & 0x7FFFFFu) != 0 ? 0x7FFFFFFFu : bits;
         return (bits + 0x1000u) & 0xFFFFE000u;
     }
+
+    public readonly float Lo(uint word) => Interop.IntAsFloat(word);
+    public readonly float Hi(uint word) => 0f;
 
     public readonly void Mma(int tile, MmaA a, MmaB b)
     {
@@ -238,6 +245,9 @@ internal struct F16Format : IMmaFormat
     public readonly uint Pack(float lo, float hi)
         => Interop.FloatAsInt((ILGPU.Half)lo) | (uint)Interop.FloatAsInt((ILGPU.Half)hi) << 16;
 
+    public readonly float Lo(uint word) => (float)Interop.IntAsFloat((ushort)(word & 0xFFFFu));
+    public readonly float Hi(uint word) => (float)Interop.IntAsFloat((ushort)(word >> 16));
+
     public readonly void Mma(int tile, MmaA a, MmaB b)
     {
         switch (tile)
@@ -267,6 +277,9 @@ internal struct Bf16Format : IMmaFormat
     public readonly int ElementsPerWord => 2;
 
     public readonly uint Pack(float lo, float hi) => Bf16(lo) | Bf16(hi) << 16;
+
+    public readonly float Lo(uint word) => Interop.IntAsFloat(word << 16);
+    public readonly float Hi(uint word) => Interop.IntAsFloat(word & 0xFFFF0000u);
 
     /// <summary>cvt.rn.bf16.f32 (see <see cref="Precisions.Bf16Bits"/>).</summary>
     private static uint Bf16(float x)
@@ -304,17 +317,27 @@ internal struct Bf16Format : IMmaFormat
 /// A warp's 64 x 32 block of the output as 64 fp32 PTX registers tcacc0 .. tcacc63 per lane: 4 x 4 tiles of 16 x 8,
 /// tile t = 4 i + j (rows 16 i, columns 8 j) in tcacc(4t) .. tcacc(4t + 3) (its C/D fragment). The PTX text of an
 /// Emit must be a constant, hence one case per register.
+/// Off CUDA (<see cref="CudaAsm.IsSupported"/> false: only the tests' emulation on ILGPU's CPU accelerator, see
+/// <see cref="KernelSelfTest.MmaEmulationGemmCase"/>) the accumulators live in <c>emu</c>, 64 floats of local memory,
+/// and each mma is computed from the documented fragment layouts with warp shuffles; on CUDA that branch folds away.
 /// </summary>
 internal static class MmaAccumulators
 {
     /// <summary>Declares the registers and zeroes them; once per kernel, before any loop.</summary>
-    public static void Declare()
-        => CudaAsm.Emit(".reg .f32 tcacc<64>;\n\tmov.f32 tcacc0, 0f00000000;\n\tmov.f32 tcacc1, 0f00000000;\n\tmov.f32 tcacc2, 0f00000000;\n\tmov.f32 tcacc3, 0f00000000;\n\tmov.f32 tcacc4, 0f00000000;\n\tmov.f32 tcacc5, 0f00000000;\n\tmov.f32 tcacc6, 0f00000000;\n\tmov.f32 tcacc7, 0f00000000;\n\tmov.f32 tcacc8, 0f00000000;\n\tmov.f32 tcacc9, 0f00000000;\n\tmov.f32 tcacc10, 0f00000000;\n\tmov.f32 tcacc11, 0f00000000;\n\tmov.f32 tcacc12, 0f00000000;\n\tmov.f32 tcacc13, 0f00000000;\n\tmov.f32 tcacc14, 0f00000000;\n\tmov.f32 tcacc15, 0f00000000;\n\tmov.f32 tcacc16, 0f00000000;\n\tmov.f32 tcacc17, 0f00000000;\n\tmov.f32 tcacc18, 0f00000000;\n\tmov.f32 tcacc19, 0f00000000;\n\tmov.f32 tcacc20, 0f00000000;\n\tmov.f32 tcacc21, 0f00000000;\n\tmov.f32 tcacc22, 0f00000000;\n\tmov.f32 tcacc23, 0f00000000;\n\tmov.f32 tcacc24, 0f00000000;\n\tmov.f32 tcacc25, 0f00000000;\n\tmov.f32 tcacc26, 0f00000000;\n\tmov.f32 tcacc27, 0f00000000;\n\tmov.f32 tcacc28, 0f00000000;\n\tmov.f32 tcacc29, 0f00000000;\n\tmov.f32 tcacc30, 0f00000000;\n\tmov.f32 tcacc31, 0f00000000;\n\tmov.f32 tcacc32, 0f00000000;\n\tmov.f32 tcacc33, 0f00000000;\n\tmov.f32 tcacc34, 0f00000000;\n\tmov.f32 tcacc35, 0f00000000;\n\tmov.f32 tcacc36, 0f00000000;\n\tmov.f32 tcacc37, 0f00000000;\n\tmov.f32 tcacc38, 0f00000000;\n\tmov.f32 tcacc39, 0f00000000;\n\tmov.f32 tcacc40, 0f00000000;\n\tmov.f32 tcacc41, 0f00000000;\n\tmov.f32 tcacc42, 0f00000000;\n\tmov.f32 tcacc43, 0f00000000;\n\tmov.f32 tcacc44, 0f00000000;\n\tmov.f32 tcacc45, 0f00000000;\n\tmov.f32 tcacc46, 0f00000000;\n\tmov.f32 tcacc47, 0f00000000;\n\tmov.f32 tcacc48, 0f00000000;\n\tmov.f32 tcacc49, 0f00000000;\n\tmov.f32 tcacc50, 0f00000000;\n\tmov.f32 tcacc51, 0f00000000;\n\tmov.f32 tcacc52, 0f00000000;\n\tmov.f32 tcacc53, 0f00000000;\n\tmov.f32 tcacc54, 0f00000000;\n\tmov.f32 tcacc55, 0f00000000;\n\tmov.f32 tcacc56, 0f00000000;\n\tmov.f32 tcacc57, 0f00000000;\n\tmov.f32 tcacc58, 0f00000000;\n\tmov.f32 tcacc59, 0f00000000;\n\tmov.f32 tcacc60, 0f00000000;\n\tmov.f32 tcacc61, 0f00000000;\n\tmov.f32 tcacc62, 0f00000000;\n\tmov.f32 tcacc63, 0f00000000;");
+    public static void Declare(ArrayView<float> emu)
+    {
+        if (!CudaAsm.IsSupported)
+        {
+            for (int i = 0; i < 64; i++) emu[i] = 0f;
+            return;
+        }
+        CudaAsm.Emit(".reg .f32 tcacc<64>;\n\tmov.f32 tcacc0, 0f00000000;\n\tmov.f32 tcacc1, 0f00000000;\n\tmov.f32 tcacc2, 0f00000000;\n\tmov.f32 tcacc3, 0f00000000;\n\tmov.f32 tcacc4, 0f00000000;\n\tmov.f32 tcacc5, 0f00000000;\n\tmov.f32 tcacc6, 0f00000000;\n\tmov.f32 tcacc7, 0f00000000;\n\tmov.f32 tcacc8, 0f00000000;\n\tmov.f32 tcacc9, 0f00000000;\n\tmov.f32 tcacc10, 0f00000000;\n\tmov.f32 tcacc11, 0f00000000;\n\tmov.f32 tcacc12, 0f00000000;\n\tmov.f32 tcacc13, 0f00000000;\n\tmov.f32 tcacc14, 0f00000000;\n\tmov.f32 tcacc15, 0f00000000;\n\tmov.f32 tcacc16, 0f00000000;\n\tmov.f32 tcacc17, 0f00000000;\n\tmov.f32 tcacc18, 0f00000000;\n\tmov.f32 tcacc19, 0f00000000;\n\tmov.f32 tcacc20, 0f00000000;\n\tmov.f32 tcacc21, 0f00000000;\n\tmov.f32 tcacc22, 0f00000000;\n\tmov.f32 tcacc23, 0f00000000;\n\tmov.f32 tcacc24, 0f00000000;\n\tmov.f32 tcacc25, 0f00000000;\n\tmov.f32 tcacc26, 0f00000000;\n\tmov.f32 tcacc27, 0f00000000;\n\tmov.f32 tcacc28, 0f00000000;\n\tmov.f32 tcacc29, 0f00000000;\n\tmov.f32 tcacc30, 0f00000000;\n\tmov.f32 tcacc31, 0f00000000;\n\tmov.f32 tcacc32, 0f00000000;\n\tmov.f32 tcacc33, 0f00000000;\n\tmov.f32 tcacc34, 0f00000000;\n\tmov.f32 tcacc35, 0f00000000;\n\tmov.f32 tcacc36, 0f00000000;\n\tmov.f32 tcacc37, 0f00000000;\n\tmov.f32 tcacc38, 0f00000000;\n\tmov.f32 tcacc39, 0f00000000;\n\tmov.f32 tcacc40, 0f00000000;\n\tmov.f32 tcacc41, 0f00000000;\n\tmov.f32 tcacc42, 0f00000000;\n\tmov.f32 tcacc43, 0f00000000;\n\tmov.f32 tcacc44, 0f00000000;\n\tmov.f32 tcacc45, 0f00000000;\n\tmov.f32 tcacc46, 0f00000000;\n\tmov.f32 tcacc47, 0f00000000;\n\tmov.f32 tcacc48, 0f00000000;\n\tmov.f32 tcacc49, 0f00000000;\n\tmov.f32 tcacc50, 0f00000000;\n\tmov.f32 tcacc51, 0f00000000;\n\tmov.f32 tcacc52, 0f00000000;\n\tmov.f32 tcacc53, 0f00000000;\n\tmov.f32 tcacc54, 0f00000000;\n\tmov.f32 tcacc55, 0f00000000;\n\tmov.f32 tcacc56, 0f00000000;\n\tmov.f32 tcacc57, 0f00000000;\n\tmov.f32 tcacc58, 0f00000000;\n\tmov.f32 tcacc59, 0f00000000;\n\tmov.f32 tcacc60, 0f00000000;\n\tmov.f32 tcacc61, 0f00000000;\n\tmov.f32 tcacc62, 0f00000000;\n\tmov.f32 tcacc63, 0f00000000;");
+    }
 
     /// <summary>Accumulates the product of the staged tiles over the whole 32-word slice (4 mma steps of 8 words).</summary>
-    public static void Accumulate<TFormat>(ArrayView<uint> a, ArrayView<uint> b, int wm, int wn, int g, int q) where TFormat : struct, IMmaFormat
+    public static void Accumulate<TFormat>(ArrayView<uint> a, ArrayView<uint> b, int wm, int wn, int g, int q, ArrayView<float> emu)
+        where TFormat : struct, IMmaFormat
     {
-        var f = default(TFormat);
         for (int kb = 0; kb < MmaTile.Words; kb += 8)
         {
             var a0 = MmaTile.LoadA(a, wm, kb, g, q);
@@ -325,16 +348,49 @@ internal static class MmaAccumulators
             var b1 = MmaTile.LoadB(b, wn + 8, kb, g, q);
             var b2 = MmaTile.LoadB(b, wn + 16, kb, g, q);
             var b3 = MmaTile.LoadB(b, wn + 24, kb, g, q);
-            f.Mma(0, a0, b0); f.Mma(1, a0, b1); f.Mma(2, a0, b2); f.Mma(3, a0, b3);
-            f.Mma(4, a1, b0); f.Mma(5, a1, b1); f.Mma(6, a1, b2); f.Mma(7, a1, b3);
-            f.Mma(8, a2, b0); f.Mma(9, a2, b1); f.Mma(10, a2, b2); f.Mma(11, a2, b3);
-            f.Mma(12, a3, b0); f.Mma(13, a3, b1); f.Mma(14, a3, b2); f.Mma(15, a3, b3);
+            Mma<TFormat>(0, a0, b0, emu); Mma<TFormat>(1, a0, b1, emu); Mma<TFormat>(2, a0, b2, emu); Mma<TFormat>(3, a0, b3, emu);
+            Mma<TFormat>(4, a1, b0, emu); Mma<TFormat>(5, a1, b1, emu); Mma<TFormat>(6, a1, b2, emu); Mma<TFormat>(7, a1, b3, emu);
+            Mma<TFormat>(8, a2, b0, emu); Mma<TFormat>(9, a2, b1, emu); Mma<TFormat>(10, a2, b2, emu); Mma<TFormat>(11, a2, b3, emu);
+            Mma<TFormat>(12, a3, b0, emu); Mma<TFormat>(13, a3, b1, emu); Mma<TFormat>(14, a3, b2, emu); Mma<TFormat>(15, a3, b3, emu);
         }
     }
 
-    /// <summary>Accumulator register <paramref name="i"/> (a constant 0..63).</summary>
-    public static float Read(int i)
+    private static void Mma<TFormat>(int tile, MmaA a, MmaB b, ArrayView<float> emu) where TFormat : struct, IMmaFormat
     {
+        if (CudaAsm.IsSupported) default(TFormat).Mma(tile, a, b);
+        else Emulate<TFormat>(tile, a, b, emu);
+    }
+
+    /// <summary>
+    /// One mma.sync of tile <paramref name="tile"/> computed by the warp from the fragment layouts (see
+    /// <see cref="IMmaFormat"/>): A word (r, kw) is held by lane 4·(r % 8) + kw % 4 in A0/A1 (kw &lt; 4) or A2/A3 (rows + 8
+    /// in A1/A3); B word (kw, n) by lane 4·n + kw % 4 in B0 (kw &lt; 4) or B1; fp32 sums of exact products.
+    /// </summary>
+    private static void Emulate<TFormat>(int tile, MmaA a, MmaB b, ArrayView<float> emu) where TFormat : struct, IMmaFormat
+    {
+        var f = default(TFormat);
+        int lane = Warp.LaneIdx, g = lane >> 2, q = lane & 3;
+        float d0 = emu[4 * tile], d1 = emu[4 * tile + 1], d2 = emu[4 * tile + 2], d3 = emu[4 * tile + 3];
+        for (int kw = 0; kw < 8; kw++)
+        {
+            int src = kw & 3;
+            bool upper = kw >= 4;
+            uint ag = Warp.Shuffle(upper ? a.A2 : a.A0, 4 * g + src);
+            uint ag8 = Warp.Shuffle(upper ? a.A3 : a.A1, 4 * g + src);
+            uint bn0 = Warp.Shuffle(upper ? b.B1 : b.B0, 8 * q + src);      // column 2q
+            uint bn1 = Warp.Shuffle(upper ? b.B1 : b.B0, 8 * q + 4 + src);  // column 2q + 1
+            d0 += f.Lo(ag) * f.Lo(bn0) + f.Hi(ag) * f.Hi(bn0);
+            d1 += f.Lo(ag) * f.Lo(bn1) + f.Hi(ag) * f.Hi(bn1);
+            d2 += f.Lo(ag8) * f.Lo(bn0) + f.Hi(ag8) * f.Hi(bn0);
+            d3 += f.Lo(ag8) * f.Lo(bn1) + f.Hi(ag8) * f.Hi(bn1);
+        }
+        emu[4 * tile] = d0; emu[4 * tile + 1] = d1; emu[4 * tile + 2] = d2; emu[4 * tile + 3] = d3;
+    }
+
+    /// <summary>Accumulator register <paramref name="i"/> (a constant 0..63).</summary>
+    public static float Read(int i, ArrayView<float> emu)
+    {
+        if (!CudaAsm.IsSupported) return emu[i];
         float v = 0f;
         switch (i)
         {

@@ -184,9 +184,9 @@ public sealed class MmaPrecisionTests
             int all = CountOf(code, "mma.sync"), mine = CountOf(code, op + " ");
             Assert.True(all == 16 && mine == 16, $"{name}: {mine} of {op}, {all} mma.sync in all");
             Assert.Contains(".reg .f32 tcacc<64>;", code);
-            int first = code.IndexOf("mma.sync", StringComparison.Ordinal), last = code.LastIndexOf("mma.sync", StringComparison.Ordinal);
-            string loop = code[first..last];
-            Assert.True(CountOf(loop, ".local") == 0, $"{name}: local memory between the mma instructions ({CountOf(loop, ".local")})");
+            // The emulation branch (CudaAsm.IsSupported false) stays in ILGPU's PTX behind a constant predicate; ptxas
+            // removes it (no SHFL, no LDL in the SASS: docs/benchmarks.md), which needs ptxas, not available here.
+            Assert.Matches(@"setp\.ne\.s32\s+%p\d+, 1, 1;", code);
             Assert.Contains("bar.sync", code);
         }
         if (!expected.Keys.All(ptx.Select(k => k.Kernel).Contains)) Assert.Fail("KernelPtx.AllKernels() lacks an mma kernel");
@@ -197,6 +197,60 @@ public sealed class MmaPrecisionTests
         int n = 0;
         for (int i = text.IndexOf(what, StringComparison.Ordinal); i >= 0; i = text.IndexOf(what, i + what.Length, StringComparison.Ordinal)) n++;
         return n;
+    }
+
+    /// <summary>
+    /// The mma kernels' own code on ILGPU's CPU accelerator with each mma.sync emulated from the documented fragment
+    /// layouts (<see cref="KernelSelfTest.MmaEmulationGemmCase"/>): odd sizes with edge tiles in every dimension,
+    /// every transpose, padded leading dimensions, alpha/beta, bias and ReLU, more than one reduction slice. The layout
+    /// and epilogue cases that do not depend on the format run for tf32 only: the CPU accelerator runs each lane as an
+    /// OS thread and each shuffle as a barrier, minutes per launch on a loaded machine.
+    /// </summary>
+    [Theory]
+    [InlineData(GemmVersion.V4MmaTf32)]
+    [InlineData(GemmVersion.V4MmaF16)]
+    [InlineData(GemmVersion.V4MmaBf16)]
+    public void MmaGemmDataFlowMatchesTheHostTwinUnderEmulation(GemmVersion v)
+    {
+        using var context = Accelerators.CreateCpuSimulatorContext();
+        using var acc = context.GetPreferredDevice(preferCPU: true).CreateAccelerator(context);
+        var cases = new (GemmShape S, bool Bias, bool Relu)[]
+        {
+            (new GemmShape(130, 19, 70), false, false),                                        // 2 row tiles, K over 1-3 slices
+            (new GemmShape(7, 133, 45, TransA: true, TransB: true), true, true),               // 2 column tiles, both transposed
+            (new GemmShape(33, 66, 19, false, true, Lda: 21, Ldb: 23, Ldc: 70, Alpha: 0.5f, Beta: -1.5f), false, false),
+            (new GemmShape(20, 9, 130, true, false, Lda: 25, Ldb: 11, Ldc: 9, Alpha: -2f, Beta: 1f), true, false),
+        };
+        int seed = 40;
+        foreach (var (s, bias, relu) in v == GemmVersion.V4MmaTf32 ? cases : cases[..2])
+        {
+            var r = KernelSelfTest.MmaEmulationGemmCase(acc, v, s, seed++, bias, relu);
+            Assert.True(r.Passed, r.ToString());
+        }
+    }
+
+    /// <summary>The implicit-GEMM convolution under the same emulation: padding, stride, 1x1, K over one tile, several slices.</summary>
+    [Theory]
+    [InlineData(Conv2dVersion.V4MmaTf32)]
+    [InlineData(Conv2dVersion.V4MmaF16)]
+    [InlineData(Conv2dVersion.V4MmaBf16)]
+    public void MmaConvDataFlowMatchesTheHostTwinUnderEmulation(Conv2dVersion v)
+    {
+        using var context = Accelerators.CreateCpuSimulatorContext();
+        using var acc = context.GetPreferredDevice(preferCPU: true).CreateAccelerator(context);
+        var cases = new (string Name, ConvShape S, bool Relu)[]
+        {
+            ("3x3 pad 1, C*R*S 45", ConvShape.Square(2, 5, 9, 7, 6, 3, 1, 1), true),
+            ("K 130 stride 2", ConvShape.Square(1, 3, 11, 11, 130, 3, 2, 1), false),
+            ("2x3 stride 2x1 pad 0x2", new ConvShape(1, 2, 9, 10, 4, 2, 3, 2, 1, 0, 2), false),
+            ("1x1, C 70", ConvShape.Square(1, 70, 4, 5, 9, 1), true),
+        };
+        int seed = 60;
+        foreach (var (name, s, relu) in v == Conv2dVersion.V4MmaTf32 ? cases : cases[..1])
+        {
+            var r = KernelSelfTest.MmaEmulationConvCase(acc, v, name, s, relu, seed++);
+            Assert.True(r.Passed, r.ToString());
+        }
     }
 
     /// <summary>On the CPU accelerator the mma versions are not loaded; asking for one fails with the reason.</summary>
