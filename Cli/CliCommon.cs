@@ -51,20 +51,43 @@ sealed class DeviceOptions
         DefaultValueFactory = _ => "auto",
     };
     public readonly Option<int> Index = new("--device-index") { Description = "Which device of that kind", DefaultValueFactory = _ => 0 };
+    public readonly Option<string> Precision = PrecisionOption.Create();
 
     public DeviceOptions(Command command)
     {
         Device.AcceptOnlyFromAmong(Tp7.Engine.Devices.DeviceCatalog.Choices);
         command.Options.Add(Device);
         command.Options.Add(Index);
+        command.Options.Add(Precision);
+        PrecisionOption.AddChecks(command, Precision, Device);
     }
 
     /// <summary>Open ILGPU devices with profiling (device events for the kernel profiler).</summary>
     public bool Profiling { get; set; }
 
-    /// <summary>Opens the device; the line saying which one (and why) goes to stderr so stdout stays parseable.</summary>
+    /// <summary>--precision, checked while parsing.</summary>
+    public Tp7.Engine.Kernels.Precision PrecisionOf(ParseResult parse) => Tp7.Engine.Kernels.Precisions.Parse(parse.GetValue(Precision) ?? "fp32")!.Value;
+
+    /// <summary>Refuses a --precision the device --device would open cannot compute in, before any work (see <see cref="PrecisionOption"/>).</summary>
+    public void CheckPrecision(ParseResult parse)
+    {
+        string d = parse.GetValue(Device)!;
+        if (d is "auto" or "cuda") PrecisionOption.CheckCudaDevice(PrecisionOf(parse), d, parse.GetValue(Index));
+    }
+
+    /// <summary>Opens the device and sets its --precision; the line saying which one (and why) goes to stderr so stdout stays parseable.</summary>
     public Tp7.Engine.Devices.ComputeDevice Open(ParseResult parse)
-        => Tp7.Engine.Devices.DeviceCatalog.Open(parse.GetValue(Device)!, parse.GetValue(Index), line => Console.Error.WriteLine(line), Profiling);
+    {
+        CheckPrecision(parse);
+        var dev = Tp7.Engine.Devices.DeviceCatalog.Open(parse.GetValue(Device)!, parse.GetValue(Index), line => Console.Error.WriteLine(line), Profiling);
+        try { dev.Precision = PrecisionOf(parse); }
+        catch (NotSupportedException e)
+        {
+            dev.Dispose();
+            throw new ArgumentException(e.Message, e);
+        }
+        return dev;
+    }
 }
 
 /// <summary>

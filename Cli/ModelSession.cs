@@ -168,7 +168,12 @@ sealed class ModelSession : IDisposable
     }
 
     string ComputeIdentity()
-        => files.Length == 0 ? "in-memory-random-init-seed0" : ModelCatalog.Identity(files, Model.Preprocessing, customPreprocessing);
+        => WithPrecision(files.Length == 0 ? "in-memory-random-init-seed0" : ModelCatalog.Identity(files, Model.Preprocessing, customPreprocessing), Device.Precision);
+
+    /// <summary>Features computed with rounded inputs are not fp32 features: a precision other than fp32 is part of the
+    /// identity that keys the feature cache and that svm predict compares.</summary>
+    public static string WithPrecision(string identity, Tp7.Engine.Kernels.Precision p)
+        => p == Tp7.Engine.Kernels.Precision.Fp32 ? identity : $"{identity}+precision-{Tp7.Engine.Kernels.Precisions.Name(p)}";
 
     /// <param name="check">Checks of the request against the model's graph and preprocessing (e.g. a layer name), run before
     /// any weights reach a device and before any other line is printed.</param>
@@ -177,6 +182,7 @@ sealed class ModelSession : IDisposable
     public static ModelSession Open(ParseResult parse, DeviceOptions deviceOptions, ModelOptions modelOptions,
         Action<Tp7.Engine.Graph.Graph, Preprocessing>? check = null)
     {
+        deviceOptions.CheckPrecision(parse);
         string choice = modelOptions.Choose(parse);
         bool custom = modelOptions.PreprocessingOverridden(parse);
         if (choice != "vgg16")

@@ -83,7 +83,7 @@ public static class KernelPtx
 {
     /// <summary>The kernels (explicitly grouped, loaded with LoadStreamKernel) of each op-family class.</summary>
     public static IReadOnlyList<System.Reflection.MethodInfo> AllKernels()
-        => new[] { typeof(GemmGpu), typeof(Conv2dGpu), typeof(PoolingGpu), typeof(ActivationsGpu),
+        => new[] { typeof(GemmGpu), typeof(GemmMmaGpu), typeof(Conv2dGpu), typeof(Conv2dMmaGpu), typeof(PoolingGpu), typeof(ActivationsGpu),
                 typeof(LinearGpu), typeof(DropoutGpu), typeof(LossGpu), typeof(OptimizersGpu), typeof(ElementwiseGpu),
                 typeof(BroadcastGpu), typeof(LayoutGpu) }
             .SelectMany(t => t.GetMethods(System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic))

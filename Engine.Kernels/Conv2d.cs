@@ -698,6 +698,12 @@ public enum Conv2dVersion
     /// (Conv2dTiled128.cs). Dense shapes only.
     /// </summary>
     V4ImplicitGemm128,
+    /// <summary>Implicit GEMM on tensor cores, inputs rounded to tf32, fp32 accumulation; CUDA compute capability 8.0+ only (see <see cref="Conv2dMmaGpu"/>).</summary>
+    V4MmaTf32,
+    /// <summary>Implicit GEMM on tensor cores, inputs rounded to fp16, fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaF16,
+    /// <summary>Implicit GEMM on tensor cores, inputs rounded to bf16, fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaBf16,
 }
 
 /// <summary>Convolution backward kernel versions (backward-data and backward-weight), selectable by name.</summary>
@@ -764,6 +770,10 @@ public sealed partial class Conv2dGpu
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs>? _dataTiled;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ConvArgs, int>? _weightTiled;
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ConvArgs>? _biasGrad;
+    // Tensor-core versions: only where inline PTX mma runs (CUDA, compute capability 8.0+), and loaded on their first
+    // use, so that a driver refusing their PTX fails the mma versions only, never the fp32 ones.
+    private readonly bool _hasMma;
+    private Conv2dMmaGpu? _mma;
 
     public Conv2dGpu(Accelerator accelerator)
     {
@@ -780,7 +790,11 @@ public sealed partial class Conv2dGpu
             _biasGrad = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ConvArgs>(BiasGradTiledKernel);
             LoadTiled128Kernels(accelerator);
         }
+        _hasMma = Precisions.HasTensorCores(accelerator);
     }
+
+    /// <summary>Whether the tensor-core versions (V4Mma*) run on this accelerator.</summary>
+    public bool HasMma => _hasMma;
 
     /// <summary>The fastest backward version this accelerator can run.</summary>
     public Conv2dBackwardVersion DefaultBackwardVersion => _dataTiled128 != null ? Conv2dBackwardVersion.V3Tiled128 : Conv2dBackwardVersion.V1Naive;
@@ -827,6 +841,11 @@ public sealed partial class Conv2dGpu
             }
             case Conv2dVersion.V4ImplicitGemm128:
                 LaunchForwardV3(y, x, w, b, s, args);
+                break;
+            case Conv2dVersion.V4MmaTf32 or Conv2dVersion.V4MmaF16 or Conv2dVersion.V4MmaBf16:
+                if (!_hasMma)
+                    throw new NotSupportedException($"conv2d {version}: {Precisions.WhyNot(Conv2dMmaGpu.PrecisionOf(version), _acc)}; tensor-core versions need a CUDA GPU of compute capability 8.0 or newer");
+                (_mma ??= new Conv2dMmaGpu(_acc)).Launch(version, y, x, w, b, args, s);
                 break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "conv2d: unknown version");

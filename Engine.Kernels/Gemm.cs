@@ -88,6 +88,12 @@ public enum GemmVersion
     /// prefetched into registers, 16-byte global loads where the leading dimension and view offset allow them.
     /// </summary>
     V3Tiled128,
+    /// <summary>Tensor cores, inputs rounded to tf32 (mma.m16n8k8), fp32 accumulation; CUDA compute capability 8.0+ only (see <see cref="GemmMmaGpu"/>).</summary>
+    V4MmaTf32,
+    /// <summary>Tensor cores, inputs rounded to fp16 (mma.m16n8k16), fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaF16,
+    /// <summary>Tensor cores, inputs rounded to bf16 (mma.m16n8k16), fp32 accumulation; CUDA compute capability 8.0+ only.</summary>
+    V4MmaBf16,
 }
 
 /// <summary>
@@ -123,6 +129,10 @@ public sealed class GemmGpu : IDisposable
     private readonly Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs, int>? _tiled128;
     // Stands in for "no bias": some backends reject empty views as kernel arguments.
     private readonly MemoryBuffer1D<float, Stride1D.Dense> _noBias;
+    // Tensor-core versions: only where inline PTX mma runs (CUDA, compute capability 8.0+), and loaded on their first
+    // use, so that a driver refusing their PTX fails the mma versions only, never the fp32 ones.
+    private readonly bool _hasMma;
+    private GemmMmaGpu? _mma;
 
     public GemmGpu(Accelerator accelerator)
     {
@@ -134,7 +144,11 @@ public sealed class GemmGpu : IDisposable
             _tiled128 = accelerator.LoadStreamKernel<ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, GemmArgs, int>(TiledV3Kernel);
         }
         _noBias = accelerator.Allocate1D<float>(1);
+        _hasMma = Precisions.HasTensorCores(accelerator);
     }
+
+    /// <summary>Whether the tensor-core versions (V4Mma*) run on this accelerator.</summary>
+    public bool HasMma => _hasMma;
 
     /// <summary>The fastest version this accelerator can run.</summary>
     public GemmVersion DefaultVersion => _tiled128 != null ? GemmVersion.V3Tiled128 : GemmVersion.V1Naive;
@@ -192,6 +206,11 @@ public sealed class GemmGpu : IDisposable
                 _tiled128!(new KernelConfig(grid128, new Index2D(Threads, 1)), c, a, b, bias, args, vec);
                 break;
             }
+            case GemmVersion.V4MmaTf32 or GemmVersion.V4MmaF16 or GemmVersion.V4MmaBf16:
+                if (!_hasMma)
+                    throw new NotSupportedException($"gemm {version}: {Precisions.WhyNot(GemmMmaGpu.PrecisionOf(version), _acc)}; tensor-core versions need a CUDA GPU of compute capability 8.0 or newer");
+                (_mma ??= new GemmMmaGpu(_acc)).Launch(version, c, a, b, bias, args);
+                break;
             default:
                 throw new ArgumentOutOfRangeException(nameof(version), version, "gemm: unknown version");
         }

@@ -74,16 +74,22 @@ public readonly record struct Comparison(
 /// </summary>
 public sealed record SelfTestResult(
     string Op, string Version, string Shape, Comparison Comparison, Tolerance Tolerance, double GpuMilliseconds,
-    string? Error = null, string? NotBuilt = null)
+    string? Error = null, string? NotBuilt = null, string? SkippedBecause = null)
 {
-    public bool Passed => Error == null && NotBuilt == null && Comparison.Passed;
-    public bool Skipped => NotBuilt != null;
+    public bool Passed => Error == null && Skipped == false && Comparison.Passed;
+    /// <summary>
+    /// Not run, neither passed nor failed: the device's compiler did not build the kernel (<see cref="NotBuilt"/>, e.g.
+    /// ILGPU's atomics on PoCL), or the version does not run on this accelerator (<see cref="SkippedBecause"/>, e.g. the
+    /// tensor-core versions off CUDA).
+    /// </summary>
+    public bool Skipped => NotBuilt != null || SkippedBecause != null;
     public double MaxAbsError => Comparison.MaxAbsError;
     public double MaxRelError => Comparison.MaxRelError;
 
     public override string ToString()
-        => $"{(Skipped ? "SKIP" : Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
-           (NotBuilt ?? Error ?? $"{Comparison} (tol {Tolerance})" + (double.IsNaN(GpuMilliseconds) ? "" : $", {GpuMilliseconds:F3} ms"));
+        => Skipped ? $"SKIP {Op} {Version} [{Shape}] {NotBuilt ?? SkippedBecause}" :
+           $"{(Passed ? "PASS" : "FAIL")} {Op} {Version} [{Shape}] " +
+           (Error ?? $"{Comparison} (tol {Tolerance})" + (double.IsNaN(GpuMilliseconds) ? "" : $", {GpuMilliseconds:F3} ms"));
 }
 
 /// <summary>
@@ -95,7 +101,9 @@ public sealed record SelfTestResult(
 public static class KernelSelfTest
 {
     /// <param name="timed">Also time a second launch of every case (off in unit tests on the CPU simulator, where it only costs).</param>
-    public static IReadOnlyList<SelfTestResult> Run(Accelerator acc, bool quick, bool timed = true)
+    /// <param name="precision">Which tensor-core versions to check: fp32 all of them, another precision only its own.
+    /// On an accelerator without tensor cores (<see cref="Precisions.HasTensorCores"/>) each is reported as skipped, with the reason.</param>
+    public static IReadOnlyList<SelfTestResult> Run(Accelerator acc, bool quick, bool timed = true, Precision precision = Precision.Fp32)
     {
         var results = new List<SelfTestResult>();
         using var gemm = new GemmGpu(acc);
@@ -132,6 +140,23 @@ public static class KernelSelfTest
                 foreach (bool tb in new[] { false, true })
                     gemmShapes.Add(new GemmShape(257, 511, 1023, ta, tb));
         }
+        var mmaPrecisions = precision == Precision.Fp32 ? new[] { Precision.Tf32, Precision.Fp16, Precision.Bf16 } : new[] { precision };
+        var gemmMma = mmaPrecisions.Select(p => p.MmaGemmVersion()!.Value).ToArray();
+        var convMma = mmaPrecisions.Select(p => p.MmaConvVersion()!.Value).ToArray();
+        string? noMma = Precisions.HasTensorCores(acc) ? null
+            : $"{Precisions.WhyNot(Precision.Tf32, acc)}: the tensor-core versions need a CUDA GPU of compute capability 8.0 or newer";
+        if (noMma == null)
+        {
+            gemmVersions = [.. gemmVersions, .. gemmMma];
+            convVersions = [.. convVersions, .. convMma];
+        }
+        else
+        {
+            foreach (var v in gemmMma) results.Add(Skip("gemm", v.ToString(), noMma));
+            foreach (var v in gemmMma) results.Add(Skip("linear", v.ToString(), noMma));
+            foreach (var v in convMma) results.Add(Skip("conv2d", v.ToString(), noMma));
+        }
+
         foreach (var s in gemmShapes)
             foreach (var v in gemmVersions)
                 results.Add(GemmCase(acc, gemm, v, s, seed++, timed));
@@ -229,14 +254,77 @@ public static class KernelSelfTest
         // beta = 0 must not read C: start from NaN to prove it (and to catch unwritten elements).
         var c0 = s.Beta == 0f ? Filled((long)(s.M - 1) * ldc + s.N, float.NaN) : RandomArray(rng, (long)(s.M - 1) * ldc + s.N);
         var expected = (float[])c0.Clone();
-        Gemm.Host(expected, a, b, s);
+        var p = Precisions.Of(v);
+        var tol = Tolerance.Dot(s.K);
+        if (p == Precision.Fp32) Gemm.Host(expected, a, b, s);
+        else
+        {
+            Gemm.HostRounded(p, expected, a, b, s);
+            tol = Precisions.MmaTolerance(p, s.K, MaxAbs(a), MaxAbs(b));
+        }
         using var da = acc.Allocate1D(Offset(a, viewOffset));
         using var db = acc.Allocate1D(Offset(b, viewOffset));
         using var dc = acc.Allocate1D<float>(c0.Length + viewOffset);
         string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}"
                        + (viewOffset != 0 ? $" views at +{viewOffset}" : "");
-        return Measure(acc, "gemm", v.ToString(), shape, dc, Offset(c0, viewOffset, float.NaN), Offset(expected, viewOffset, float.NaN), Tolerance.Dot(s.K),
+        return Measure(acc, "gemm", v.ToString(), shape, dc, Offset(c0, viewOffset, float.NaN), Offset(expected, viewOffset, float.NaN), tol,
             () => gemm.Run(v, dc.View.SubView(viewOffset, c0.Length), da.View.SubView(viewOffset, a.Length), db.View.SubView(viewOffset, b.Length), s), timed);
+    }
+
+    /// <summary>
+    /// The data flow of an mma GEMM version on ILGPU's CPU accelerator (256-thread groups: <see cref="Accelerators.CreateCpuSimulatorContext"/>)
+    /// with each mma.sync emulated by warp shuffles from the documented fragment layouts, against the host twin:
+    /// checks the staging (both layouts, edges, packing), the shared-memory swizzle, the fragment addressing and the
+    /// epilogue. Not the PTX text or the hardware: a CUDA GPU of compute capability 8.0 checks those (selftest).
+    /// </summary>
+    public static SelfTestResult MmaEmulationGemmCase(Accelerator cpu, GemmVersion v, GemmShape s, int seed, bool withBias = false, bool relu = false)
+    {
+        var rng = new Random(seed);
+        var p = Precisions.Of(v);
+        int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        var a = RandomArray(rng, s.TransA ? (long)(s.K - 1) * lda + s.M : (long)(s.M - 1) * lda + s.K);
+        var b = RandomArray(rng, s.TransB ? (long)(s.N - 1) * ldb + s.K : (long)(s.K - 1) * ldb + s.N);
+        var bias = RandomArray(rng, s.N, 0.5f);
+        var c0 = s.Beta == 0f ? Filled((long)(s.M - 1) * ldc + s.N, float.NaN) : RandomArray(rng, (long)(s.M - 1) * ldc + s.N);
+        var expected = (float[])c0.Clone();
+        Gemm.HostRounded(p, expected, a, b, s);
+        if (withBias || relu)
+            for (int i = 0; i < s.M; i++)
+                for (int j = 0; j < s.N; j++)
+                {
+                    ref float e = ref expected[(long)i * ldc + j];
+                    if (withBias) e += bias[j];
+                    if (relu && e < 0f) e = 0f;
+                }
+        var mma = new GemmMmaGpu(cpu, emulation: true);
+        using var da = cpu.Allocate1D(a);
+        using var db = cpu.Allocate1D(b);
+        using var dbias = cpu.Allocate1D(bias);
+        using var dc = cpu.Allocate1D<float>(c0.Length);
+        string shape = $"M={s.M} N={s.N} K={s.K} {(s.TransA ? 'T' : 'N')}{(s.TransB ? 'T' : 'N')} lda={lda} ldb={ldb} ldc={ldc} alpha={s.Alpha} beta={s.Beta}" +
+                       $"{(withBias ? " +bias" : "")}{(relu ? " +relu" : "")}";
+        return Measure(cpu, "gemm (mma emulated)", v.ToString(), shape, dc, c0, expected, Precisions.MmaTolerance(p, s.K, MaxAbs(a), MaxAbs(b)),
+            () => mma.Launch(v, dc.View, da.View, db.View, dbias.View, new GemmArgs(s, withBias, relu)), timed: false);
+    }
+
+    /// <summary>The convolution counterpart of <see cref="MmaEmulationGemmCase"/>: the im2col gather and the epilogue included.</summary>
+    public static SelfTestResult MmaEmulationConvCase(Accelerator cpu, Conv2dVersion v, string name, ConvShape s, bool relu, int seed)
+    {
+        var rng = new Random(seed);
+        var p = Precisions.Of(v);
+        int fanIn = s.C * s.R * s.S;
+        var x = RandomArray(rng, s.InputLength);
+        var w = RandomArray(rng, s.WeightLength, 1f / MathF.Sqrt(fanIn));
+        var b = RandomArray(rng, s.K, 0.5f);
+        var expected = new float[s.OutputLength];
+        Conv2d.ForwardHostRounded(p, expected, x, w, b, s, relu);
+        var mma = new Conv2dMmaGpu(cpu, emulation: true);
+        using var dx = cpu.Allocate1D(x);
+        using var dw = cpu.Allocate1D(w);
+        using var db = cpu.Allocate1D(b);
+        using var dy = cpu.Allocate1D<float>(s.OutputLength);
+        return Measure(cpu, "conv2d (mma emulated)", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}", dy, Filled(s.OutputLength, float.NaN),
+            expected, Precisions.MmaTolerance(p, fanIn, MaxAbs(x), MaxAbs(w)), () => mma.Launch(v, dy.View, dx.View, dw.View, db.View, new ConvArgs(s, relu), s), timed: false);
     }
 
     /// <param name="viewOffset">Elements before x, w and y in their buffers (see <see cref="GemmCase"/>).</param>
@@ -249,13 +337,20 @@ public static class KernelSelfTest
         var w = RandomArray(rng, s.WeightLength, 1f / MathF.Sqrt(fanIn));
         var b = RandomArray(rng, s.K, 0.5f);
         var expected = new float[s.OutputLength];
-        Conv2d.ForwardHost(expected, x, w, b, s, relu);
+        var p = Precisions.Of(v);
+        var tol = Tolerance.Dot(fanIn);
+        if (p == Precision.Fp32) Conv2d.ForwardHost(expected, x, w, b, s, relu);
+        else
+        {
+            Conv2d.ForwardHostRounded(p, expected, x, w, b, s, relu);
+            tol = Precisions.MmaTolerance(p, fanIn, MaxAbs(x), MaxAbs(w));
+        }
         using var dx = acc.Allocate1D(Offset(x, viewOffset));
         using var dw = acc.Allocate1D(Offset(w, viewOffset));
         using var db = acc.Allocate1D(b);
         using var dy = acc.Allocate1D<float>(s.OutputLength + viewOffset);
         return Measure(acc, "conv2d", v.ToString(), $"{name}: {s}{(relu ? " +relu" : "")}{(viewOffset != 0 ? $" views at +{viewOffset}" : "")}", dy,
-            Filled(s.OutputLength + viewOffset, float.NaN), Offset(expected, viewOffset, float.NaN), Tolerance.Dot(fanIn),
+            Filled(s.OutputLength + viewOffset, float.NaN), Offset(expected, viewOffset, float.NaN), tol,
             () => conv.Forward(v, dy.View.SubView(viewOffset, s.OutputLength), dx.View.SubView(viewOffset, s.InputLength),
                 dw.View.SubView(viewOffset, s.WeightLength), db.View, s, relu), timed);
     }
@@ -331,13 +426,20 @@ public static class KernelSelfTest
         var w = RandomArray(rng, (long)s.Out * s.In, 1f / MathF.Sqrt(s.In));
         var b = RandomArray(rng, s.Out, 0.5f);
         var expected = new float[(long)s.N * s.Out];
-        Linear.ForwardHost(expected, x, w, b, s.N, s.In, s.Out, s.Relu);
+        var p = Precisions.Of(v);
+        var tol = Tolerance.Dot(s.In);
+        if (p == Precision.Fp32) Linear.ForwardHost(expected, x, w, b, s.N, s.In, s.Out, s.Relu);
+        else
+        {
+            Linear.ForwardHost(expected, p.Rounded(x), p.Rounded(w), b, s.N, s.In, s.Out, s.Relu);
+            tol = Precisions.MmaTolerance(p, s.In, MaxAbs(x), MaxAbs(w));
+        }
         using var dx = acc.Allocate1D(x);
         using var dw = acc.Allocate1D(w);
         using var db = acc.Allocate1D(b);
         using var dy = acc.Allocate1D<float>(expected.Length);
         return Measure(acc, "linear", v.ToString(), $"N={s.N} in={s.In} out={s.Out}{(s.Relu ? " +relu" : "")}", dy,
-            Filled(expected.Length, float.NaN), expected, Tolerance.Dot(s.In),
+            Filled(expected.Length, float.NaN), expected, tol,
             () => linear.Forward(v, dy.View, dx.View, dw.View, db.View, s.N, s.In, s.Out, s.Relu), timed);
     }
 
@@ -399,6 +501,16 @@ public static class KernelSelfTest
         a.CopyTo(r, offset);
         return r;
     }
+
+    private static double MaxAbs(float[] a)
+    {
+        double m = 0;
+        foreach (var v in a) m = Math.Max(m, Math.Abs(v));
+        return m;
+    }
+
+    private static SelfTestResult Skip(string op, string version, string why)
+        => new(op, version, "every shape", default, default, double.NaN, SkippedBecause: why);
 
     private static float[] Filled(long length, float value)
     {

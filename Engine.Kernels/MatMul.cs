@@ -125,21 +125,28 @@ public sealed class MatMulGpu : IDisposable
         _gemm = new GemmGpu(accelerator);
     }
 
+    /// <summary>The GEMM version <see cref="Forward(ArrayView{float}, ArrayView{float}, ArrayView{float}, MatMulShape)"/> runs.</summary>
+    public GemmVersion DefaultVersion => _gemm.DefaultVersion;
+
     public void Forward(ArrayView<float> y, ArrayView<float> a, ArrayView<float> b, MatMulShape s)
+        => Forward(DefaultVersion, y, a, b, s);
+
+    /// <summary>y = a @ b with the named GEMM version (e.g. a tensor-core one).</summary>
+    public void Forward(GemmVersion version, ArrayView<float> y, ArrayView<float> a, ArrayView<float> b, MatMulShape s)
     {
         s.CheckLengths(y.Length, a.Length, b.Length);
         if (s.YLength == 0) return;
         if (s.K == 0) { y.MemSetToZero(_acc.DefaultStream); return; }
         if (s.IsOneGemm)
         {
-            _gemm.Run(y, a, b, new GemmShape((int)(s.Batch * s.M), s.N, s.K));
+            _gemm.Run(version, y, a, b, new GemmShape((int)(s.Batch * s.M), s.N, s.K));
             return;
         }
         long mk = (long)s.M * s.K, kn = (long)s.K * s.N, mn = (long)s.M * s.N;
         for (long i = 0; i < s.Batch; i++)
         {
             var (oa, ob) = s.Offsets(i);
-            _gemm.Run(y.SubView(i * mn, mn), a.SubView(oa, mk), b.SubView(ob, kn), new GemmShape(s.M, s.N, s.K));
+            _gemm.Run(version, y.SubView(i * mn, mn), a.SubView(oa, mk), b.SubView(ob, kn), new GemmShape(s.M, s.N, s.K));
         }
     }
 

@@ -413,7 +413,10 @@ public sealed class CliValidationTests(ITestOutputHelper log)
         var r = CliRunner.RunOk(tmp.Path, ["selftest"]);
         var lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
         Assert.Matches(@"^selftest: no GPU \(no CUDA device; .*\); running the kernels on ILGPU's CPU accelerator instead", lines[0]);
-        Assert.Matches(@"^selftest on .*: [1-9][0-9]+ passed, 0 failed$", lines[^1].TrimEnd());
+        Assert.Matches(@"^selftest on .*: [1-9][0-9]+ passed, 0 failed, [1-9][0-9]* skipped \(the SKIP lines say why\)$", lines[^1].TrimEnd());
         Assert.DoesNotContain(lines, l => l.StartsWith("FAIL", StringComparison.Ordinal));
+        // The tensor-core versions cannot run on the CPU accelerator: listed as skipped, with the reason.
+        Assert.Contains(lines, l => l.StartsWith("SKIP gemm V4MmaTf32 [every shape]", StringComparison.Ordinal) && l.Contains("compute capability 8.0"));
+        Assert.Contains(lines, l => l.StartsWith("SKIP conv2d V4MmaBf16", StringComparison.Ordinal));
     }
 }

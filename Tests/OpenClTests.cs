@@ -147,11 +147,12 @@ public sealed class OpenClTests(ReferenceFiles refs, OpenClFixture fx, ITestOutp
 
         var r = CliRunner.RunOk(tmp.Path, ["selftest", "--device", "opencl"], environment: new Dictionary<string, string?> { [OpenCl.PoclOptIn] = "1" });
         var lines = r.Stdout.Split('\n', StringSplitOptions.RemoveEmptyEntries);
-        Assert.Matches(@"^selftest on .*: [1-9][0-9]+ passed, 0 failed, [1-9][0-9]* skipped \(kernels this device's compiler does not build\)$", lines[^1].TrimEnd());
+        Assert.Matches(@"^selftest on .*: [1-9][0-9]+ passed, 0 failed, [1-9][0-9]* skipped \(the SKIP lines say why\)$", lines[^1].TrimEnd());
         // Only ILGPU's atomics are allowed not to build (today the tiled backward-weight kernel, once per conv shape).
         var skipped = lines.Where(l => l.StartsWith("SKIP", StringComparison.Ordinal)).ToList();
         Assert.Contains(skipped, l => l.StartsWith("SKIP conv2d_backward_weight V2Tiled", StringComparison.Ordinal));
-        Assert.All(skipped, l => Assert.Contains("atomic_uint", l));
+        // Not built (ILGPU's atomics on PoCL) or not available here (the tensor-core versions need CUDA): nothing else.
+        Assert.All(skipped, l => Assert.True(l.Contains("atomic_uint") || l.Contains("compute capability 8.0"), l));
         Assert.DoesNotContain(lines, l => l.StartsWith("FAIL", StringComparison.Ordinal));
     }
 }

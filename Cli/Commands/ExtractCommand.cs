@@ -37,6 +37,7 @@ static class ExtractCommand
             model.Check(parse);
             var shard = shards.Resolve(parse);
             var outPath = ShardOptions.OutPath(parse.GetValue(output)!, shard);
+            device.CheckPrecision(parse);
             var ds = DatasetLoader.Open(parse.GetValue(data)!, parse.GetValue(perClass), parse.GetValue(seed));
             var (items, listing, block) = List(ds, parse.GetValue(subset)!, shard);
 

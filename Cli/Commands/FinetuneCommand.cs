@@ -73,6 +73,7 @@ static class FinetuneCommand
             else if (parse.GetValue(layer) != null) throw new ArgumentException("--layer goes with --model resnet18|PATH.onnx (VGG16's head reads relu7)");
             if (choice == "vgg16") WeightsLocator.Locate(parse.GetValue(init), "--init");
             dataset.Check(parse);
+            device.CheckPrecision(parse);
 
             OptionChecks.CreateFolder(outDir);
             var ds = dataset.Open(parse);
@@ -81,7 +82,7 @@ static class FinetuneCommand
                 return RunImported(parse, choice, parse.GetValue(layer), ds, settings, outDir, resumeDir, device, parse.GetValue(noCache));
 
             var (start, path, random) = ModelSession.LoadVgg16(parse.GetValue(init), "--init");
-            string sha = path == null ? "in-memory-random-init-seed0" : FeatureCache.HashFile(path);
+            string sha = ModelSession.WithPrecision(path == null ? "in-memory-random-init-seed0" : FeatureCache.HashFile(path), device.PrecisionOf(parse));
             start = Finetune.StartingWeights(start, ds.Classes.Count, settings.Seed);
 
             using var dev = device.Open(parse);
@@ -106,7 +107,7 @@ static class FinetuneCommand
         using var dev = device.Open(parse);
         using var m = new ImageModel(dev, imported, ModelCatalog.NameOf(choice), pre) { Log = line => Console.Error.WriteLine(line) };
         Console.Error.WriteLine($"model: {m.Name}, head on {m.CanonicalLayer(layer ?? m.DefaultLayer)} ({m.LayerShape(layer ?? m.DefaultLayer).PerSample} features); input {pre.Describe()}");
-        string identity = ModelCatalog.Identity(ModelCatalog.Files(choice), pre, customPreprocessing: false); // the key `run` and `extract` use
+        string identity = ModelSession.WithPrecision(ModelCatalog.Identity(ModelCatalog.Files(choice), pre, customPreprocessing: false), dev.Precision); // the key `run` and `extract` use
         var progress = new ProgressLine();
         var result = Job(ds, settings, outDir, dev, progress, noCache).RunHead(m, identity, layer, resumeDir);
         progress.Finish();

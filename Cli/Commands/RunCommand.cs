@@ -33,6 +33,7 @@ static class RunCommand
         {
             dataset.Check(parse);
             model.Check(parse, (graph, _) => { if (parse.GetValue(layer) is { } l) ImageModel.CanonicalLayer(graph, l); });
+            device.CheckPrecision(parse);
             var ds = dataset.Open(parse);
 
             using var session = ModelSession.Open(parse, device, model);

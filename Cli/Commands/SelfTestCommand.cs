@@ -26,8 +26,10 @@ static class SelfTestCommand
         command.SetHandler(parse =>
         {
             string choice = parse.GetValue(device.Device)!;
+            var precision = device.PrecisionOf(parse);
+            device.CheckPrecision(parse);
             if (parse.GetValue(reference) is { } refPath)
-                return CompareWithReference(refPath, parse.GetValue(weights), () => device.Open(parse), "fp32");
+                return CompareWithReference(refPath, parse.GetValue(weights), () => device.Open(parse), precision.Name());
             // ILGPU's CPU accelerator simulates 256-thread groups here, so the tiled versions are checked too. It runs when
             // asked, and in place of the host backend (which is the reference itself, not a kernel to check).
             IlgpuDevice gpu;
@@ -55,11 +57,11 @@ static class SelfTestCommand
                 }
             }
             using var owned = gpu;
-            var results = KernelSelfTest.Run(gpu.Accelerator, quick: !parse.GetValue(full));
+            var results = KernelSelfTest.Run(gpu.Accelerator, quick: !parse.GetValue(full), precision: precision);
             foreach (var r in results) Console.WriteLine(r);
             int failed = results.Count(r => !r.Passed && !r.Skipped), skipped = results.Count(r => r.Skipped);
             Console.WriteLine($"selftest on {gpu.Name}: {results.Count - failed - skipped} passed, {failed} failed" +
-                              (skipped > 0 ? $", {skipped} skipped (kernels this device's compiler does not build)" : ""));
+                              (skipped > 0 ? $", {skipped} skipped (the SKIP lines say why)" : ""));
             return failed == 0 ? 0 : 1;
         });
         return command;

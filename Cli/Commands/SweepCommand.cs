@@ -50,6 +50,7 @@ static class SweepCommand
         command.SetHandler(parse =>
         {
             model.Check(parse);
+            device.CheckPrecision(parse);
             var ds = dataset.Open(parse);
             if (ds.Train.Count == 0) throw new ArgumentException($"{ds.Root}: no training images");
             if (ds.Test.Count == 0) throw new ArgumentException($"{ds.Root}: no test images (use train/ and test/ folders or --train-per-class)");

@@ -26,6 +26,27 @@ public abstract class ComputeDevice : IDisposable
     public abstract void Copy(DeviceTensor destination, DeviceTensor source);
     public abstract void Synchronize();
 
+    /// <summary>
+    /// What the forward matrix products (convolution, linear, matmul) compute in: fp32 (the default, strict) or, on a
+    /// CUDA GPU of compute capability 8.0 or newer, tf32/fp16/bf16 inputs on tensor cores with fp32 accumulation.
+    /// The executor hands it to the ops in their <see cref="Graph.OpContext"/>; backward passes stay fp32.
+    /// Setting a precision the device cannot run throws, with the reason.
+    /// </summary>
+    public Tp7.Engine.Kernels.Precision Precision
+    {
+        get => precision;
+        set
+        {
+            if (PrecisionRefusal(value) is { } why)
+                throw new NotSupportedException($"--precision {Tp7.Engine.Kernels.Precisions.Name(value)} needs a CUDA GPU of compute capability 8.0 or newer; {why}");
+            precision = value;
+        }
+    }
+    Tp7.Engine.Kernels.Precision precision;
+
+    /// <summary>Why this device cannot compute in <paramref name="p"/>, or null when it can (the host backend: fp32 only).</summary>
+    protected virtual string? PrecisionRefusal(Tp7.Engine.Kernels.Precision p) => Tp7.Engine.Kernels.Precisions.WhyNot(p, null);
+
     public float[] Download(DeviceTensor source)
     {
         var result = new float[source.Length];

@@ -44,6 +44,8 @@ public sealed class IlgpuDevice : ComputeDevice
     /// thread, so barrier-heavy tiles are slow there (fc6's tiled GEMM alone takes minutes). Without it, ILGPU's
     /// default 16-thread groups run the naive versions, fast enough for a whole VGG16 at 32x32.
     /// </summary>
+    protected override string? PrecisionRefusal(Precision p) => Precisions.WhyNot(p, Accelerator);
+
     /// <param name="profiling">Build the context with profiling, so the profiler can record device events.</param>
     public static IlgpuDevice OpenCpuAccelerator(bool gpuSizedGroups = false, bool profiling = false)
     {

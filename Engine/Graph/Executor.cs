@@ -75,7 +75,7 @@ public sealed class Executor(ParameterStore parameters) : IDisposable
         if (staged != null) Device.Copy(x.Data, staged);
         else Device.Upload(x.Data, input);
         Profiler?.EndCopy(copy, Device, staged != null ? "input (staged, device copy)" : "upload", 4.0 * given);
-        var ctx = new OpContext(Device) { Training = plan.Training, Seed = seed, Parameters = parameters };
+        var ctx = new OpContext(Device) { Training = plan.Training, Seed = seed, Parameters = parameters, Precision = Device.Precision };
         var wanted = plan.OutputValues.GroupBy(kv => kv.Value).ToDictionary(g => g.Key, g => g.Select(kv => kv.Key).ToArray());
         Collect(plan, plan.InputName, wanted, results, sampleOffset, grad: false);
         foreach (var i in plan.ForwardNodes)

@@ -21,6 +21,9 @@ public sealed class OpContext(ComputeDevice device)
     /// <summary>The network's parameters: what an op derives from them and keeps between passes is keyed on this
     /// store and valid while its <see cref="ParameterStore.Version"/> stays.</summary>
     public ParameterStore? Parameters { get; init; }
+    /// <summary>What the forward matrix products compute in (the device's <see cref="ComputeDevice.Precision"/>):
+    /// convolution, linear and matmul pick their tensor-core version of it on CUDA; fp32 everywhere else.</summary>
+    public Tp7.Engine.Kernels.Precision Precision { get; init; }
 }
 
 /// <summary>

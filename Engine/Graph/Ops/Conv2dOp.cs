@@ -59,8 +59,12 @@ public sealed class Conv2dOp : Op
         if (ctx.Device is HostDevice)
             Conv2d.ForwardHost(Host(outputs[0]), Host(inputs[0]), Host(inputs[1]), Host(inputs[2]), s, relu, Filters(ctx, node));
         else
-            ((IlgpuDevice)ctx.Device).Kernels(a => new Conv2dGpu(a))
-                .Forward(Gpu(outputs[0]), Gpu(inputs[0]), Gpu(inputs[1]), Gpu(inputs[2]), s, relu);
+        {
+            var k = ((IlgpuDevice)ctx.Device).Kernels(a => new Conv2dGpu(a));
+            // Grouped and dilated shapes have no tensor-core version: they stay in fp32.
+            var version = !s.IsDense ? Conv2dVersion.V3GroupedDirect : ctx.Precision.MmaConvVersion() ?? k.DefaultVersion;
+            k.Forward(version, Gpu(outputs[0]), Gpu(inputs[0]), Gpu(inputs[1]), Gpu(inputs[2]), s, relu);
+        }
     }
 
     // Inference keeps each layer's Winograd filters per network while its parameters do not change; training

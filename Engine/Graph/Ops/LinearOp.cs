@@ -47,8 +47,10 @@ public sealed class LinearOp : Op
         if (ctx.Device is HostDevice)
             Linear.ForwardHost(Host(outputs[0]), Host(inputs[0]), Host(inputs[1]), Host(inputs[2]), x[0], w[1], w[0], relu);
         else
-            ((IlgpuDevice)ctx.Device).Kernels(a => new LinearGpu(a))
-                .Forward(Gpu(outputs[0]), Gpu(inputs[0]), Gpu(inputs[1]), Gpu(inputs[2]), x[0], w[1], w[0], relu);
+        {
+            var k = ((IlgpuDevice)ctx.Device).Kernels(a => new LinearGpu(a));
+            k.Forward(ctx.Precision.MmaGemmVersion() ?? k.DefaultVersion, Gpu(outputs[0]), Gpu(inputs[0]), Gpu(inputs[1]), Gpu(inputs[2]), x[0], w[1], w[0], relu);
+        }
     }
 
     public override bool HasBackward => true;

@@ -32,6 +32,10 @@ public sealed class MatMulOp : Op
     {
         var s = ShapeOf(node, inputs[0].Shape, inputs[1].Shape);
         if (ctx.Device is HostDevice) MatMul.ForwardHost(Host(outputs[0]), Host(inputs[0]), Host(inputs[1]), s);
-        else ((IlgpuDevice)ctx.Device).Kernels(a => new MatMulGpu(a)).Forward(Gpu(outputs[0]), Gpu(inputs[0]), Gpu(inputs[1]), s);
+        else
+        {
+            var k = ((IlgpuDevice)ctx.Device).Kernels(a => new MatMulGpu(a));
+            k.Forward(ctx.Precision.MmaGemmVersion() ?? k.DefaultVersion, Gpu(outputs[0]), Gpu(inputs[0]), Gpu(inputs[1]), s);
+        }
     }
 }
