@@ -79,6 +79,7 @@ static class BenchGemmCommand
                 row.FractionOfPeak is { } f ? (100 * f).ToString("F1", CultureInfo.InvariantCulture) : "-", Markup.Escape(row.Check));
         AnsiConsole.Console.Profile.Width = Math.Max(AnsiConsole.Console.Profile.Width, 160);
         AnsiConsole.Write(table);
-        Console.WriteLine("peak: nominal dense TFLOP/s of the data sheet for the input precision (host: cores x clock x 32 fp32 FLOP/cycle, an estimate); ? = device not in the table");
+        string peak = Tp7.Engine.Profiling.DevicePeaks.For(dev) is { } pk ? pk.Describe("fp32") : "device not in the peak table (?)";
+        Console.WriteLine($"peak: {peak}; tensor-core rows use the dense tf32 / fp16 figure of the same table (docs/profile.md)");
     }
 }

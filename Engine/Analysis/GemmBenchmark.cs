@@ -21,6 +21,9 @@ public sealed record GemmBenchRow(string Version, Precision Precision, string Ch
 /// </summary>
 public static class GemmBenchmark
 {
+    /// <summary>The device's datasheet (or, for the host, FMA) peak in TFLOP/s for inputs in <paramref name="p"/>; null when unknown.</summary>
+    static double? PeakTflops(ComputeDevice device, Precision p) => Profiling.DevicePeaks.For(device)?.Flops(p.Name()) / 1e12;
+
     /// <summary>The odd full-check size: not a multiple of any tile (64, 128) in any dimension.</summary>
     public const int CheckM = 509, CheckN = 515, CheckK = 523;
     const int Samples = 256;
@@ -111,7 +114,7 @@ public static class GemmBenchmark
             }
             Array.Sort(times);
             double t = times[reps / 2];
-            rows.Add(new GemmBenchRow(v.ToString(), p, check, true, t * 1e3, shape.Flops / t / 1e12, DevicePeaks.Tflops(device, p)));
+            rows.Add(new GemmBenchRow(v.ToString(), p, check, true, t * 1e3, shape.Flops / t / 1e12, PeakTflops(device, p)));
         }
         return rows;
     }
@@ -144,7 +147,7 @@ public static class GemmBenchmark
         }
         Array.Sort(times);
         double t = times[reps / 2];
-        return new GemmBenchRow("host V2Blocked", Precision.Fp32, check, true, t * 1e3, shape.Flops / t / 1e12, DevicePeaks.Tflops(device, Precision.Fp32));
+        return new GemmBenchRow("host V2Blocked", Precision.Fp32, check, true, t * 1e3, shape.Flops / t / 1e12, PeakTflops(device, Precision.Fp32));
     }
 
     /// <summary>The whole C at the odd size against the version's host twin, with its tolerance.</summary>
@@ -182,40 +185,5 @@ public static class GemmBenchmark
                 return (false, $"MISMATCH at ({i}, {j}) of {size}^3: {c[(long)i * size + j]:R} vs {want:R} (tol {tol.Atol:g2})");
         }
         return (true, $"{Samples} sampled elements of {size}^3 within {worst:g2}");
-    }
-}
-
-/// <summary>
-/// Nominal dense peaks (TFLOP/s, a multiply-add counted as 2) per device and precision, from the vendors' data
-/// sheets: NVIDIA H100 SXM (fp32 67, tf32 494.7, fp16/bf16 989.4), H100 PCIe (51, 378, 756), H200 (as H100 SXM),
-/// A100 (19.5, 156, 312). The host: cores x clock x 2 FMA units x 8 fp32 lanes (AVX2) x 2, from /proc/cpuinfo's
-/// current clock, so an estimate. Null for a device not in the table.
-/// </summary>
-public static class DevicePeaks
-{
-    public static double? Tflops(ComputeDevice device, Precision p)
-    {
-        if (device is HostDevice) return HostFp32();
-        string name = device.Name;
-        (double Fp32, double Tf32, double Half)? peaks =
-            name.Contains("H200", StringComparison.OrdinalIgnoreCase) ? (67, 494.7, 989.4)
-            : name.Contains("H100", StringComparison.OrdinalIgnoreCase) && name.Contains("PCIe", StringComparison.OrdinalIgnoreCase) ? (51, 378, 756)
-            : name.Contains("H100", StringComparison.OrdinalIgnoreCase) ? (67, 494.7, 989.4)
-            : name.Contains("A100", StringComparison.OrdinalIgnoreCase) ? (19.5, 156, 312)
-            : null;
-        if (peaks is not { } v) return null;
-        return p switch { Precision.Fp32 => v.Fp32, Precision.Tf32 => v.Tf32, _ => v.Half };
-    }
-
-    static double? HostFp32()
-    {
-        try
-        {
-            var mhz = File.ReadLines("/proc/cpuinfo").Where(l => l.StartsWith("cpu MHz", StringComparison.Ordinal))
-                .Select(l => double.Parse(l[(l.IndexOf(':') + 1)..], System.Globalization.CultureInfo.InvariantCulture)).ToList();
-            if (mhz.Count == 0) return null;
-            return Environment.ProcessorCount * mhz.Average() * 1e6 * 2 * 8 * 2 / 1e12;
-        }
-        catch (IOException) { return null; }
     }
 }
