@@ -46,7 +46,7 @@ static class ProfileCommand
             using var session = ModelSession.Open(parse, device, modelOptions);
             var model = session.Model;
             var options = new ProfileOptions(parse.GetValue(batch), session.Preprocessing.Size, parse.GetValue(reps), parse.GetValue(warmup),
-                parse.GetValue(backward), images);
+                parse.GetValue(backward), images, Precision: Tp7.Engine.Kernels.Precisions.Name(session.Device.Precision));
             using var profiler = new LayerProfiler();
             var result = ModelProfile.Run(model, profiler, options);
             string tracePath = parse.GetValue(trace)!;

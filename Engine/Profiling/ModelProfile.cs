@@ -11,7 +11,7 @@ namespace Tp7.Engine.Profiling;
 /// <param name="Images">Run the extraction pipeline on these files (decode on the loader's workers, staged uploads on a
 /// GPU), one batch per repetition, cycling through them; null: a random input uploaded by the executor.</param>
 /// <param name="Backward">Each repetition is a training pass: forward in train mode, loss, backward through every parameter.</param>
-/// <param name="Precision">The precision whose peak the achieved rate is compared with (the kernels run fp32 today).</param>
+/// <param name="Precision">The precision whose peak the achieved rate is compared with (the device's --precision: conv, linear and matmul run in it, the rest in fp32).</param>
 public sealed record ProfileOptions(int Batch, int Size, int Reps, int Warmup, bool Backward = false,
     IReadOnlyList<DatasetItem>? Images = null, string Precision = "fp32", int Seed = 0);
 
