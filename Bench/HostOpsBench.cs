@@ -73,6 +73,7 @@ public sealed class HostOpsBench : IBenchmark
             return 0;
         }
         if (only == null || only.Split(',').Contains("gemm")) Gemms(quick, reps, Rand);
+        if (only == null || only.Split(',').Contains("fc")) Linears(batch, reps, Rand);
         Convs(batch, reps, only, versions, Rand);
         if (only == null) PoolRelu(batch, reps, Rand);
         Footer();
@@ -95,6 +96,24 @@ public sealed class HostOpsBench : IBenchmark
             Console.WriteLine($"  {m}x{n}x{k}{(fc ? " TransB (fc6)" : ""),-14} {t * 1e3,9:F2} ms  {s.Flops / t / 1e9,7:F1} GFLOP/s  {s.Bytes / t / 1e9,6:F1} GB/s  {s.Flops / cpu / 1e9,6:F1} GFLOP/s per busy core");
         }
 
+    }
+
+    /// <summary>VGG16's classifier (y = x Wᵀ + b, ReLU) at this batch and at batch 1, through the thin-rows GEMM's V1 and V2
+    /// back to back. These layers stream their weights (fc6: 411 MB) for few rows: GB/s of weights is the measure.</summary>
+    static void Linears(int batch, int reps, Func<long, float[]> Rand)
+    {
+        Console.WriteLine("\nVGG16 classifier, y = x Wᵀ (+ b, ReLU in the layer), thin-rows GEMM V1 (8-row padded) vs V2");
+        foreach (var m in batch == 1 ? new[] { 1 } : new[] { 1, batch })
+            foreach (var (name, n, k) in new[] { ("fc6", 4096, 25088), ("fc7", 4096, 4096), ("fc8", 1000, 4096) })
+            {
+                var s = new GemmShape(m, n, k, TransB: true);
+                var a = Rand((long)m * k); var b = Rand((long)k * n); var c = new float[(long)m * n];
+                foreach (var (version, run) in new (string, Action)[] { ("v1", () => Gemm.Host_V2BlockedThinV1(c, a, b, s)), ("v2", () => Gemm.Host(c, a, b, s)) })
+                {
+                    var (t, cpu) = Measure(run, reps);
+                    Console.WriteLine($"  {name} batch {m,-2} {version}  {t * 1e3,8:F2} ms  {4.0 * n * k / t / 1e9,6:F1} GB/s of weights  {s.Flops / t / 1e9,6:F1} GFLOP/s  CPU {cpu * 1e3,7:F1} ms");
+                }
+            }
     }
 
     /// <summary>Conv forward versions the bench can run by name; "auto" is the dispatcher <see cref="Conv2d.ForwardHost"/>.</summary>

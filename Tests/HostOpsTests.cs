@@ -44,7 +44,7 @@ public class HostOpsTests
                         $"(|Δ| = {Math.Abs(expected[worst] - actual[worst]):G3}, tolerance {atol:G3} + {rtol:G3}·|ref|)");
     }
 
-    static void CheckGemm(GemmShape s, int seed, bool portable)
+    static void CheckGemm(GemmShape s, int seed, bool portable, bool thinV1 = false)
     {
         int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
         var a = Random(seed, s.TransA ? (long)s.K * lda : (long)s.M * lda);
@@ -54,7 +54,9 @@ public class HostOpsTests
         var expected = (float[])c0.Clone();
         var actual = (float[])c0.Clone();
         Gemm.Host_V1Naive(expected, a, b, s);
-        if (portable) Gemm.Host_V2BlockedPortable(actual, a, b, s); else Gemm.Host_V2Blocked(actual, a, b, s);
+        if (portable) Gemm.Host_V2BlockedPortable(actual, a, b, s);
+        else if (thinV1) Gemm.Host_V2BlockedThinV1(actual, a, b, s);
+        else Gemm.Host_V2Blocked(actual, a, b, s);
         // Padding columns between N and ldc must be untouched.
         for (int i = 0; i < s.M; i++)
             for (int j = s.N; j < ldc; j++)
@@ -98,6 +100,24 @@ public class HostOpsTests
         CheckGemm(new GemmShape(500, 5, 290, ta, tb, Alpha: alpha, Beta: beta), 9, portable: false);   // row-split path
         CheckGemm(new GemmShape(13, 70, 4500, ta, tb, Alpha: alpha, Beta: beta), 10, portable: false); // thin path, K > its chunk
         CheckGemm(new GemmShape(33, 40, 100, ta, tb, Alpha: alpha, Beta: beta), 11, portable: false);  // just past the thin limit
+    }
+
+    /// <summary>The thin path (M ≤ 32 rows times Bᵀ), both versions: M not a multiple of 4 (the single-row kernel), N not a
+    /// multiple of 3 or of a task's block of 12 rows, K past several 1024-chunks with a partial last vector, padded strides.</summary>
+    [Theory]
+    [InlineData(1, 37, 2053, 0, 0f)]
+    [InlineData(2, 5, 9, 3, 1f)]
+    [InlineData(3, 1, 1030, 0, 0f)]
+    [InlineData(5, 26, 3001, 2, -0.5f)]
+    [InlineData(8, 4100, 200, 0, 0f)]
+    [InlineData(32, 13, 2500, 1, 1f)]
+    public void GemmThinRowsV1AndV2MatchNaive(int m, int n, int k, int pad, float beta)
+    {
+        var s = new GemmShape(m, n, k, TransB: true, Lda: pad == 0 ? 0 : k + pad, Ldb: pad == 0 ? 0 : k + 2 * pad, Ldc: pad == 0 ? 0 : n + pad,
+            Alpha: pad == 2 ? -0.75f : 1f, Beta: beta);
+        CheckGemm(s, 21, portable: false);
+        CheckGemm(s, 22, portable: false, thinV1: true);
+        CheckGemm(s with { TransA = true, Lda = pad == 0 ? 0 : m + pad }, 23, portable: false);
     }
 
     [Fact]
