@@ -124,6 +124,7 @@ public sealed class HostOpsBench : IBenchmark
         ["v3"] = (y, x, w, b, s) => Conv2d.ForwardHost_V3Winograd(y, x, w, b, s, relu: true),
         ["v4"] = (y, x, w, b, s) => Conv2d.ForwardHost_V4Winograd4x4(y, x, w, b, s, relu: true),
         ["v5"] = (y, x, w, b, s) => Conv2d.ForwardHost_V5BatchedGemm(y, x, w, b, s, relu: true),
+        ["v6"] = (y, x, w, b, s) => Conv2d.ForwardHost_V6DirectSmallC(y, x, w, b, s, relu: true),
     };
 
     /// <summary>Each selected layer is timed under every requested version back to back, so the versions see the
@@ -288,6 +289,14 @@ public sealed class HostOpsBench : IBenchmark
             Conv2d.BackwardWeightHost_V3Winograd(gw, gb, dy, x, s);
             Compare("conv backward-weight V3 Winograd 2x13x21x17 -> 64", ew, gw);
             Compare("conv backward-bias 64", eb, fb);
+        }
+        // After the others, so their seeded inputs stay as they were.
+        {
+            var s = ConvShape.Square(2, 3, 21, 19, 13, 3, 1, 1);
+            var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var b = Rand(s.K);
+            var e = new float[s.OutputLength]; var f = new float[s.OutputLength];
+            Conv2d.ForwardHost_V1Naive(e, x, w, b, s, true); Conv2d.ForwardHost_V6DirectSmallC(f, x, w, b, s, true);
+            Compare("conv V6 direct 2x3x21x19 -> 13", e, f);
         }
         return ok;
     }

@@ -200,6 +200,38 @@ public class HostOpsTests
         CheckConvV5(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: false, 72);
     }
 
+    static void CheckConvV6(ConvShape s, bool relu, int seed) => CheckAgainstNaive(Conv2d.ForwardHost_V6DirectSmallC, s, relu, seed, GemmAtol, GemmRtol);
+
+    /// <summary>V6 direct (3x3 stride-1 pad-1, C ≤ 4): batch 1-3, K not a multiple of its 6-channel tile, rows not a
+    /// multiple of its 16 pixels (the overlapping last block), heights from 1 (every tap row but one is padding).</summary>
+    [Property(MaxTest = 60)]
+    public void ConvV6DirectMatchesNaiveOnOddShapes(PositiveInt n, PositiveInt c, PositiveInt h, PositiveInt w, PositiveInt k, bool relu, int seed)
+    {
+        var s = ConvShape.Square(1 + n.Get % 3, 1 + c.Get % Conv2d.DirectSmallCMaxChannels, 1 + h.Get % 13, 16 + w.Get % 29, 1 + k.Get % 15, 3, 1, 1);
+        CheckConvV6(s, relu, seed);
+    }
+
+    [Theory]
+    [InlineData(1, 3, 224, 224, 64)]  // VGG16's conv1_1 at batch 1
+    [InlineData(2, 3, 37, 61, 70)]    // K past 66 (12 channel tiles), odd map
+    [InlineData(3, 1, 16, 16, 5)]     // grey, one block per row
+    public void ConvV6DirectMatchesNaiveOnStemShapes(int n, int c, int h, int w, int k)
+    {
+        CheckConvV6(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: true, 91);
+        CheckConvV6(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: false, 92);
+    }
+
+    [Fact]
+    public void ConvV6DirectRejectsOtherShapes()
+    {
+        foreach (var s in new[] { ConvShape.Square(1, 3, 20, 20, 4, 3, 2, 1), ConvShape.Square(1, 5, 20, 20, 4, 3, 1, 1), ConvShape.Square(1, 3, 20, 15, 4, 3, 1, 1) })
+        {
+            var ex = Assert.Throws<ArgumentException>(() => Conv2d.ForwardHost_V6DirectSmallC(
+                new float[s.OutputLength], new float[s.InputLength], new float[s.WeightLength], new float[s.K], s, false));
+            Assert.Contains("V6DirectSmallC", ex.Message);
+        }
+    }
+
     /// <summary>The bias is added and ReLU applied in the GEMM's epilogue: with zero filters y is exactly relu(bias)
     /// (or bias), both when each image is its own GEMM and when the batch is one.</summary>
     [Theory]
@@ -368,7 +400,8 @@ public class HostOpsTests
     [InlineData(1, 64, 19, 21, 24, 3, 1, 1)]   // 30 tiles: V5
     [InlineData(88, 64, 2, 9, 24, 3, 1, 1)]    // 264 tiles, 2 tall: F(2x2)
     [InlineData(3, 64, 2, 9, 24, 3, 1, 1)]
-    [InlineData(1, 3, 19, 21, 24, 3, 1, 1)]
+    [InlineData(1, 3, 19, 21, 24, 3, 1, 1)]    // C = 3, 3x3 stride 1, outputs 21 wide: V6 direct
+    [InlineData(1, 3, 19, 15, 24, 3, 1, 1)]    // the same 15 wide: V5
     [InlineData(1, 64, 19, 21, 24, 3, 2, 1)]
     [InlineData(1, 3, 37, 37, 8, 7, 2, 3)]     // stem-like
     public void ConvForwardHostDispatchMatchesNaive(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
