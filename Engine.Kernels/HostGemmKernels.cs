@@ -451,7 +451,7 @@ internal static unsafe partial class HostGemmKernels
     }
 
     // ThinTransB_V2: B rows per task block, and the K-chunk after which the register sums are folded into acc.
-    const int ThinV2BlockRows = 12, ThinV2Kc = 1024;
+    const int ThinV2BlockRows = 12, ThinV2Kc = 512;
 
     /// <summary>
     /// Version 2 of C (M x N) = alpha·op(A)·B^T + beta·C for few rows (a linear layer: x (M, In) times W (Out, In)^T;
@@ -460,7 +460,7 @@ internal static unsafe partial class HostGemmKernels
     /// and read 8 A rows from L2 for each B vector. Here A keeps its M rows; a micro-kernel takes 4 rows of A against 3
     /// rows of B (12 register sums, 7 loads per 12 FMAs), single rows of A against 3 rows of B for M mod 4. A task owns
     /// a block of <see cref="ThinV2BlockRows"/> rows of B, walked chunk by chunk along K (<see cref="ThinV2Kc"/>): the
-    /// block's chunk (48 KiB) is read from memory once, every row group of A (M x 4 KiB of A, L1/L2) passes over it,
+    /// block's chunk (24 KiB) is read from memory once, every row group of A (M x 2 KiB of A, in L1 at M = 8) passes over it,
     /// and each B row still advances as one sequential stream. The register sums are folded per chunk, so the
     /// summation order is blocked like V1's.
     /// </summary>

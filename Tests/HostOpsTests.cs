@@ -331,6 +331,7 @@ public class HostOpsTests
     [InlineData(3, 65, 28, 28, 67)]   // VGG conv4-like: 7 tiles per row, every group crosses a tile row; C, K odd ≥ 64
     [InlineData(2, 67, 14, 14, 65)]   // conv5-like: 4 tiles per row, half of each edge tile dropped
     [InlineData(1, 3, 67, 131, 64)]   // conv1_1-like C = 3, W ≡ 3 mod 4 with interior groups
+    [InlineData(3, 64, 50, 50, 21)]   // small filters over 507 tiles: 32-tile chunks (not the whole batch), chunks crossing images
     public void ConvV4Winograd4x4MatchesNaiveOnLayerLikeShapes(int n, int c, int h, int w, int k)
     {
         CheckWinograd4x4(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: true, 41);
