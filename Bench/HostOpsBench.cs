@@ -73,6 +73,7 @@ public sealed class HostOpsBench : IBenchmark
             return 0;
         }
         if (only == null || only.Split(',').Contains("gemm")) Gemms(quick, reps, Rand);
+        if (only == null || only.Split(',').Contains("fc")) Linears(batch, reps, Rand);
         Convs(batch, reps, only, versions, Rand);
         if (only == null) PoolRelu(batch, reps, Rand);
         Footer();
@@ -97,6 +98,24 @@ public sealed class HostOpsBench : IBenchmark
 
     }
 
+    /// <summary>VGG16's classifier (y = x Wᵀ + b, ReLU) at this batch and at batch 1, through the thin-rows GEMM's V1 and V2
+    /// back to back. These layers stream their weights (fc6: 411 MB) for few rows: GB/s of weights is the measure.</summary>
+    static void Linears(int batch, int reps, Func<long, float[]> Rand)
+    {
+        Console.WriteLine("\nVGG16 classifier, y = x Wᵀ (+ b, ReLU in the layer), thin-rows GEMM V1 (8-row padded) vs V2");
+        foreach (var m in batch == 1 ? new[] { 1 } : new[] { 1, batch })
+            foreach (var (name, n, k) in new[] { ("fc6", 4096, 25088), ("fc7", 4096, 4096), ("fc8", 1000, 4096) })
+            {
+                var s = new GemmShape(m, n, k, TransB: true);
+                var a = Rand((long)m * k); var b = Rand((long)k * n); var c = new float[(long)m * n];
+                foreach (var (version, run) in new (string, Action)[] { ("v1", () => Gemm.Host_V2BlockedThinV1(c, a, b, s)), ("v2", () => Gemm.Host(c, a, b, s)) })
+                {
+                    var (t, cpu) = Measure(run, reps);
+                    Console.WriteLine($"  {name} batch {m,-2} {version}  {t * 1e3,8:F2} ms  {4.0 * n * k / t / 1e9,6:F1} GB/s of weights  {s.Flops / t / 1e9,6:F1} GFLOP/s  CPU {cpu * 1e3,7:F1} ms");
+                }
+            }
+    }
+
     /// <summary>Conv forward versions the bench can run by name; "auto" is the dispatcher <see cref="Conv2d.ForwardHost"/>.</summary>
     static readonly Dictionary<string, Action<float[], float[], float[], float[], ConvShape>> ConvVersions = new()
     {
@@ -105,6 +124,7 @@ public sealed class HostOpsBench : IBenchmark
         ["v3"] = (y, x, w, b, s) => Conv2d.ForwardHost_V3Winograd(y, x, w, b, s, relu: true),
         ["v4"] = (y, x, w, b, s) => Conv2d.ForwardHost_V4Winograd4x4(y, x, w, b, s, relu: true),
         ["v5"] = (y, x, w, b, s) => Conv2d.ForwardHost_V5BatchedGemm(y, x, w, b, s, relu: true),
+        ["v6"] = (y, x, w, b, s) => Conv2d.ForwardHost_V6DirectSmallC(y, x, w, b, s, relu: true),
     };
 
     /// <summary>Each selected layer is timed under every requested version back to back, so the versions see the
@@ -269,6 +289,14 @@ public sealed class HostOpsBench : IBenchmark
             Conv2d.BackwardWeightHost_V3Winograd(gw, gb, dy, x, s);
             Compare("conv backward-weight V3 Winograd 2x13x21x17 -> 64", ew, gw);
             Compare("conv backward-bias 64", eb, fb);
+        }
+        // After the others, so their seeded inputs stay as they were.
+        {
+            var s = ConvShape.Square(2, 3, 21, 19, 13, 3, 1, 1);
+            var x = Rand(s.InputLength); var w = Rand(s.WeightLength); var b = Rand(s.K);
+            var e = new float[s.OutputLength]; var f = new float[s.OutputLength];
+            Conv2d.ForwardHost_V1Naive(e, x, w, b, s, true); Conv2d.ForwardHost_V6DirectSmallC(f, x, w, b, s, true);
+            Compare("conv V6 direct 2x3x21x19 -> 13", e, f);
         }
         return ok;
     }

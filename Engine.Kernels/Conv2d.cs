@@ -20,7 +20,8 @@ public static partial class Conv2d
     /// (V4: 36 MiB at 512 channels), which few tiles do not repay. So ResNet18 at batch 1 runs V4 at 56² and 28², V5
     /// at 14² and 7²; at batch 8 V4 on every 3x3 stride-1 layer, as VGG16 at batch 8 does. (F(2x2) measured ahead of
     /// F(4x4) at batch 1, 56², but switching there moved the AdamW trajectory test against PyTorch past its tolerance.) Everything else (strided, 1x1, C = 3
-    /// stems, where each Winograd GEMM would be 3 deep) runs V5. The rule depends on the shape only, so results are
+    /// stems, where each Winograd GEMM would be 3 deep) runs V5, except 3x3 stride-1 pad-1 stems with C ≤ 4 and outputs at least
+    /// 16 wide (VGG16's conv1_1), which run V6 direct. The rule depends on the shape only, so results are
     /// deterministic. Measured per layer with `bench resnet18-convs` (docs/benchmarks.md). Without AVX2 the Winograd
     /// transforms run their scalar path, which has not been measured, so those machines stay on V5.
     /// </summary>
@@ -40,8 +41,31 @@ public static partial class Conv2d
             if (Winograd4x4FewerMultiplies(s)) ForwardHost_V4Winograd4x4(y, x, w, b, s, relu, filters);
             else ForwardHost_V3Winograd(y, x, w, b, s, relu);
         }
+        else if (HostConvDirect.Supports(s))
+            ForwardHost_V6DirectSmallC(y, x, w, b, s, relu);
         else
             ForwardHost_V5BatchedGemm(y, x, w, b, s, relu);
+    }
+
+    /// <summary>Most input channels <see cref="ForwardHost_V6DirectSmallC"/> computes.</summary>
+    public const int DirectSmallCMaxChannels = HostConvDirect.MaxChannels;
+
+    /// <summary>
+    /// Version 6: direct 3x3 stride-1 pad-1 convolution for at most <see cref="DirectSmallCMaxChannels"/> input
+    /// channels and outputs at least 16 wide (<see cref="HostConvDirect"/>): an RGB stem such as VGG16's conv1_1, whose
+    /// im2col GEMM (V2, V5) is only C·9 = 27 deep, so each GEMM tile pays its packing and its store for 27 FMA steps.
+    /// A 6-channel x 16-pixel register tile reads its taps from a zero-padded copy of its input rows.
+    /// </summary>
+    public static unsafe void ForwardHost_V6DirectSmallC(Span<float> y, ReadOnlySpan<float> x, ReadOnlySpan<float> w,
+        ReadOnlySpan<float> b, ConvShape s, bool relu)
+    {
+        CheckForward(y, x, w, b, s);
+        RequireDense(s, "V6DirectSmallC");
+        if (!HostConvDirect.Supports(s))
+            throw new ArgumentException($"conv2d V6DirectSmallC computes 3x3 stride-1 pad-1 convolutions with at most {HostConvDirect.MaxChannels} " +
+                $"input channels and outputs at least 16 wide, on AVX2 + FMA, not {s}");
+        fixed (float* py = y) fixed (float* px = x) fixed (float* pw = w) fixed (float* pb = b)
+            HostConvDirect.Forward(py, px, pw, pb, s, relu);
     }
 
     /// <summary>Fewest 4x4 output tiles (over the batch) for which <see cref="ForwardHost"/> picks Winograd.</summary>

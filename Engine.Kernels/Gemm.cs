@@ -49,6 +49,15 @@ public static partial class Gemm
             HostGemmKernels.Gemm(pc, pa, pb, s, default, portable: true);
     }
 
+    /// <summary>Version 2 with its first kernel for few rows times Bᵀ (V1 of the thin path, 8-row padded), kept beside
+    /// the default thin kernel for tests and benchmarks; other shapes run exactly as <see cref="Host_V2Blocked"/>.</summary>
+    public static unsafe void Host_V2BlockedThinV1(Span<float> c, ReadOnlySpan<float> a, ReadOnlySpan<float> b, GemmShape s)
+    {
+        CheckHostArgs(c.Length, a.Length, b.Length, s);
+        fixed (float* pc = c) fixed (float* pa = a) fixed (float* pb = b)
+            HostGemmKernels.Gemm(pc, pa, pb, s, default, thinV1: true);
+    }
+
     /// <summary>Version 1: triple loop with double-free float accumulation. The specification.</summary>
     public static void Host_V1Naive(Span<float> c, ReadOnlySpan<float> a, ReadOnlySpan<float> b, GemmShape s)
     {

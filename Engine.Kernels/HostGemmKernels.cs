@@ -321,7 +321,9 @@ internal static unsafe partial class HostGemmKernels
     }
 
     /// <summary>C = alpha·op(A)·op(B) + beta·C then the epilogue, for raw row-major pointers; parallel over cores.</summary>
-    internal static void Gemm(float* c, float* a, float* b, GemmShape s, GemmEpilogue e, bool portable = false)
+    /// <param name="thinV1">Few rows times Bᵀ through the first thin kernel (<see cref="ThinTransB"/>) instead of
+    /// <see cref="ThinTransB_V2"/>: kept for tests and benchmarks.</param>
+    internal static void Gemm(float* c, float* a, float* b, GemmShape s, GemmEpilogue e, bool portable = false, bool thinV1 = false)
     {
         int m = s.M, n = s.N, k = s.K;
         if (m <= 0 || n <= 0) return;
@@ -329,7 +331,8 @@ internal static unsafe partial class HostGemmKernels
         if (k <= 0) { ScaleAndEpilogue(c, m, n, ldc, s.Beta, e); return; }
         if (s.TransB && m <= ThinRows && !portable && Vector256.IsHardwareAccelerated)
         {
-            ThinTransB(c, a, b, s, e);
+            if (thinV1) ThinTransB(c, a, b, s, e);
+            else ThinTransB_V2(c, a, b, s, e);
             return;
         }
         int mPad = PaddedRows(m);
@@ -367,6 +370,7 @@ internal static unsafe partial class HostGemmKernels
     const int ThinKc = 2048, ThinCols = 32;
 
     /// <summary>
+    /// Version 1 of the thin path (kept for tests and benchmarks; <see cref="ThinTransB_V2"/> is the default).
     /// C (M x N) = alpha·op(A)·B^T + beta·C for few rows (a linear layer's batch: x (M, In) times W (Out, In)^T).
     /// Packing B would read each weight once and write it again for only M uses, and its k-panels read 16 rows
     /// 1 KiB at a time; here every row of B streams once, contiguously, against 8 rows of A held in L2:
@@ -444,6 +448,164 @@ internal static unsafe partial class HostGemmKernels
             }
         }
         finally { ArrayPool<float>.Shared.Return(aBuf); }
+    }
+
+    // ThinTransB_V2: B rows per task block, and the K-chunk after which the register sums are folded into acc.
+    const int ThinV2BlockRows = 12, ThinV2Kc = 512;
+    // How far ahead Thin4x3 prefetches each B row (prefetches never fault, so reading past a row is harmless). Thin1x3
+    // (batch 1) streams faster without: it spends fewer cycles per B line, so the hardware prefetcher keeps up.
+    const int ThinPrefetchFloats = 256;
+
+    /// <summary>
+    /// Version 2 of C (M x N) = alpha·op(A)·B^T + beta·C for few rows (a linear layer: x (M, In) times W (Out, In)^T;
+    /// VGG16's fc6 streams 411 MB of weights for 1 to 8 rows of x, so the product is bound by memory bandwidth).
+    /// <see cref="ThinTransB"/> (V1) padded A to 8 rows (at batch 1, 7 of 8 dot products and A-streams were zero rows)
+    /// and read 8 A rows from L2 for each B vector. Here A keeps its M rows; a micro-kernel takes 4 rows of A against 3
+    /// rows of B (12 register sums, 7 loads per 12 FMAs), single rows of A against 3 rows of B for M mod 4. A task owns
+    /// a block of <see cref="ThinV2BlockRows"/> rows of B, walked chunk by chunk along K (<see cref="ThinV2Kc"/>): the
+    /// block's chunk (24 KiB) is read from memory once, every row group of A (M x 2 KiB of A, in L1 at M = 8) passes over it,
+    /// and each B row still advances as one sequential stream. The register sums are folded per chunk, so the
+    /// summation order is blocked like V1's.
+    /// </summary>
+    static void ThinTransB_V2(float* c, float* a, float* b, GemmShape s, GemmEpilogue e)
+    {
+        int m = s.M, n = s.N, k = s.K;
+        long lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
+        // alpha·op(A) copied to (M, kPad) row-major, zero past K, so the micro-kernels run whole vectors; B's last
+        // partial vector is read through a masked copy instead.
+        int kPad = (k + 7) / 8 * 8;
+        float[] aBuf = ArrayPool<float>.Shared.Rent(checked(m * kPad + 16));
+        try
+        {
+            fixed (float* aRaw = aBuf)
+            {
+                float* ap0 = (float*)(((nint)aRaw + 31) & ~(nint)31);
+                for (int i = 0; i < m; i++)
+                {
+                    float* dst = ap0 + (long)i * kPad;
+                    if (!s.TransA && s.Alpha == 1f) new ReadOnlySpan<float>(a + i * lda, k).CopyTo(new Span<float>(dst, k));
+                    else for (int p = 0; p < k; p++) dst[p] = s.Alpha * (s.TransA ? a[p * lda + i] : a[i * lda + p]);
+                    for (int p = k; p < kPad; p++) dst[p] = 0f;
+                }
+                nint app = (nint)ap0, bp = (nint)b, cp = (nint)c;
+                float beta = s.Beta;
+                int blocks = (n + ThinV2BlockRows - 1) / ThinV2BlockRows;
+                [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+                void Block(int blk)
+                {
+                    int j0 = blk * ThinV2BlockRows, rows = Math.Min(ThinV2BlockRows, n - j0);
+                    float* acc = stackalloc float[ThinRows * ThinV2BlockRows]; // (M, rows), row stride ThinV2BlockRows
+                    new Span<float>(acc, ThinRows * ThinV2BlockRows).Clear();
+                    float* tail = stackalloc float[3 * 8];                    // B's last partial vector, zero padded
+                    float* aa = (float*)app;
+                    for (int pc = 0; pc < k; pc += ThinV2Kc)
+                    {
+                        int kc = Math.Min(ThinV2Kc, k - pc), kv = kc & ~7;
+                        for (int jg = 0; jg < rows; jg += 3)
+                        {
+                            // A group of 3 B rows; past the block's end the last row is repeated and its sums dropped.
+                            int g = Math.Min(3, rows - jg);
+                            float* b0 = (float*)bp + (j0 + jg) * ldb + pc;
+                            float* b1 = g > 1 ? b0 + ldb : b0, b2 = g > 2 ? b1 + ldb : b1;
+                            int tailLen = kc - kv;
+                            if (tailLen > 0)
+                            {
+                                new Span<float>(tail, 24).Clear();
+                                for (int p = 0; p < tailLen; p++) { tail[p] = b0[kv + p]; tail[8 + p] = b1[kv + p]; tail[16 + p] = b2[kv + p]; }
+                            }
+                            float* accg = acc + jg;
+                            int i = 0;
+                            for (; i + 4 <= m; i += 4)
+                                Thin4x3(aa + (long)i * kPad + pc, kPad, b0, b1, b2, kv, tailLen > 0 ? tail : null,
+                                    accg + i * ThinV2BlockRows, ThinV2BlockRows, g);
+                            for (; i < m; i++)
+                                Thin1x3(aa + (long)i * kPad + pc, b0, b1, b2, kv, tailLen > 0 ? tail : null,
+                                    accg + i * ThinV2BlockRows, g);
+                        }
+                    }
+                    for (int r = 0; r < m; r++)
+                        for (int jj = 0; jj < rows; jj++)
+                        {
+                            float* ce = (float*)cp + r * ldc + j0 + jj;
+                            float v = acc[r * ThinV2BlockRows + jj];
+                            if (beta != 0f) v += beta * *ce;
+                            *ce = Finish(v, e, r, j0 + jj);
+                        }
+                }
+                if (s.Flops < ParallelFlops || HostThreads.Count == 1) for (int t = 0; t < blocks; t++) Block(t);
+                else Parallel.For(0, blocks, HostThreads.Options, Block);
+            }
+        }
+        finally { ArrayPool<float>.Shared.Return(aBuf); }
+    }
+
+    /// <summary>acc[r·accStride + j] += Σ_p a[r·lda + p]·b_j[p] for 4 rows of A and the first g of 3 B rows, p over kv
+    /// whole vectors, then the zero-padded tail vector (tail[8j ..], A zero past K) when there is one.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Thin4x3(float* a, long lda, float* b0, float* b1, float* b2, int kv, float* tail, float* acc, int accStride, int g)
+    {
+        Vector256<float> s00 = default, s01 = default, s02 = default, s10 = default, s11 = default, s12 = default,
+            s20 = default, s21 = default, s22 = default, s30 = default, s31 = default, s32 = default;
+        float* a1 = a + lda, a2 = a1 + lda, a3 = a2 + lda;
+        for (int p = 0; p < kv; p += 8)
+        {
+            if (Sse.IsSupported && (p & 15) == 0)
+            {
+                // B streams from memory, 3 rows (and 12 per task) at once: ask for each row's line 1 KiB ahead,
+                // which the hardware prefetcher alone did not keep up with.
+                Sse.Prefetch0(b0 + p + ThinPrefetchFloats); Sse.Prefetch0(b1 + p + ThinPrefetchFloats); Sse.Prefetch0(b2 + p + ThinPrefetchFloats);
+            }
+            var w0 = Vector256.Load(b0 + p); var w1 = Vector256.Load(b1 + p); var w2 = Vector256.Load(b2 + p);
+            var x = Vector256.Load(a + p); s00 = MulAdd(x, w0, s00); s01 = MulAdd(x, w1, s01); s02 = MulAdd(x, w2, s02);
+            x = Vector256.Load(a1 + p); s10 = MulAdd(x, w0, s10); s11 = MulAdd(x, w1, s11); s12 = MulAdd(x, w2, s12);
+            x = Vector256.Load(a2 + p); s20 = MulAdd(x, w0, s20); s21 = MulAdd(x, w1, s21); s22 = MulAdd(x, w2, s22);
+            x = Vector256.Load(a3 + p); s30 = MulAdd(x, w0, s30); s31 = MulAdd(x, w1, s31); s32 = MulAdd(x, w2, s32);
+        }
+        if (tail != null)
+        {
+            var w0 = Vector256.Load(tail); var w1 = Vector256.Load(tail + 8); var w2 = Vector256.Load(tail + 16);
+            var x = Vector256.Load(a + kv); s00 = MulAdd(x, w0, s00); s01 = MulAdd(x, w1, s01); s02 = MulAdd(x, w2, s02);
+            x = Vector256.Load(a1 + kv); s10 = MulAdd(x, w0, s10); s11 = MulAdd(x, w1, s11); s12 = MulAdd(x, w2, s12);
+            x = Vector256.Load(a2 + kv); s20 = MulAdd(x, w0, s20); s21 = MulAdd(x, w1, s21); s22 = MulAdd(x, w2, s22);
+            x = Vector256.Load(a3 + kv); s30 = MulAdd(x, w0, s30); s31 = MulAdd(x, w1, s31); s32 = MulAdd(x, w2, s32);
+        }
+        Fold3(acc, s00, s01, s02, g); Fold3(acc + accStride, s10, s11, s12, g);
+        Fold3(acc + 2 * accStride, s20, s21, s22, g); Fold3(acc + 3 * accStride, s30, s31, s32, g);
+    }
+
+    /// <summary><see cref="Thin4x3"/> for one row of A.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    static void Thin1x3(float* a, float* b0, float* b1, float* b2, int kv, float* tail, float* acc, int g)
+    {
+        // Two sums per B row so that consecutive FMAs into one register are 2 iterations apart (FMA latency).
+        Vector256<float> s0 = default, s1 = default, s2 = default, t0 = default, t1 = default, t2 = default;
+        int p = 0;
+        for (; p + 16 <= kv; p += 16)
+        {
+            var x = Vector256.Load(a + p); var y = Vector256.Load(a + p + 8);
+            s0 = MulAdd(x, Vector256.Load(b0 + p), s0); t0 = MulAdd(y, Vector256.Load(b0 + p + 8), t0);
+            s1 = MulAdd(x, Vector256.Load(b1 + p), s1); t1 = MulAdd(y, Vector256.Load(b1 + p + 8), t1);
+            s2 = MulAdd(x, Vector256.Load(b2 + p), s2); t2 = MulAdd(y, Vector256.Load(b2 + p + 8), t2);
+        }
+        if (p < kv)
+        {
+            var x = Vector256.Load(a + p);
+            s0 = MulAdd(x, Vector256.Load(b0 + p), s0); s1 = MulAdd(x, Vector256.Load(b1 + p), s1); s2 = MulAdd(x, Vector256.Load(b2 + p), s2);
+        }
+        if (tail != null)
+        {
+            var x = Vector256.Load(a + kv);
+            t0 = MulAdd(x, Vector256.Load(tail), t0); t1 = MulAdd(x, Vector256.Load(tail + 8), t1); t2 = MulAdd(x, Vector256.Load(tail + 16), t2);
+        }
+        Fold3(acc, s0 + t0, s1 + t1, s2 + t2, g);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Fold3(float* acc, Vector256<float> s0, Vector256<float> s1, Vector256<float> s2, int g)
+    {
+        acc[0] += Vector256.Sum(s0);
+        if (g > 1) acc[1] += Vector256.Sum(s1);
+        if (g > 2) acc[2] += Vector256.Sum(s2);
     }
 
     /// <summary>

@@ -27,7 +27,8 @@ namespace Tp7.Engine.Kernels;
 /// the image's left or right edge (or rows above or below it) copy their 6 rows into a zero-padded buffer first;
 /// groups that cross a tile row or an image go through a scalar gather. When V and M of the whole batch are small
 /// (<see cref="WholeBatchMaxFloats"/>: VGG16's 28² and 14² layers at batch 8), the batch is one chunk shared by
-/// all cores, so U is read once instead of once per chunk.
+/// all cores, so U is read once instead of once per chunk; except for small filters over many tiles, which run in
+/// chunks of 32 tiles (<see cref="SmallFilterChannels"/>).
 /// </summary>
 internal static unsafe partial class HostWinograd
 {
@@ -42,8 +43,19 @@ internal static unsafe partial class HostWinograd
     {
         int threads = Environment.ProcessorCount;
         long maxPanels = Math.Clamp((1 << 22) / (Positions4 * (c + k)) / NR, 1, 16);
+        if ((long)c * k <= SmallFilterChannels) maxPanels = Math.Min(maxPanels, SmallFilterPanels);
         return (int)Math.Clamp((totalTiles + 2L * threads * NR - 1) / (2L * threads * NR), 1, maxPanels) * NR;
     }
+
+    /// <summary>
+    /// Up to this C·K (U at most 4.7 MiB: VGG16's conv1_2 to conv3_1, ResNet18's first two stages), chunks are
+    /// <see cref="SmallFilterPanels"/> panels of tiles: re-reading U for each chunk costs less than V and M of a
+    /// 256-tile chunk (18 KiB per tile at C = K = 64, 4.7 MiB per thread) falling out of L2 between the input
+    /// transform, the 36 GEMMs and the output transform. Larger filters keep the big chunks that spread U's traffic.
+    /// The chunking does not change any output's summation order.
+    /// </summary>
+    const long SmallFilterChannels = 128 * 256;
+    const int SmallFilterPanels = 2;
 
     /// <summary>Largest V + M (floats) for which <see cref="Forward4x4"/> runs the batch as one shared chunk.</summary>
     const long WholeBatchMaxFloats = 16L << 20;
@@ -88,7 +100,12 @@ internal static unsafe partial class HostWinograd
             nint up = (nint)u, yp = (nint)y, xp = (nint)x, bp = (nint)b;
             int threads = Environment.ProcessorCount;
             long wholeFloats = (long)Positions4 * (C + K) * ((total + NR - 1) / NR * NR);
-            if (threads > 1 && wholeFloats <= WholeBatchMaxFloats && s.ForwardFlops >= 4e6)
+            // Small filters over many tiles (VGG16's 224² and 112² layers at batch 1) run in chunks too: V and M of the
+            // whole batch (58 MiB at conv1_2) would go to memory and back between phases, while U is cheap to re-read.
+            // With fewer than 8 chunks per core the chunks would not balance across cores.
+            bool chunkedSmall = (long)C * K <= SmallFilterChannels
+                && (total + SmallFilterPanels * NR - 1) / (SmallFilterPanels * NR) >= 8L * threads;
+            if (threads > 1 && wholeFloats <= WholeBatchMaxFloats && s.ForwardFlops >= 4e6 && !chunkedSmall)
             {
                 // Few tiles (small images): all of them in one chunk, V and M shared, each phase split across cores
                 // (input channels, then positions, then output channels), so U is read once rather than per chunk.

@@ -44,7 +44,7 @@ public class HostOpsTests
                         $"(|Δ| = {Math.Abs(expected[worst] - actual[worst]):G3}, tolerance {atol:G3} + {rtol:G3}·|ref|)");
     }
 
-    static void CheckGemm(GemmShape s, int seed, bool portable)
+    static void CheckGemm(GemmShape s, int seed, bool portable, bool thinV1 = false)
     {
         int lda = s.LdaOrDefault, ldb = s.LdbOrDefault, ldc = s.LdcOrDefault;
         var a = Random(seed, s.TransA ? (long)s.K * lda : (long)s.M * lda);
@@ -54,7 +54,9 @@ public class HostOpsTests
         var expected = (float[])c0.Clone();
         var actual = (float[])c0.Clone();
         Gemm.Host_V1Naive(expected, a, b, s);
-        if (portable) Gemm.Host_V2BlockedPortable(actual, a, b, s); else Gemm.Host_V2Blocked(actual, a, b, s);
+        if (portable) Gemm.Host_V2BlockedPortable(actual, a, b, s);
+        else if (thinV1) Gemm.Host_V2BlockedThinV1(actual, a, b, s);
+        else Gemm.Host_V2Blocked(actual, a, b, s);
         // Padding columns between N and ldc must be untouched.
         for (int i = 0; i < s.M; i++)
             for (int j = s.N; j < ldc; j++)
@@ -98,6 +100,24 @@ public class HostOpsTests
         CheckGemm(new GemmShape(500, 5, 290, ta, tb, Alpha: alpha, Beta: beta), 9, portable: false);   // row-split path
         CheckGemm(new GemmShape(13, 70, 4500, ta, tb, Alpha: alpha, Beta: beta), 10, portable: false); // thin path, K > its chunk
         CheckGemm(new GemmShape(33, 40, 100, ta, tb, Alpha: alpha, Beta: beta), 11, portable: false);  // just past the thin limit
+    }
+
+    /// <summary>The thin path (M ≤ 32 rows times Bᵀ), both versions: M not a multiple of 4 (the single-row kernel), N not a
+    /// multiple of 3 or of a task's block of 12 rows, K past several 1024-chunks with a partial last vector, padded strides.</summary>
+    [Theory]
+    [InlineData(1, 37, 2053, 0, 0f)]
+    [InlineData(2, 5, 9, 3, 1f)]
+    [InlineData(3, 1, 1030, 0, 0f)]
+    [InlineData(5, 26, 3001, 2, -0.5f)]
+    [InlineData(8, 4100, 200, 0, 0f)]
+    [InlineData(32, 13, 2500, 1, 1f)]
+    public void GemmThinRowsV1AndV2MatchNaive(int m, int n, int k, int pad, float beta)
+    {
+        var s = new GemmShape(m, n, k, TransB: true, Lda: pad == 0 ? 0 : k + pad, Ldb: pad == 0 ? 0 : k + 2 * pad, Ldc: pad == 0 ? 0 : n + pad,
+            Alpha: pad == 2 ? -0.75f : 1f, Beta: beta);
+        CheckGemm(s, 21, portable: false);
+        CheckGemm(s, 22, portable: false, thinV1: true);
+        CheckGemm(s with { TransA = true, Lda = pad == 0 ? 0 : m + pad }, 23, portable: false);
     }
 
     [Fact]
@@ -178,6 +198,38 @@ public class HostOpsTests
     {
         CheckConvV5(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: true, 71);
         CheckConvV5(ConvShape.Square(n, c, h, w, k, kernel, stride, pad), relu: false, 72);
+    }
+
+    static void CheckConvV6(ConvShape s, bool relu, int seed) => CheckAgainstNaive(Conv2d.ForwardHost_V6DirectSmallC, s, relu, seed, GemmAtol, GemmRtol);
+
+    /// <summary>V6 direct (3x3 stride-1 pad-1, C ≤ 4): batch 1-3, K not a multiple of its 6-channel tile, rows not a
+    /// multiple of its 16 pixels (the overlapping last block), heights from 1 (every tap row but one is padding).</summary>
+    [Property(MaxTest = 60)]
+    public void ConvV6DirectMatchesNaiveOnOddShapes(PositiveInt n, PositiveInt c, PositiveInt h, PositiveInt w, PositiveInt k, bool relu, int seed)
+    {
+        var s = ConvShape.Square(1 + n.Get % 3, 1 + c.Get % Conv2d.DirectSmallCMaxChannels, 1 + h.Get % 13, 16 + w.Get % 29, 1 + k.Get % 15, 3, 1, 1);
+        CheckConvV6(s, relu, seed);
+    }
+
+    [Theory]
+    [InlineData(1, 3, 224, 224, 64)]  // VGG16's conv1_1 at batch 1
+    [InlineData(2, 3, 37, 61, 70)]    // K past 66 (12 channel tiles), odd map
+    [InlineData(3, 1, 16, 16, 5)]     // grey, one block per row
+    public void ConvV6DirectMatchesNaiveOnStemShapes(int n, int c, int h, int w, int k)
+    {
+        CheckConvV6(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: true, 91);
+        CheckConvV6(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: false, 92);
+    }
+
+    [Fact]
+    public void ConvV6DirectRejectsOtherShapes()
+    {
+        foreach (var s in new[] { ConvShape.Square(1, 3, 20, 20, 4, 3, 2, 1), ConvShape.Square(1, 5, 20, 20, 4, 3, 1, 1), ConvShape.Square(1, 3, 20, 15, 4, 3, 1, 1) })
+        {
+            var ex = Assert.Throws<ArgumentException>(() => Conv2d.ForwardHost_V6DirectSmallC(
+                new float[s.OutputLength], new float[s.InputLength], new float[s.WeightLength], new float[s.K], s, false));
+            Assert.Contains("V6DirectSmallC", ex.Message);
+        }
     }
 
     /// <summary>The bias is added and ReLU applied in the GEMM's epilogue: with zero filters y is exactly relu(bias)
@@ -279,6 +331,7 @@ public class HostOpsTests
     [InlineData(3, 65, 28, 28, 67)]   // VGG conv4-like: 7 tiles per row, every group crosses a tile row; C, K odd ≥ 64
     [InlineData(2, 67, 14, 14, 65)]   // conv5-like: 4 tiles per row, half of each edge tile dropped
     [InlineData(1, 3, 67, 131, 64)]   // conv1_1-like C = 3, W ≡ 3 mod 4 with interior groups
+    [InlineData(3, 64, 50, 50, 21)]   // small filters over 507 tiles: 32-tile chunks (not the whole batch), chunks crossing images
     public void ConvV4Winograd4x4MatchesNaiveOnLayerLikeShapes(int n, int c, int h, int w, int k)
     {
         CheckWinograd4x4(ConvShape.Square(n, c, h, w, k, 3, 1, 1), relu: true, 41);
@@ -348,7 +401,8 @@ public class HostOpsTests
     [InlineData(1, 64, 19, 21, 24, 3, 1, 1)]   // 30 tiles: V5
     [InlineData(88, 64, 2, 9, 24, 3, 1, 1)]    // 264 tiles, 2 tall: F(2x2)
     [InlineData(3, 64, 2, 9, 24, 3, 1, 1)]
-    [InlineData(1, 3, 19, 21, 24, 3, 1, 1)]
+    [InlineData(1, 3, 19, 21, 24, 3, 1, 1)]    // C = 3, 3x3 stride 1, outputs 21 wide: V6 direct
+    [InlineData(1, 3, 19, 15, 24, 3, 1, 1)]    // the same 15 wide: V5
     [InlineData(1, 64, 19, 21, 24, 3, 2, 1)]
     [InlineData(1, 3, 37, 37, 8, 7, 2, 3)]     // stem-like
     public void ConvForwardHostDispatchMatchesNaive(int n, int c, int h, int w, int k, int kernel, int stride, int pad)
