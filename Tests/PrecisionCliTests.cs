@@ -34,7 +34,7 @@ public sealed class PrecisionCliTests(ITestOutputHelper log)
     [InlineData(new[] { "bench", "gemm", "--device", "cpu", "--precision", "bf16" },
         "tp7 bench gemm: --precision bf16 needs a CUDA GPU of compute capability 8.0 or newer; --device cpu computes in fp32")]
     [InlineData(new[] { "bench", "gemm", "--versions", "v2,v9" },
-        "tp7 bench gemm: --versions: 'v9' is not a GEMM version (known: V1Naive, V2Tiled, V4MmaTf32, V4MmaF16, V4MmaBf16)")]
+        "tp7 bench gemm: --versions: 'v9' is not a GEMM version (known: V1Naive, V2Tiled, V3Tiled128, V4MmaTf32, V4MmaF16, V4MmaBf16)")]
     [InlineData(new[] { "bench", "gemm", "--versions", "v4" },
         "tp7 bench gemm: --versions: 'v4' matches V4MmaTf32 and V4MmaF16 and V4MmaBf16; name one")]
     [InlineData(new[] { "bench", "gemm", "--size", "0" }, "tp7 bench gemm: --size must be at least 1, got 0")]
