@@ -239,7 +239,7 @@ public sealed class CliTests(ReferenceFiles refs, TinyDataset tiny, ITestOutputH
     {
         string dir = tiny.Work("bench");
         var r = CliRunner.RunOk(dir, ["bench", "forward", "--device", "ilgpu-cpu", "--size", "32", "--batch", "1", "--reps", "1", "--weights", refs.Weights]);
-        Assert.Matches(@"validation: outputs of 1 image\(s\) vs host backend: max \|diff\| \S+, \S+ of max \|value\| \(ok\)", r.Stdout);
+        Assert.Matches(@"validation: outputs of 1 image\(s\) vs host backend \(fp32\): max \|diff\| \S+, \S+ of max \|value\| \(limit \S+: ok\)", r.Stdout);
         Assert.Matches(@"(?m)^\s+1\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s+[0-9.]+\s*$", r.Stdout);
     }
 
